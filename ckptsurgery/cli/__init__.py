@@ -1,0 +1,92 @@
+"""The ``ckptsurgery`` command: argument parsing, error reporting, and dispatch.
+
+Each subcommand lives in a module of this package with ``add_parser(subparsers)`` (which must not
+import TensorFlow, so that ``--help`` is instant) and ``run(args) -> int``. Errors of the
+library's :class:`~ckptsurgery.errors.UserError` family become one line on stderr and exit 2;
+anything else exits 1 with a one-line message; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+import warnings
+
+#: Subcommand modules, in the order ``--help`` lists them.
+COMMANDS = ("graft",)
+
+PROG = "ckptsurgery"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Surgery on legacy TensorFlow 1.x checkpoints: graft new layers on a trained "
+        "model, freeze, train, export; inspect, diff and migrate old checkpoints.",
+        epilog=f"Run '{PROG} COMMAND --help' for the options of a command.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMANDS:
+        module = importlib.import_module(f"{__name__}.{name}")
+        p = module.add_parser(sub)
+        p.add_argument("--debug", action="store_true",
+                       help="show the full traceback of an error")
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    quiet_tensorflow()
+    warnings.showwarning = _show_warning
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if args.debug:
+            raise
+        from ..errors import CkptSurgeryError
+
+        if isinstance(e, CkptSurgeryError):
+            print(f"{PROG}: error: {e}", file=sys.stderr)
+            return e.exit_code
+        first = (str(e).strip().splitlines() or [""])[0]
+        print(f"{PROG}: internal error: {type(e).__name__}: {first} "
+              "(rerun with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+def quiet_tensorflow() -> None:
+    """Keep TensorFlow's start-up chatter off stderr, where our one-line errors go.
+
+    oneDNN's notice cannot be silenced otherwise; turning oneDNN off also makes CPU results
+    repeatable run to run. Both can be overridden from the environment.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    from ..select import CkptSurgeryWarning
+
+    if issubclass(category, CkptSurgeryWarning):
+        print(f"{PROG}: warning: {message}", file=sys.stderr)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ckptsurgery")
+    except PackageNotFoundError:
+        return "unknown"

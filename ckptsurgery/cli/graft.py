@@ -1,0 +1,101 @@
+"""``ckptsurgery graft``: reuse a TF1 model's lower layers under new dense layers, train, export."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+HELP = "put new dense layers on a tensor of a TF1 model, optionally freeze and train, export"
+
+EXAMPLES = """\
+examples:
+  # keep hidden1..hidden3, replace the rest by a new 20-unit hidden4 and new logits
+  ckptsurgery graft base/my_model.ckpt --at hiddens3 \\
+      --dense hidden4:20:relu --dense logits:10 --out out/my_new_model.ckpt
+
+  # the same, trained on MNIST with hidden1-2 frozen by a stop_gradient cut
+  ckptsurgery graft base/my_model.ckpt --at hiddens3 --dense hidden4:20:relu \\
+      --dense logits:10 --cut-after hiddens2 --data mnist.npz --epochs 5 --out out/m.ckpt
+
+  # print the plan (reused, frozen, new, pruned variables) and write nothing
+  ckptsurgery graft base/my_model.ckpt --at hiddens3 --dense logits:10 --dry-run --out x
+
+REF is a collection key holding one tensor (hiddens3), a tensor name (dnn/hidden3/Relu:0)
+or an op name (dnn/hidden3/Relu). REGEX scopes match like get_collection(key, scope=REGEX).
+"""
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("graft", help=HELP, description=HELP + ".", epilog=EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", metavar="CKPT",
+                   help="checkpoint prefix, one of its files, or a folder with a 'checkpoint' file")
+    p.add_argument("--at", required=True, metavar="REF", help="tensor to put the new layers on")
+    p.add_argument("--dense", action="append", required=True, metavar="NAME:UNITS[:ACTIVATION]",
+                   help="a new dense layer, bottom first; repeat for more (activation default "
+                        "linear; relu, elu, selu, tanh, sigmoid, softmax, leaky_relu)")
+    p.add_argument("--out", required=True, metavar="PREFIX", help="output checkpoint prefix")
+    g = p.add_argument_group("freezing and restoring")
+    g.add_argument("--train-scope", metavar="REGEX",
+                   help="train only the variables in these scopes (e.g. 'hidden[34]|logits')")
+    g.add_argument("--cut-after", metavar="REF",
+                   help="insert stop_gradient after this tensor: everything below it is frozen")
+    g.add_argument("--restore-scope", metavar="REGEX",
+                   help="restore only these variables from CKPT (default: all that are kept)")
+    g.add_argument("--lenient", action="store_true",
+                   help="restore what matches and report the rest, instead of failing")
+    g.add_argument("--keep-dead", action="store_true",
+                   help="keep the old layers the graft replaces, instead of pruning them")
+    g.add_argument("--inputs", metavar="REF", help="the input placeholder (default: collection "
+                   "'inputs', else the only float placeholder)")
+    g.add_argument("--labels", metavar="REF", help="the label placeholder (default: collection "
+                   "'labels', else the only integer placeholder)")
+    g.add_argument("--output-collection", default="logits", metavar="KEY",
+                   help="collection for the new top layer's output (default: logits)")
+    t = p.add_argument_group("training (only with --data)")
+    t.add_argument("--data", metavar="NPZ", help="an .npz in Keras's mnist.npz layout, a folder "
+                   "of MNIST IDX files, or 'keras'; without it the graft is exported untrained")
+    t.add_argument("--epochs", type=int, default=5)
+    t.add_argument("--batch-size", type=int, default=50)
+    t.add_argument("--optimizer", choices=("sgd", "momentum", "adam"), default="adam")
+    t.add_argument("--lr", type=float, default=0.001, help="learning rate (default 0.001)")
+    t.add_argument("--seed", type=int, default=42)
+    t.add_argument("--valid-size", type=int, default=5000,
+                   help="validation rows taken from the front of the training set (default 5000)")
+    t.add_argument("--cache-frozen", action="store_true",
+                   help="compute the output of the frozen part (--cut-after) once, train on it")
+    o = p.add_argument_group("output")
+    o.add_argument("--force", action="store_true", help="replace an existing output")
+    o.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
+    o.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    o.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def run(args) -> int:
+    from ..graft import GraftSpec
+    from ..layers import parse_dense
+    from ..train import TrainConfig
+    from ..workflow import GraftJob, run_graft
+
+    job = GraftJob(
+        checkpoint=args.checkpoint,
+        spec=GraftSpec(
+            at=args.at, layers=[parse_dense(d) for d in args.dense], cut_after=args.cut_after,
+            train_scope=args.train_scope, restore_scope=args.restore_scope,
+            keep_dead=args.keep_dead, inputs=args.inputs, labels=args.labels,
+            output_collection=args.output_collection, seed=args.seed,
+        ),
+        out=args.out, data=args.data,
+        train=TrainConfig(optimizer=args.optimizer, lr=args.lr, epochs=args.epochs,
+                          batch_size=args.batch_size, seed=args.seed,
+                          cache_frozen=args.cache_frozen, progress=not args.quiet),
+        valid_size=args.valid_size, strict=not args.lenient, force=args.force,
+        dry_run=args.dry_run,
+    )
+    log = sys.stderr if args.json else sys.stdout
+    result = run_graft(job, log=lambda line: print(line, file=log, flush=True))
+    if args.json:
+        print(json.dumps(result, indent=2))
+    return 0

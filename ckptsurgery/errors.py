@@ -1,0 +1,94 @@
+"""The error types of ckptsurgery.
+
+Two families: :class:`UserError` (the input or the request is wrong; the message says what to
+do; the CLI exits 2) and :class:`InternalError` (a bug or an environment failure; exit 1).
+Every message names the thing it is about and, where there is one, the fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+__all__ = [
+    "CkptSurgeryError",
+    "UserError",
+    "InternalError",
+    "CheckpointNotFoundError",
+    "CheckpointCorruptError",
+    "GraphImportError",
+    "NotFoundError",
+    "SelectionError",
+    "RestoreError",
+    "OutputError",
+    "DataError",
+    "UnsafeGraphError",
+    "nearest",
+]
+
+
+class CkptSurgeryError(Exception):
+    """Base of every error this package raises on purpose."""
+
+    exit_code = 1
+
+
+class UserError(CkptSurgeryError):
+    """The user's input or request is wrong; the message says what to change."""
+
+    exit_code = 2
+
+
+class InternalError(CkptSurgeryError):
+    """Something failed that the user could not have prevented (a bug, a crash of TensorFlow)."""
+
+    exit_code = 1
+
+
+class CheckpointNotFoundError(UserError):
+    """No checkpoint, or a part of one (shard, index, state file), is where it was looked for."""
+
+
+class CheckpointCorruptError(UserError):
+    """A checkpoint file exists but cannot be read (truncated, bit-flipped, wrong kind of file)."""
+
+
+class GraphImportError(UserError):
+    """A ``.meta`` cannot be imported by this TensorFlow (unregistered ops, bad proto)."""
+
+
+class NotFoundError(UserError):
+    """A tensor, op, collection or variable named by the user does not exist."""
+
+
+class SelectionError(UserError):
+    """A selection (scope regex, variable list) matches nothing or is ambiguous."""
+
+
+class RestoreError(UserError):
+    """A strict restore found missing, unexpected or mismatched variables."""
+
+    def __init__(self, message: str, report=None):
+        super().__init__(message)
+        self.report = report
+
+
+class OutputError(UserError):
+    """An output path is unusable: it exists (no ``--force``), or it is an input or inside one."""
+
+
+class DataError(UserError):
+    """Training data is missing, malformed or does not fit the graph's inputs."""
+
+
+class UnsafeGraphError(UserError):
+    """A graph holds ops that touch files, the network or load code, and was not allowed to run."""
+
+
+def nearest(name: str, candidates: Iterable[str], n: int = 3) -> list[str]:
+    """The candidates closest to ``name``: close spellings first, then names containing it."""
+    pool = sorted(set(candidates))
+    close = difflib.get_close_matches(name, pool, n=n, cutoff=0.6)
+    if len(close) < n:
+        close += [c for c in pool if name in c and c not in close][: n - len(close)]
+    return close

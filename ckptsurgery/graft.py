@@ -1,0 +1,259 @@
+"""Grafting: reuse the lower part of a TF1 model and put new dense layers on top.
+
+:func:`build` turns a checkpoint and a :class:`GraftSpec` into a :class:`Grafted` graph and a
+printable :class:`Plan` (what is reused, frozen, new, pruned) before anything runs or is written:
+``open -> plan -> edit -> train -> export``. The graph is edited at the protobuf level first
+(prune what the new outputs do not need, cut gradients), then imported into a new ``tf.Graph``
+that the caller owns, then the new layers are added.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+from .errors import SelectionError, UserError
+from .layers import DenseSpec, dense
+from .metagraph import import_meta_graph, op_name
+from .select import CkptSurgeryWarning, find_placeholder, resolve_tensor, select_variables
+
+__all__ = ["GraftSpec", "VariableRow", "Plan", "Grafted", "build"]
+
+
+@dataclass
+class GraftSpec:
+    """What to graft and how.
+
+    Attributes:
+        at: collection, tensor or op to put the new layers on (``hiddens3``).
+        layers: the new dense layers, bottom to top.
+        cut_after: insert ``stop_gradient`` after this tensor (freezes everything below it).
+        train_scope: regex of the variables that train (``hidden[34]|logits``); default all.
+        restore_scope: regex of the variables restored from the checkpoint; default all kept.
+        keep_dead: keep the old graph branch the new layers replace, instead of pruning it.
+        inputs, labels: the graph's input and label tensors, when the defaults do not find them.
+        output_collection: the collection that holds the new top layer's output.
+        seed: graph-level seed for the new layers' initialisers.
+    """
+
+    at: str
+    layers: list[DenseSpec]
+    cut_after: str | None = None
+    train_scope: str | None = None
+    restore_scope: str | None = None
+    keep_dead: bool = False
+    inputs: str | None = None
+    labels: str | None = None
+    output_collection: str = "logits"
+    seed: int | None = 42
+
+
+@dataclass(frozen=True)
+class VariableRow:
+    """A variable in a plan: name, shape, number of parameters."""
+
+    name: str
+    shape: tuple[int, ...]
+
+    @property
+    def params(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+
+@dataclass
+class Plan:
+    """What a graft will do, printable before anything runs (``--dry-run``)."""
+
+    source: str
+    at: str
+    cut: str | None
+    inputs: str
+    labels: str | None
+    output: str
+    layers: list[DenseSpec]
+    reused: list[VariableRow] = field(default_factory=list)
+    trained: list[VariableRow] = field(default_factory=list)
+    frozen: list[VariableRow] = field(default_factory=list)
+    new: list[VariableRow] = field(default_factory=list)
+    pruned: list[str] = field(default_factory=list)
+    pruned_ops: int = 0
+
+    def __str__(self) -> str:
+        def block(title, rows):
+            total = sum(r.params for r in rows)
+            out = [f"{title} ({len(rows)} variables, {total:,} parameters)"]
+            out += [f"  {r.name:<40} {str(list(r.shape)):<14} {r.params:>10,}" for r in rows]
+            return out
+
+        lines = [
+            f"source:  {self.source}",
+            f"graft:   {' -> '.join(str(s) for s in self.layers)} on {self.at}",
+            f"inputs:  {self.inputs}   labels: {self.labels or '(none)'}   output: {self.output}",
+        ]
+        if self.cut:
+            lines.append(f"cut:     stop_gradient after {self.cut}")
+        lines += block("reused (restored from checkpoint)", self.reused)
+        lines += block("trained", self.trained)
+        lines += block("frozen", self.frozen)
+        lines += block("new", self.new)
+        lines.append(f"pruned: {len(self.pruned)} variables, {self.pruned_ops} ops"
+                     + (f" ({', '.join(self.pruned)})" if self.pruned else ""))
+        return "\n".join(lines)
+
+    def as_dict(self) -> dict:
+        def rows(rs):
+            return [{"name": r.name, "shape": list(r.shape), "params": r.params} for r in rs]
+
+        return {
+            "source": self.source, "at": self.at, "cut": self.cut, "inputs": self.inputs,
+            "labels": self.labels, "output": self.output,
+            "layers": [str(s) for s in self.layers],
+            "reused": rows(self.reused), "trained": rows(self.trained),
+            "frozen": rows(self.frozen), "new": rows(self.new),
+            "pruned": self.pruned, "pruned_ops": self.pruned_ops,
+        }
+
+
+@dataclass
+class Grafted:
+    """A grafted graph, ready to restore, train and export.
+
+    ``feed_point`` is the tensor below which nothing trains (the cut), whose values may be
+    computed once and fed (``--cache-frozen``).
+    """
+
+    graph: object
+    plan: Plan
+    inputs: object
+    labels: object | None
+    output: object
+    restore_vars: list
+    train_vars: list
+    feed_point: object | None
+
+
+def build(checkpoint, spec: GraftSpec) -> Grafted:
+    """Build the grafted graph for ``checkpoint`` (a :class:`~ckptsurgery.checkpoint.Checkpoint`).
+
+    Raises:
+        UserError: the checkpoint has no ``.meta``, a reference names nothing (nearest names
+            given), a regex selects nothing, or the new layers cannot be built.
+    """
+    import tensorflow as tf
+
+    from .edit import ancestors, cut, prune
+
+    meta = checkpoint.meta_graph
+    if meta is None:
+        raise UserError(
+            f"checkpoint '{checkpoint.prefix}' has no .meta file; graft needs the graph "
+            f"('{checkpoint.prefix}.meta')"
+        )
+    if not spec.layers:
+        raise UserError("no layers to graft; give at least one --dense NAME:UNITS[:ACTIVATION]")
+    at = resolve_tensor(meta, spec.at)
+    below_at = ancestors(meta, [at])
+    inputs = find_placeholder(meta, spec.inputs, "inputs", "float", among=below_at)
+    if inputs is None:
+        raise SelectionError(f"'{at}' depends on no float placeholder; name the input with --inputs")
+    labels = find_placeholder(meta, spec.labels, "labels", "integer")
+    cut_at = None
+    if spec.cut_after:
+        cut_at = resolve_tensor(meta, spec.cut_after)
+        if op_name(cut_at) not in below_at:
+            raise UserError(
+                f"--cut-after '{spec.cut_after}' ({cut_at}) is not below --at '{spec.at}' ({at}); "
+                "cut a tensor the new layers depend on"
+            )
+
+    removed_ops, removed_vars = 0, []
+    if not spec.keep_dead:
+        meta, info = prune(meta, [t for t in (at, inputs, labels) if t])
+        removed_ops, removed_vars = len(info.removed_ops), info.removed_variables
+    feed_name = None
+    if cut_at:
+        meta, feed_name = cut(meta, cut_at)
+        if cut_at == at:
+            at = feed_name
+
+    graph = tf.Graph()
+    graph.seed = spec.seed
+    import_meta_graph(meta, graph)
+    imported = {v.op.name for v in graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES)}
+    out = graph.get_tensor_by_name(at)
+    outputs = []
+    for layer in spec.layers:
+        out = dense(out, layer)
+        outputs.append((layer.name, out))
+    with graph.as_default():
+        graph.clear_collection(spec.output_collection)
+        for name, tensor in outputs[:-1]:
+            graph.add_to_collection(name, tensor)
+        graph.add_to_collection(spec.output_collection, out)
+
+    all_vars = graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES)
+    new_vars = [v for v in all_vars if v.op.name not in imported]
+    restore_vars = [v for v in all_vars if v.op.name in imported]
+    if spec.restore_scope:
+        chosen = select_variables(graph, spec.restore_scope, "variables", "--restore-scope")
+        restore_vars = [v for v in chosen if v.op.name in imported]
+        if not restore_vars:
+            raise SelectionError(
+                f"--restore-scope '{spec.restore_scope}' matches only new variables; nothing to restore"
+            )
+    feed_point = graph.get_tensor_by_name(feed_name) if feed_name else None
+    trainable = graph.get_collection(tf.compat.v1.GraphKeys.TRAINABLE_VARIABLES)
+    below_cut = _variables_below(feed_point, trainable) if feed_point is not None else set()
+    train_vars = [v for v in trainable if v.op.name not in below_cut]
+    if spec.train_scope:
+        chosen = {v.op.name for v in select_variables(
+            graph, spec.train_scope, "trainable_variables", "--train-scope")}
+        train_vars = [v for v in train_vars if v.op.name in chosen]
+        if not train_vars:
+            raise SelectionError(
+                f"--train-scope '{spec.train_scope}' selects only variables below the cut; "
+                "nothing would train"
+            )
+    trained = {v.op.name for v in train_vars}
+    untrained_new = [v.op.name for v in new_vars if v.op.name not in trained]
+    if untrained_new:
+        warnings.warn(f"new variables {', '.join(untrained_new)} will not train "
+                      "(not selected by --train-scope)", CkptSurgeryWarning, stacklevel=2)
+
+    def rows(vs):
+        return [VariableRow(v.op.name, tuple(v.shape.as_list())) for v in vs]
+
+    plan = Plan(
+        source=checkpoint.prefix, at=at, cut=cut_at, inputs=inputs, labels=labels,
+        output=out.name, layers=list(spec.layers),
+        reused=rows(restore_vars),
+        trained=rows(train_vars),
+        frozen=rows([v for v in trainable if v.op.name not in trained]),
+        new=rows(new_vars),
+        pruned=removed_vars, pruned_ops=removed_ops,
+    )
+    return Grafted(
+        graph=graph, plan=plan,
+        inputs=graph.get_tensor_by_name(inputs),
+        labels=graph.get_tensor_by_name(labels) if labels else None,
+        output=out, restore_vars=restore_vars, train_vars=train_vars, feed_point=feed_point,
+    )
+
+
+def _variables_below(tensor, variables) -> set[str]:
+    """The names of the variables among ``variables`` that ``tensor`` depends on."""
+    names = {v.op.name for v in variables}
+    seen, stack, found = set(), [tensor.op], set()
+    while stack:
+        op = stack.pop()
+        if op.name in seen:
+            continue
+        seen.add(op.name)
+        if op.name in names:
+            found.add(op.name)
+        stack.extend(t.op for t in op.inputs)
+        stack.extend(op.control_inputs)
+    return found

@@ -1,0 +1,175 @@
+"""Writing outputs safely: checked destinations, temporary names, rename into place.
+
+Every output is written under a temporary name in the destination folder, flushed, optionally
+verified, then renamed into place; a checkpoint's ``.index`` goes after its data and ``.meta``, and
+the ``checkpoint`` state file last. A process killed at any moment leaves no output or a complete
+one. An existing output is replaced only with ``force``; an output that is one of the inputs never.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+
+from .errors import OutputError
+
+__all__ = ["check_output_prefix", "check_output_file", "staged_checkpoint", "atomic_file"]
+
+
+def _existing_outputs(prefix: str) -> list[str]:
+    found = [p for p in (prefix + ".index", prefix + ".meta", prefix) if os.path.isfile(p)]
+    return found + sorted(glob.glob(glob.escape(prefix) + ".data-*-of-*"))
+
+
+def _check_not_input(path: str, inputs: Iterable[str]) -> None:
+    if os.path.realpath(path) in {os.path.realpath(i) for i in inputs}:
+        raise OutputError(f"output '{path}' is the input '{path}'; choose another output path")
+
+
+def check_output_prefix(prefix: str, *, inputs: Iterable[str] = (), force: bool = False) -> str:
+    """Check that a checkpoint may be written at ``prefix``; create its folder if needed.
+
+    Args:
+        prefix: the output checkpoint prefix (``out/model.ckpt``).
+        inputs: paths of the input files, which the output must not be or overwrite.
+        force: allow replacing an existing checkpoint at ``prefix``.
+
+    Returns:
+        The normalised prefix.
+
+    Raises:
+        OutputError: ``prefix`` is a folder, names an input, or exists and ``force`` is False.
+    """
+    prefix = os.path.normpath(os.path.expanduser(prefix))
+    if os.path.isdir(prefix):
+        raise OutputError(
+            f"output '{prefix}' is a folder; give a checkpoint prefix such as '{prefix}/model.ckpt'"
+        )
+    inputs = list(inputs)
+    input_prefixes = {os.path.realpath(_strip(p)) for p in inputs}
+    if os.path.realpath(prefix) in input_prefixes:
+        raise OutputError(f"output '{prefix}' is the input checkpoint; choose another output prefix")
+    for path in _existing_outputs(prefix):
+        _check_not_input(path, inputs)
+    existing = _existing_outputs(prefix)
+    if existing and not force:
+        raise OutputError(
+            f"output '{prefix}' exists ({os.path.basename(existing[0])}); pass --force to replace it"
+        )
+    folder = os.path.dirname(prefix) or "."
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create output folder '{folder}': {e.strerror}") from e
+    if not os.access(folder, os.W_OK):
+        raise OutputError(f"cannot write to output folder '{folder}': permission denied")
+    return prefix
+
+
+def check_output_file(path: str, *, inputs: Iterable[str] = (), force: bool = False) -> str:
+    """Like :func:`check_output_prefix`, for a single-file output (``.npz``, ``.h5``, report)."""
+    path = os.path.normpath(os.path.expanduser(path))
+    if os.path.isdir(path):
+        raise OutputError(f"output '{path}' is a folder; give a file name")
+    _check_not_input(path, inputs)
+    if os.path.exists(path) and not force:
+        raise OutputError(f"output '{path}' exists; pass --force to replace it")
+    folder = os.path.dirname(path) or "."
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create output folder '{folder}': {e.strerror}") from e
+    return path
+
+
+def _strip(path: str) -> str:
+    for suffix in (".index", ".meta"):
+        if path.endswith(suffix):
+            return path[: -len(suffix)]
+    head, sep, _ = path.rpartition(".data-")
+    return head if sep else path
+
+
+@contextlib.contextmanager
+def staged_checkpoint(prefix: str, *, verify: Callable[[str], None] | None = None,
+                      write_state: bool = True) -> Iterator[str]:
+    """Yield a temporary prefix in ``prefix``'s folder; on success move its files into place.
+
+    Args:
+        prefix: the final prefix, already checked by :func:`check_output_prefix`.
+        verify: called with the temporary prefix before anything is moved; raising aborts.
+        write_state: write a ``checkpoint`` state file naming the output, unless the folder's
+            state file names another checkpoint (an input's folder is never changed that way).
+    """
+    folder = os.path.dirname(prefix) or "."
+    base = os.path.basename(prefix)
+    tmpdir = tempfile.mkdtemp(prefix=f".{base}.tmp-", dir=folder)
+    try:
+        tmp_prefix = os.path.join(tmpdir, base)
+        yield tmp_prefix
+        if verify is not None:
+            verify(tmp_prefix)
+        names = sorted(os.listdir(tmpdir))
+        for name in names:
+            _fsync(os.path.join(tmpdir, name))
+        for stale in glob.glob(glob.escape(prefix) + ".data-*-of-*"):
+            if os.path.basename(stale) not in names:
+                os.remove(stale)
+        last = [base + ".index"]
+        for name in [n for n in names if n not in last] + [n for n in last if n in names]:
+            os.replace(os.path.join(tmpdir, name), os.path.join(folder, name))
+        if write_state:
+            _write_state_file(folder, base)
+        _fsync_dir(folder)
+    except OSError as e:
+        raise OutputError(f"cannot write output '{prefix}': {e.strerror or e}") from e
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def _write_state_file(folder: str, base: str) -> None:
+    state = os.path.join(folder, "checkpoint")
+    if os.path.exists(state):
+        with open(state, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+        if f'"{base}"' not in text:
+            return
+    with atomic_file(state) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write(f'model_checkpoint_path: "{base}"\nall_model_checkpoint_paths: "{base}"\n')
+
+
+@contextlib.contextmanager
+def atomic_file(path: str) -> Iterator[str]:
+    """Yield a temporary path beside ``path``; on success rename it to ``path``."""
+    folder = os.path.dirname(path) or "."
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", dir=folder)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    try:
+        yield tmp
+        _fsync(tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise OutputError(f"cannot write output '{path}': {e.strerror or e}") from e
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _fsync(path: str) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(folder: str) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

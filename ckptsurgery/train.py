@@ -1,0 +1,199 @@
+"""Training a classifier graph: loss, accuracy and optimizer ops, then a minibatch loop.
+
+Works on any graph with a float input, integer labels and logits: a grafted one or the demo's
+base model. Validation accuracy is measured after each epoch and the best epoch's weights are
+kept. ``feed_point`` (a cut tensor) enables caching: the frozen part runs once over the data set
+and the upper layers train on its fed outputs, as the original write-up does with hidden2.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import DataError, UserError
+from .restore import assign
+
+__all__ = ["OPTIMIZERS", "TrainConfig", "TrainingOps", "EpochResult", "History",
+           "add_training_ops", "fit", "evaluate"]
+
+OPTIMIZERS = ("sgd", "momentum", "adam")
+
+
+@dataclass
+class TrainConfig:
+    """How to train: optimizer (``sgd``, ``momentum`` with 0.9, ``adam``), learning rate,
+    epochs, batch size, seed of the shuffling, and whether to cache the frozen part's output."""
+
+    optimizer: str = "adam"
+    lr: float = 0.001
+    epochs: int = 5
+    batch_size: int = 50
+    seed: int = 42
+    cache_frozen: bool = False
+    progress: bool = True
+
+
+@dataclass
+class TrainingOps:
+    """The ops :func:`add_training_ops` adds: mean cross-entropy, accuracy, one training step."""
+
+    inputs: object
+    labels: object
+    logits: object
+    loss: object
+    accuracy: object
+    train_op: object
+    var_list: list
+    feed_point: object | None = None
+
+
+@dataclass
+class EpochResult:
+    epoch: int
+    valid_accuracy: float
+    seconds: float
+
+
+@dataclass
+class History:
+    """Per-epoch results; the best epoch's weights are what the session holds after :func:`fit`."""
+
+    epochs: list[EpochResult] = field(default_factory=list)
+    best_epoch: int = 0
+    best_valid_accuracy: float = 0.0
+    test_accuracy: float | None = None
+
+    def as_dict(self) -> dict:
+        return {
+            "valid_accuracy": [e.valid_accuracy for e in self.epochs],
+            "seconds": [e.seconds for e in self.epochs],
+            "best_epoch": self.best_epoch,
+            "final_valid_accuracy": self.best_valid_accuracy,
+            "test_accuracy": self.test_accuracy,
+        }
+
+
+def add_training_ops(inputs, labels, logits, var_list, config: TrainConfig,
+                     feed_point=None) -> TrainingOps:
+    """Add loss (``loss/``), accuracy (``eval/``) and a training step (``train/``) to the graph
+    of ``logits``; only ``var_list`` is trained.
+
+    Raises:
+        UserError: unknown optimizer, no label tensor, or nothing to train.
+    """
+    import tensorflow as tf
+
+    tf1 = tf.compat.v1
+    if labels is None:
+        raise UserError("the graph has no integer label placeholder; name it with --labels NAME")
+    if config.optimizer not in OPTIMIZERS:
+        raise UserError(f"unknown optimizer '{config.optimizer}'; use one of {', '.join(OPTIMIZERS)}")
+    if not var_list:
+        raise UserError("no variable would train; widen --train-scope")
+    with logits.graph.as_default():
+        with tf1.name_scope("loss"):
+            xentropy = tf1.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+            loss = tf1.reduce_mean(xentropy, name="loss")
+        with tf1.name_scope("eval"):
+            correct = tf1.nn.in_top_k(logits, labels, 1)
+            accuracy = tf1.reduce_mean(tf1.cast(correct, tf1.float32), name="accuracy")
+        with tf1.name_scope("train"):
+            if config.optimizer == "sgd":
+                opt = tf1.train.GradientDescentOptimizer(config.lr)
+            elif config.optimizer == "momentum":
+                opt = tf1.train.MomentumOptimizer(config.lr, momentum=0.9)
+            else:
+                opt = tf1.train.AdamOptimizer(config.lr)
+            train_op = opt.minimize(loss, var_list=var_list)
+        tf1.add_to_collection(tf1.GraphKeys.TRAIN_OP, train_op)
+    return TrainingOps(inputs, labels, logits, loss, accuracy, train_op, list(var_list), feed_point)
+
+
+def evaluate(session, ops: TrainingOps, x: np.ndarray, y: np.ndarray, *, fed=None,
+             batch: int = 5000) -> float:
+    """Accuracy of the graph on ``(x, y)``; ``fed`` holds cached feed-point values instead of x."""
+    correct = 0.0
+    for start in range(0, len(y), batch):
+        feed = _feed(ops, x, y, fed, slice(start, start + batch))
+        correct += session.run(ops.accuracy, feed) * len(y[start:start + batch])
+    return float(correct / len(y))
+
+
+def fit(session, ops: TrainingOps, data, config: TrainConfig,
+        on_epoch: Callable[[EpochResult], None] | None = None) -> History:
+    """Train with minibatches, validate each epoch, keep the best epoch's weights.
+
+    Args:
+        session: session of the graph, variables initialised or restored.
+        ops: from :func:`add_training_ops`.
+        data: a :class:`~ckptsurgery.data.Split`.
+        config: the :class:`TrainConfig`; ``cache_frozen`` needs ``ops.feed_point``.
+        on_epoch: called after each epoch (the CLI prints a line).
+    """
+    from tqdm import tqdm
+
+    _check_data(ops, data)
+    fed = {}
+    if config.cache_frozen:
+        if ops.feed_point is None:
+            raise UserError("--cache-frozen needs a cut (--cut-after REF): its output is what is cached")
+        fed = {name: _run_in_chunks(session, ops, x) for name, x in
+               (("train", data.x_train), ("valid", data.x_valid), ("test", data.x_test))
+               if x is not None}
+    rng = np.random.RandomState(config.seed)
+    history = History()
+    best = None
+    n = len(data.y_train)
+    for epoch in range(1, config.epochs + 1):
+        start = time.perf_counter()
+        order = rng.permutation(n)
+        batches = range(0, n, config.batch_size)
+        bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False,
+                   disable=None if config.progress else True)
+        for i in bar:
+            idx = order[i:i + config.batch_size]
+            session.run(ops.train_op, _feed(ops, data.x_train, data.y_train, fed.get("train"), idx))
+        bar.close()
+        acc = evaluate(session, ops, data.x_valid, data.y_valid, fed=fed.get("valid"))
+        result = EpochResult(epoch, acc, time.perf_counter() - start)
+        history.epochs.append(result)
+        if best is None or acc > history.best_valid_accuracy:
+            history.best_epoch, history.best_valid_accuracy = epoch, acc
+            best = session.run(ops.var_list)
+        if on_epoch:
+            on_epoch(result)
+    for var, value in zip(ops.var_list, best or []):
+        assign(session, var, value)
+    if data.x_test is not None:
+        history.test_accuracy = evaluate(session, ops, data.x_test, data.y_test, fed=fed.get("test"))
+    return history
+
+
+def _feed(ops, x, y, fed, idx):
+    labels = y[idx].astype(ops.labels.dtype.as_numpy_dtype)
+    if fed is not None:
+        return {ops.feed_point: fed[idx], ops.labels: labels}
+    return {ops.inputs: x[idx], ops.labels: labels}
+
+
+def _run_in_chunks(session, ops, x, chunk: int = 5000) -> np.ndarray:
+    return np.concatenate([session.run(ops.feed_point, {ops.inputs: x[i:i + chunk]})
+                           for i in range(0, len(x), chunk)])
+
+
+def _check_data(ops, data) -> None:
+    width = ops.inputs.shape[-1] if ops.inputs.shape.rank else None
+    if width is not None and data.x_train.shape[1] != width:
+        raise DataError(
+            f"the data's images have {data.x_train.shape[1]} values each, but input "
+            f"'{ops.inputs.name}' takes {width}; use data that matches the model"
+        )
+    if ops.inputs.shape.rank not in (None, 2):
+        raise DataError(
+            f"input '{ops.inputs.name}' has shape {ops.inputs.shape}; training feeds flattened "
+            "images and needs a rank-2 input"
+        )

@@ -1,0 +1,60 @@
+"""Shared test helpers: paths to fixtures and ../shared, and running the CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+import pytest  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.path.join(os.path.dirname(ROOT), "shared")
+CORPUS = os.path.join(SHARED, "corpus")
+MNIST = os.path.join(SHARED, "data", "mnist.npz")
+FIXTURE_MLP = os.path.join(ROOT, "fixtures", "mlp", "my_model.ckpt")
+
+
+@pytest.fixture
+def mlp_ckpt() -> str:
+    """The reference MLP fixture made by fixtures/make_fixtures.py."""
+    return FIXTURE_MLP
+
+
+@pytest.fixture
+def shared() -> str:
+    if not os.path.isdir(SHARED):
+        pytest.skip("../shared is not beside the checkout")
+    return SHARED
+
+
+@pytest.fixture
+def mnist(shared) -> str:
+    return MNIST
+
+
+def corpus_entries() -> list[str]:
+    """The folders of ../shared/corpus (empty when ../shared is absent)."""
+    if not os.path.isdir(CORPUS):
+        return []
+    return sorted(d for d in os.listdir(CORPUS) if os.path.isdir(os.path.join(CORPUS, d)))
+
+
+def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run ``python -m ckptsurgery ARGS`` in a fresh process (as a user would)."""
+    return subprocess.run(
+        [sys.executable, "-m", "ckptsurgery", *args],
+        capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+    )
+
+
+def read_vars(prefix: str) -> dict:
+    """All variables of a checkpoint as numpy arrays."""
+    import tensorflow as tf
+
+    reader = tf.train.load_checkpoint(prefix)
+    return {n: reader.get_tensor(n) for n in reader.get_variable_to_shape_map()
+            if n != "_CHECKPOINTABLE_OBJECT_GRAPH"}
