@@ -26,7 +26,8 @@ class GraftSpec:
 
     Attributes:
         at: collection, tensor or op to put the new layers on (``hiddens3``).
-        layers: the new dense layers, bottom to top.
+        layers: the new dense layers, bottom to top; none to reuse the model as it is up to
+            ``at`` (to fine-tune it, say), ``at`` then being the output.
         cut_after: insert ``stop_gradient`` after this tensor (freezes everything below it).
         train_scope: regex of the variables that train (``hidden[34]|logits``); default all.
         restore_scope: regex of the variables restored from the checkpoint; default all kept.
@@ -90,7 +91,7 @@ class Plan:
 
         lines = [
             f"source:  {self.source}",
-            f"graft:   {' -> '.join(str(s) for s in self.layers)} on {self.at}",
+            f"graft:   {' -> '.join(str(s) for s in self.layers) or '(no new layers)'} on {self.at}",
             f"inputs:  {self.inputs}   labels: {self.labels or '(none)'}   output: {self.output}",
         ]
         if self.cut:
@@ -152,8 +153,6 @@ def build(checkpoint, spec: GraftSpec) -> Grafted:
             f"checkpoint '{checkpoint.prefix}' has no .meta file; graft needs the graph "
             f"('{checkpoint.prefix}.meta')"
         )
-    if not spec.layers:
-        raise UserError("no layers to graft; give at least one --dense NAME:UNITS[:ACTIVATION]")
     at = resolve_tensor(meta, spec.at)
     below_at = ancestors(meta, [at])
     inputs = find_placeholder(meta, spec.inputs, "inputs", "float", among=below_at)
