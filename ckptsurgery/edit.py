@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from .errors import NotFoundError
 from .metagraph import VARIABLE_COLLECTIONS, node_map, op_name, variable_defs
 
-__all__ = ["PruneInfo", "ancestors", "prune", "cut", "drop_stale_collection_entries"]
+__all__ = ["PruneInfo", "ancestors", "prune", "cut", "uncut", "drop_stale_collection_entries"]
 
 
 @dataclass
@@ -105,6 +105,45 @@ def cut(meta, tensor: str):
     if dtype is not None:
         sg.attr["T"].type = dtype
     return new, f"{sg_name}:0"
+
+
+def uncut(meta):
+    """Remove every ``StopGradient`` node, wiring its consumers to its input: the inverse of
+    :func:`cut`.
+
+    What a cut froze trains again; this is how a model frozen with ``--cut-after`` is unfrozen
+    for a last round of fine-tuning. Collection entries naming a removed node follow the rewiring.
+
+    Returns:
+        ``(new_meta, {removed op name: the tensor its consumers now read})``.
+    """
+    stops = {n.name: n.input[0] for n in meta.graph_def.node if n.op == "StopGradient" and n.input}
+
+    def through(ref: str) -> str:
+        while op_name(ref) in stops:
+            ref = stops[op_name(ref)]
+        return ref
+
+    new = type(meta)()
+    new.CopyFrom(meta)
+    del new.graph_def.node[:]
+    for node in meta.graph_def.node:
+        if node.name in stops:
+            continue
+        copy = new.graph_def.node.add()
+        copy.CopyFrom(node)
+        for i, inp in enumerate(copy.input):
+            if inp.startswith("^"):
+                copy.input[i] = "^" + op_name(through(inp[1:]))
+            else:
+                copy.input[i] = through(inp)
+    for col in new.collection_def.values():
+        if col.WhichOneof("kind") == "node_list":
+            values = [through(v) for v in col.node_list.value]
+            del col.node_list.value[:]
+            col.node_list.value.extend(values)
+    tensor = {name: through(name) for name in stops}
+    return new, {name: t if ":" in t else t + ":0" for name, t in tensor.items()}
 
 
 def drop_stale_collection_entries(meta) -> list[str]:

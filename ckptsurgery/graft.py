@@ -29,6 +29,8 @@ class GraftSpec:
         layers: the new dense layers, bottom to top; none to reuse the model as it is up to
             ``at`` (to fine-tune it, say), ``at`` then being the output.
         cut_after: insert ``stop_gradient`` after this tensor (freezes everything below it).
+        uncut: remove the graph's ``stop_gradient`` ops first, so that what an earlier cut froze
+            trains again (fine-tuning a model frozen with ``cut_after``).
         train_scope: regex of the variables that train (``hidden[34]|logits``); default all.
         restore_scope: regex of the variables restored from the checkpoint; default all kept.
         keep_dead: keep the old graph branch the new layers replace, instead of pruning it.
@@ -40,6 +42,7 @@ class GraftSpec:
     at: str
     layers: list[DenseSpec]
     cut_after: str | None = None
+    uncut: bool = False
     train_scope: str | None = None
     restore_scope: str | None = None
     keep_dead: bool = False
@@ -81,6 +84,7 @@ class Plan:
     new: list[VariableRow] = field(default_factory=list)
     pruned: list[str] = field(default_factory=list)
     pruned_ops: int = 0
+    uncut: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         def block(title, rows):
@@ -96,6 +100,8 @@ class Plan:
         ]
         if self.cut:
             lines.append(f"cut:     stop_gradient after {self.cut}")
+        if self.uncut:
+            lines.append(f"uncut:   removed stop_gradient {', '.join(self.uncut)}")
         lines += block("reused (restored from checkpoint)", self.reused)
         lines += block("trained", self.trained)
         lines += block("frozen", self.frozen)
@@ -114,7 +120,7 @@ class Plan:
             "layers": [str(s) for s in self.layers],
             "reused": rows(self.reused), "trained": rows(self.trained),
             "frozen": rows(self.frozen), "new": rows(self.new),
-            "pruned": self.pruned, "pruned_ops": self.pruned_ops,
+            "pruned": self.pruned, "pruned_ops": self.pruned_ops, "uncut": self.uncut,
         }
 
 
@@ -145,7 +151,7 @@ def build(checkpoint, spec: GraftSpec) -> Grafted:
     """
     import tensorflow as tf
 
-    from .edit import ancestors, cut, prune
+    from .edit import ancestors, cut, prune, uncut
 
     meta = checkpoint.meta_graph
     if meta is None:
@@ -172,6 +178,13 @@ def build(checkpoint, spec: GraftSpec) -> Grafted:
     if not spec.keep_dead:
         meta, info = prune(meta, [t for t in (at, inputs, labels) if t])
         removed_ops, removed_vars = len(info.removed_ops), info.removed_variables
+    removed_stops: dict[str, str] = {}
+    if spec.uncut:
+        meta, removed_stops = uncut(meta)
+        if op_name(at) in removed_stops:
+            at = removed_stops[op_name(at)]
+        if cut_at and op_name(cut_at) in removed_stops:
+            cut_at = removed_stops[op_name(cut_at)]
     feed_name = None
     if cut_at:
         meta, feed_name = cut(meta, cut_at)
@@ -232,7 +245,7 @@ def build(checkpoint, spec: GraftSpec) -> Grafted:
         trained=rows(train_vars),
         frozen=rows([v for v in trainable if v.op.name not in trained]),
         new=rows(new_vars),
-        pruned=removed_vars, pruned_ops=removed_ops,
+        pruned=removed_vars, pruned_ops=removed_ops, uncut=sorted(removed_stops),
     )
     return Grafted(
         graph=graph, plan=plan,
