@@ -166,8 +166,9 @@ def fit(session, ops: TrainingOps, data, config: TrainConfig,
             best = session.run(ops.var_list)
         if on_epoch:
             on_epoch(result)
-    for var, value in zip(ops.var_list, best or []):
-        assign(session, var, value)
+    if best is not None:
+        for var, value in zip(ops.var_list, best, strict=True):
+            assign(session, var, value)
     if data.x_test is not None:
         history.test_accuracy = evaluate(session, ops, data.x_test, data.y_test, fed=fed.get("test"))
     return history

@@ -24,14 +24,14 @@ def mlp_ckpt() -> str:
     return FIXTURE_MLP
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def shared() -> str:
     if not os.path.isdir(SHARED):
         pytest.skip("../shared is not beside the checkout")
     return SHARED
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def mnist(shared) -> str:
     return MNIST
 

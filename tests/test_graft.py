@@ -1,0 +1,267 @@
+"""`ckptsurgery graft`: the core workflow, checked the way a user (and plain TensorFlow) sees it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from conftest import CORPUS, read_vars, run_cli
+
+GRAFT = ["--at", "hiddens3", "--dense", "hidden4:20:relu", "--dense", "logits:10"]
+KEEP_DEAD = ["--at", "hiddens3", "--dense", "new_hidden4:20:relu", "--dense", "new_logits:10",
+             "--keep-dead"]
+LOWER = ["hidden1/kernel", "hidden1/bias", "hidden2/kernel", "hidden2/bias",
+         "hidden3/kernel", "hidden3/bias"]
+
+PLAIN_TF_LOAD = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+    tf1 = tf.compat.v1
+    prefix = sys.argv[1]
+    g = tf.Graph()
+    with g.as_default(), tf1.Session(graph=g) as sess:
+        saver = tf1.train.import_meta_graph(prefix + ".meta")
+        saver.restore(sess, prefix)
+        x = tf1.get_collection("inputs")[0]
+        y = tf1.get_collection("labels")[0]
+        logits = tf1.get_collection("logits")[0]
+        batch = np.random.RandomState(0).rand(3, 784).astype(np.float32)
+        out = sess.run(logits, {x: batch})
+        print(json.dumps({
+            "variables": {v.op.name: v.shape.as_list() for v in tf1.global_variables()},
+            "inputs": x.name, "labels": y.name, "logits": logits.name,
+            "logits_shape": list(out.shape),
+        }))
+""")
+
+
+def plain_tf_load(prefix: str) -> dict:
+    """Load a checkpoint in a fresh process with nothing but TensorFlow."""
+    proc = subprocess.run([sys.executable, "-c", PLAIN_TF_LOAD, prefix],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def grafted(tmp_path_factory, request):
+    """The two grafts of the issue: replace (pruned) and keep-dead."""
+    from conftest import FIXTURE_MLP
+
+    out = tmp_path_factory.mktemp("graft")
+    results = {}
+    for name, args in (("pruned", GRAFT), ("keep", KEEP_DEAD)):
+        prefix = str(out / name / "my_new_model.ckpt")
+        proc = run_cli("graft", FIXTURE_MLP, *args, "--out", prefix)
+        assert proc.returncode == 0, proc.stderr
+        results[name] = prefix
+    return results
+
+
+def test_pruned_graft_loads_in_plain_tensorflow(grafted):
+    loaded = plain_tf_load(grafted["pruned"])
+    assert loaded["variables"] == {
+        "hidden1/kernel": [784, 300], "hidden1/bias": [300],
+        "hidden2/kernel": [300, 50], "hidden2/bias": [50],
+        "hidden3/kernel": [50, 50], "hidden3/bias": [50],
+        "hidden4/kernel": [50, 20], "hidden4/bias": [20],
+        "logits/kernel": [20, 10], "logits/bias": [10],
+    }
+    assert (loaded["inputs"], loaded["labels"]) == ("X:0", "y:0")
+    assert loaded["logits"] == "logits/BiasAdd:0"
+    assert loaded["logits_shape"] == [3, 10]
+
+
+def test_keep_dead_graft_keeps_old_branch_and_loads(grafted):
+    loaded = plain_tf_load(grafted["keep"])
+    names = set(loaded["variables"])
+    assert {"hidden4/kernel", "hidden5/kernel", "logits/kernel"} <= names
+    assert loaded["variables"]["new_hidden4/kernel"] == [50, 20]
+    assert loaded["variables"]["new_logits/kernel"] == [20, 10]
+    assert loaded["logits"] == "new_logits/BiasAdd:0"
+
+
+def test_graft_keeps_lower_layers_bit_identical(grafted, mlp_ckpt):
+    base = read_vars(mlp_ckpt)
+    for prefix in grafted.values():
+        out = read_vars(prefix)
+        for name in LOWER:
+            assert out[name].tobytes() == base[name].tobytes(), name
+
+
+def test_pruned_graft_holds_no_dead_variables(grafted):
+    names = set(read_vars(grafted["pruned"]))
+    assert not any(n.startswith("hidden5") for n in names)
+    assert "hidden4/kernel" in names and read_vars(grafted["pruned"])["hidden4/kernel"].shape == (50, 20)
+
+
+def test_new_layers_are_initialised_like_tf_layers_dense(grafted):
+    out = read_vars(grafted["pruned"])
+    limit = np.sqrt(6.0 / (50 + 20))  # glorot uniform for a 50x20 kernel
+    kernel = out["hidden4/kernel"]
+    assert np.abs(kernel).max() <= limit and kernel.std() > limit / 4
+    assert not out["hidden4/bias"].any() and not out["logits/bias"].any()
+
+
+def test_export_writes_state_file_naming_output(grafted):
+    folder = os.path.dirname(grafted["pruned"])
+    with open(os.path.join(folder, "checkpoint")) as f:
+        assert 'model_checkpoint_path: "my_new_model.ckpt"' in f.read()
+    assert not [n for n in os.listdir(folder) if n.startswith(".")]  # no temp leftovers
+
+
+def test_unknown_collection_names_the_nearest(mlp_ckpt, tmp_path):
+    proc = run_cli("graft", mlp_ckpt, "--at", "hidden3", "--dense", "logits:10",
+                   "--out", str(tmp_path / "x.ckpt"))
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr
+    assert "no collection or tensor 'hidden3'" in lines[0]
+    assert "did you mean collection 'hiddens3'" in lines[0]
+    assert not os.listdir(tmp_path)
+
+
+def test_existing_output_needs_force(grafted, mlp_ckpt):
+    before = read_vars(grafted["pruned"])["hidden4/kernel"]
+    proc = run_cli("graft", mlp_ckpt, *GRAFT, "--seed", "7", "--out", grafted["pruned"])
+    assert proc.returncode == 2 and "pass --force" in proc.stderr
+    assert read_vars(grafted["pruned"])["hidden4/kernel"].tobytes() == before.tobytes()
+
+
+def test_dry_run_prints_plan_and_writes_nothing(mlp_ckpt, tmp_path):
+    proc = run_cli("graft", mlp_ckpt, *GRAFT, "--cut-after", "hiddens2", "--dry-run", "--json",
+                   "--out", str(tmp_path / "x.ckpt"))
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads(proc.stdout)["plan"]
+    assert [r["name"] for r in plan["frozen"]] == LOWER[:4]
+    assert [r["name"] for r in plan["new"]] == ["hidden4/kernel", "hidden4/bias",
+                                                "logits/kernel", "logits/bias"]
+    assert sum(r["params"] for r in plan["new"]) == 50 * 20 + 20 + 20 * 10 + 10
+    assert plan["pruned"] == ["hidden4/bias", "hidden4/kernel", "hidden5/bias", "hidden5/kernel",
+                              "logits/bias", "logits/kernel"]
+    assert plan["cut"] == "dnn/hidden2/Relu:0"
+    assert os.listdir(tmp_path) == []
+
+
+def test_help_does_not_import_tensorflow():
+    code = ("import sys\nfrom ckptsurgery.cli import main\n"
+            "try:\n    main(['graft', '--help'])\nexcept SystemExit:\n    pass\n"
+            "assert 'tensorflow' not in sys.modules, 'tensorflow imported'\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "--cut-after" in proc.stdout
+
+
+def test_bad_dense_spec_is_a_clean_error(mlp_ckpt, tmp_path):
+    proc = run_cli("graft", mlp_ckpt, "--at", "hiddens3", "--dense", "hidden4:twenty",
+                   "--out", str(tmp_path / "x.ckpt"))
+    assert proc.returncode == 2
+    assert "--dense 'hidden4:twenty' is not NAME:UNITS[:ACTIVATION]" in proc.stderr
+
+
+def test_tf2onnx_output_matches_tensorflow(grafted, tmp_path):
+    pytest.importorskip("tf2onnx")
+    ort = pytest.importorskip("onnxruntime")
+    import tensorflow as tf
+
+    onnx_path = str(tmp_path / "m.onnx")
+    proc = subprocess.run(
+        [sys.executable, "-m", "tf2onnx.convert", "--checkpoint", grafted["pruned"] + ".meta",
+         "--inputs", "X:0", "--outputs", "logits/BiasAdd:0", "--output", onnx_path],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    x = np.random.RandomState(1).rand(16, 784).astype(np.float32)
+    sess = ort.InferenceSession(onnx_path)
+    onnx_logits = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    g = tf.Graph()
+    with g.as_default(), tf.compat.v1.Session(graph=g) as s:
+        tf.compat.v1.train.import_meta_graph(grafted["pruned"] + ".meta").restore(s, grafted["pruned"])
+        tf_logits = s.run("logits/BiasAdd:0", {"X:0": x})
+    assert onnx_logits.shape == (16, 10)
+    np.testing.assert_allclose(onnx_logits, tf_logits, atol=1e-5, rtol=0)
+
+
+# --- training on real MNIST -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained_base(tmp_path_factory, mnist):
+    """The reference base model trained as in the write-up (SGD 0.01, batch 50, 5 epochs)."""
+    import tensorflow as tf
+
+    from ckptsurgery.data import load_dataset, split
+    from ckptsurgery.export import export_checkpoint
+    from ckptsurgery.models import build_mlp
+    from ckptsurgery.train import TrainConfig, add_training_ops, fit
+
+    graph = tf.Graph()
+    graph.seed = 42
+    mlp = build_mlp(graph)
+    config = TrainConfig(optimizer="sgd", lr=0.01, epochs=5, progress=False)
+    ops = add_training_ops(mlp.inputs, mlp.labels, mlp.logits,
+                           graph.get_collection("trainable_variables"), config)
+    with tf.compat.v1.Session(graph=graph) as sess:
+        sess.run(tf.compat.v1.global_variables_initializer())
+        history = fit(sess, ops, split(load_dataset(mnist)), config)
+        prefix = str(tmp_path_factory.mktemp("base") / "my_model.ckpt")
+        export_checkpoint(sess, graph, prefix)
+    assert history.best_valid_accuracy > 0.94
+    return prefix
+
+
+def _graft_json(*args) -> dict:
+    proc = run_cli("graft", *args, "--json", "--quiet")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout)
+
+
+def test_grafted_model_trains_to_reference_accuracy(trained_base, mnist, tmp_path):
+    out = str(tmp_path / "my_new_model.ckpt")
+    result = _graft_json(trained_base, *GRAFT, "--data", mnist, "--epochs", "5",
+                         "--optimizer", "adam", "--lr", "0.001", "--batch-size", "50",
+                         "--seed", "42", "--out", out)
+    training = result["training"]
+    assert len(training["valid_accuracy"]) == 5
+    assert training["final_valid_accuracy"] >= 0.97  # reference 0.9752
+    assert training["final_valid_accuracy"] == max(training["valid_accuracy"])
+    assert read_vars(out).keys() >= set(LOWER)
+
+
+@pytest.mark.parametrize("freeze", [["--train-scope", "hidden3|hidden4|logits"],
+                                    ["--cut-after", "hiddens2"],
+                                    ["--cut-after", "hiddens2", "--cache-frozen"]],
+                         ids=["train-scope", "cut-after", "cache-frozen"])
+def test_frozen_layers_stay_bit_identical(trained_base, mnist, tmp_path, freeze):
+    out = str(tmp_path / "frozen.ckpt")
+    result = _graft_json(trained_base, *GRAFT, *freeze, "--data", mnist, "--epochs", "1",
+                         "--out", out)
+    assert result["training"]["final_valid_accuracy"] > 0.9
+    base, new = read_vars(trained_base), read_vars(out)
+    for name in LOWER[:4]:
+        assert new[name].tobytes() == base[name].tobytes(), name
+    assert new["hidden3/kernel"].tobytes() != base["hidden3/kernel"].tobytes()
+    assert [r["name"] for r in result["plan"]["frozen"]] == LOWER[:4]
+
+
+HANDSON = os.path.join(CORPUS, "haerfest__handson-ml__my_model_final", "my_model_final.ckpt")
+
+
+def test_graft_on_hands_on_ml_model(mnist, tmp_path):
+    out = str(tmp_path / "h.ckpt")
+    result = _graft_json(HANDSON, "--at", "dnn/hidden2/Relu", "--dense", "new_logits:10",
+                         "--cut-after", "dnn/hidden2/Relu", "--inputs", "X", "--labels", "y",
+                         "--data", mnist, "--epochs", "1", "--out", out)
+    assert result["training"]["final_valid_accuracy"] >= 0.96  # plain TF measured 0.9706
+    src, new = read_vars(HANDSON), read_vars(out)
+    for layer in ("hidden1", "hidden2"):
+        for kind in ("weights", "biases"):
+            name = f"dnn/{layer}/{kind}"
+            assert new[name].tobytes() == src[name].tobytes(), name
+    assert "dnn/outputs/weights" not in new
+    assert new["new_logits/kernel"].shape == (100, 10)
