@@ -90,6 +90,12 @@ def add_training_ops(inputs, labels, logits, var_list, config: TrainConfig,
     tf1 = tf.compat.v1
     if labels is None:
         raise UserError("the graph has no integer label placeholder; name it with --labels NAME")
+    if not labels.dtype.is_integer:
+        raise UserError(
+            f"label tensor '{labels.name}' is {labels.dtype.name}; training needs integer class "
+            "labels (a one-hot float placeholder cannot be fed from the data's labels); "
+            "name an integer placeholder with --labels"
+        )
     if config.optimizer not in OPTIMIZERS:
         raise UserError(f"unknown optimizer '{config.optimizer}'; use one of {', '.join(OPTIMIZERS)}")
     if not var_list:
@@ -187,14 +193,48 @@ def _run_in_chunks(session, ops, x, chunk: int = 5000) -> np.ndarray:
 
 
 def _check_data(ops, data) -> None:
+    """Fail before training, with the fix, on data or graphs that cannot train."""
     width = ops.inputs.shape[-1] if ops.inputs.shape.rank else None
-    if width is not None and data.x_train.shape[1] != width:
-        raise DataError(
-            f"the data's images have {data.x_train.shape[1]} values each, but input "
-            f"'{ops.inputs.name}' takes {width}; use data that matches the model"
-        )
     if ops.inputs.shape.rank not in (None, 2):
         raise DataError(
             f"input '{ops.inputs.name}' has shape {ops.inputs.shape}; training feeds flattened "
             "images and needs a rank-2 input"
         )
+    if width is not None and data.x_train.shape[1] != width:
+        raise DataError(
+            f"the data's images have {data.x_train.shape[1]} values each, but input "
+            f"'{ops.inputs.name}' takes {width}; use data that matches the model"
+        )
+    classes = ops.logits.shape[-1]
+    top = int(max(data.y_train.max(), data.y_valid.max()))
+    if classes is not None and top >= classes:
+        raise DataError(
+            f"labels go up to {top} but output '{ops.logits.name}' has {classes} units; "
+            f"make the top layer at least {top + 1} wide (e.g. --dense logits:{top + 1})"
+        )
+    fed = {ops.inputs.op.name, ops.labels.op.name}
+    if ops.feed_point is not None:
+        fed.add(ops.feed_point.op.name)
+    unfed = sorted(op.name for op in _placeholders_below(ops.train_op, fed))
+    if unfed:
+        raise UserError(
+            f"training needs placeholder(s) {', '.join(unfed)} fed besides the inputs and "
+            "labels (dropout or batch-norm switches?); graft above them or give them defaults"
+        )
+
+
+def _placeholders_below(op, stop: set[str]) -> list:
+    """The ``Placeholder`` ops that ``op`` depends on, not looking below ops named in ``stop``."""
+    seen, stack, found = set(), [op], []
+    while stack:
+        cur = stack.pop()
+        if cur.name in seen:
+            continue
+        seen.add(cur.name)
+        if cur.name in stop:
+            continue
+        if cur.type == "Placeholder":
+            found.append(cur)
+        stack.extend(t.op for t in cur.inputs)
+        stack.extend(cur.control_inputs)
+    return found

@@ -16,7 +16,7 @@ import sys
 import warnings
 
 #: Subcommand modules, in the order ``--help`` lists them.
-COMMANDS = ("graft",)
+COMMANDS = ("graft", "demo")
 
 PROG = "ckptsurgery"
 
@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(e, CkptSurgeryError):
             print(f"{PROG}: error: {e}", file=sys.stderr)
             return e.exit_code
-        first = (str(e).strip().splitlines() or [""])[0]
+        # TensorFlow's OpErrors keep the useful text in .message, not in str()'s first line.
+        first = (str(getattr(e, "message", e)).strip().splitlines() or [""])[0]
         print(f"{PROG}: internal error: {type(e).__name__}: {first} "
               "(rerun with --debug for the traceback)", file=sys.stderr)
         return 1
