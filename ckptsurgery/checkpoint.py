@@ -225,9 +225,16 @@ class Checkpoint:
 
     @cached_property
     def reader(self):
-        """TensorFlow's checkpoint reader (``CheckpointReader``) for this prefix."""
+        """TensorFlow's checkpoint reader (``CheckpointReader``) for this prefix.
+
+        The files are checked in pure Python first (:func:`~ckptsurgery.bundle.check_bundle`):
+        TensorFlow aborts the process on some malformed bundles instead of raising.
+        """
         import tensorflow as tf
 
+        from .bundle import check_bundle
+
+        check_bundle(self.files)
         try:
             return tf.compat.v1.train.NewCheckpointReader(self.files.prefix)
         except Exception as e:  # TF raises its own OpErrors and bare RuntimeErrors here
