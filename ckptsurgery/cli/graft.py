@@ -41,6 +41,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="train only the variables in these scopes (e.g. 'hidden[34]|logits')")
     g.add_argument("--cut-after", metavar="REF",
                    help="insert stop_gradient after this tensor: everything below it is frozen")
+    g.add_argument("--uncut", action="store_true",
+                   help="remove the graph's stop_gradient ops first (fine-tune a model frozen "
+                        "with --cut-after)")
     g.add_argument("--restore-scope", metavar="REGEX",
                    help="restore only these variables from CKPT (default: all that are kept)")
     g.add_argument("--lenient", action="store_true",
@@ -83,6 +86,7 @@ def run(args) -> int:
         checkpoint=args.checkpoint,
         spec=GraftSpec(
             at=args.at, layers=[parse_dense(d) for d in args.dense], cut_after=args.cut_after,
+            uncut=args.uncut,
             train_scope=args.train_scope, restore_scope=args.restore_scope,
             keep_dead=args.keep_dead, inputs=args.inputs, labels=args.labels,
             output_collection=args.output_collection, seed=args.seed,
