@@ -33,6 +33,9 @@ _EXPORTS = {
     "load_dataset": "data", "split": "data",
     # exporting
     "export_checkpoint": "export",
+    # the demo
+    "DemoConfig": "demo", "run_demo": "demo", "STEPS": "demo", "frozen_check": "demo",
+    "write_report": "report", "render_table": "report",
     # errors
     "CkptSurgeryError": "errors", "UserError": "errors", "InternalError": "errors",
     "NotFoundError": "errors", "SelectionError": "errors", "RestoreError": "errors",
