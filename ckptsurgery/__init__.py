@@ -36,6 +36,9 @@ _EXPORTS = {
     # the demo
     "DemoConfig": "demo", "run_demo": "demo", "STEPS": "demo", "frozen_check": "demo",
     "write_report": "report", "render_table": "report",
+    # assertions for users' tests
+    "assert_unchanged": "testing", "assert_changed": "testing", "assert_restores": "testing",
+    "assert_no_gradient": "testing",
     # errors
     "CkptSurgeryError": "errors", "UserError": "errors", "InternalError": "errors",
     "NotFoundError": "errors", "SelectionError": "errors", "RestoreError": "errors",
