@@ -195,10 +195,12 @@ def build(checkpoint, spec: GraftSpec) -> Grafted:
     graph.seed = spec.seed
     import_meta_graph(meta, graph)
     imported = {v.op.name for v in graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES)}
+    # New variables are of the kind the model already uses (resource or ref).
+    resource = any(graph.get_operation_by_name(n).type == "VarHandleOp" for n in imported)
     out = graph.get_tensor_by_name(at)
     outputs = []
     for layer in spec.layers:
-        out = dense(out, layer)
+        out = dense(out, layer, use_resource=resource)
         outputs.append((layer.name, out))
     with graph.as_default():
         graph.clear_collection(spec.output_collection)

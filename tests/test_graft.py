@@ -300,3 +300,36 @@ def test_graft_without_meta_says_so(shared, tmp_path):
     proc = run_cli("graft", prefix, "--at", "x", "--dense", "a:2", "--out", str(tmp_path / "x"))
     assert proc.returncode == 2
     assert "has no .meta file; graft needs the graph" in proc.stderr
+
+
+def test_graft_on_resource_variable_model(tmp_path):
+    """Graphs made with resource variables (TF 1.14+, or TF2's compat.v1 layers) graft too,
+    and the new layers use the same kind of variable."""
+    import tensorflow as tf
+
+    from ckptsurgery.layers import DenseSpec, dense
+    from ckptsurgery.testing import assert_restores, assert_unchanged
+
+    tf1 = tf.compat.v1
+    g = tf.Graph()
+    with g.as_default():
+        h = tf1.placeholder(tf1.float32, (None, 8), name="X")
+        for i in (1, 2):
+            h = dense(h, DenseSpec(f"hidden{i}", 6, "relu"), use_resource=True)
+            tf1.add_to_collection(f"hiddens{i}", h)
+        saver = tf1.train.Saver()
+        with tf1.Session(graph=g) as sess:
+            sess.run(tf1.global_variables_initializer())
+            saver.save(sess, str(tmp_path / "res.ckpt"))
+    out = str(tmp_path / "out.ckpt")
+    proc = run_cli("graft", str(tmp_path / "res.ckpt"), "--at", "hiddens1", "--dense",
+                   "hidden2:3:tanh", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    assert assert_unchanged(str(tmp_path / "res.ckpt"), out, scope="hidden1/") == [
+        "hidden1/bias", "hidden1/kernel"]
+    assert assert_restores(out)["hidden2/kernel"] == [6, 3]
+    g2 = tf.Graph()
+    with g2.as_default():
+        tf1.train.import_meta_graph(out + ".meta")
+    assert g2.get_operation_by_name("hidden2/kernel").type == "VarHandleOp"
+    assert g2.get_operation_by_name("hidden2/Tanh").type == "Tanh"
