@@ -10,7 +10,7 @@ import sys
 import pytest
 from conftest import ROOT
 
-DOCS = ["docs/graft.md"]
+DOCS = ["README.md", "docs/graft.md"]
 
 
 def python_blocks(path: str) -> list[str]:
