@@ -16,7 +16,7 @@ import sys
 import warnings
 
 #: Subcommand modules, in the order ``--help`` lists them.
-COMMANDS = ("graft", "demo")
+COMMANDS = ("graft", "demo", "verify")
 
 PROG = "ckptsurgery"
 
