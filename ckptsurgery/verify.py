@@ -1,0 +1,293 @@
+"""Checking a checkpoint end to end: its files, every tensor's checksum, the ``.meta`` against the data.
+
+:func:`verify_checkpoint` does not stop at the first problem: it returns a :class:`VerifyReport`
+that names each one (the variable, the file, what was expected), the way PyTorch's
+``load_state_dict`` reports missing and mismatched keys. What is checked:
+
+1. the structure of the files, in pure Python (:func:`~ckptsurgery.bundle.check_bundle`), before
+   TensorFlow reads anything;
+2. every tensor, read through TensorFlow's reader, which recomputes the CRC32C of the tensor's
+   bytes and compares it with the one stored in its bundle entry (``DataLoss: Checksum does not
+   match``); V1 checkpoints are covered by their per-block checksums instead;
+3. the ``.meta``: it parses as a ``MetaGraphDef``, and every tensor its saver restores exists in
+   the data with the dtype the restore op reads and the shape of the variable it goes into.
+
+:func:`check_written` is the same check as a gate: ``export_checkpoint`` runs it on every
+checkpoint it writes, before moving it into place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .errors import CkptSurgeryError, InternalError
+
+__all__ = ["Problem", "VerifyReport", "verify_checkpoint", "check_written"]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a checkpoint.
+
+    ``kind`` is ``files`` (structure, unreadable), ``data`` (a tensor does not read back, e.g. a
+    checksum mismatch), ``meta`` (the ``.meta`` does not parse), ``missing`` (the saver restores
+    a key the data lacks), ``shape`` or ``dtype`` (the data does not fit the variable).
+    """
+
+    kind: str
+    name: str
+    message: str
+
+    def __str__(self) -> str:
+        if self.name in self.message:
+            return f"{self.kind}: {self.message}"
+        return f"{self.kind}: {self.name}: {self.message}"
+
+
+@dataclass
+class VerifyReport:
+    """What :func:`verify_checkpoint` checked and found."""
+
+    prefix: str
+    format: str = ""
+    files: list[str] = field(default_factory=list)
+    tensors_read: int = 0
+    bytes_read: int = 0
+    meta_checked: bool = False
+    restored_checked: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def summary(self) -> str:
+        """One line: OK, or how many problems and the first."""
+        if self.ok:
+            return f"checkpoint '{self.prefix}' is intact"
+        more = f" (and {len(self.problems) - 1} more)" if len(self.problems) > 1 else ""
+        return (f"checkpoint '{self.prefix}' is broken: {self.problems[0]}{more}; copy it "
+                "again from its source, or rewrite it from a good copy")
+
+    def __str__(self) -> str:
+        lines = [f"checkpoint: {self.prefix} ({self.format or 'unknown format'}, "
+                 f"{len(self.files)} file(s))",
+                 f"tensors:    {self.tensors_read} read back, {self.bytes_read:,} bytes"
+                 + (", checksums match" if self.tensors_read and not self._has("data") else "")]
+        if self.meta_checked and self.tensors_read:
+            lines.append(f"meta:       {self.restored_checked} tensor(s) the saver restores "
+                         "checked against the data")
+        elif self.meta_checked:
+            lines.append("meta:       parsed; not checked against the unreadable data")
+        elif not self._has("meta"):
+            lines.append("meta:       none (no .meta file)")
+        if self.ok:
+            lines.append("OK")
+        else:
+            lines.append(f"PROBLEMS ({len(self.problems)}):")
+            lines += [f"  {p}" for p in self.problems]
+        return "\n".join(lines)
+
+    def as_dict(self) -> dict:
+        return {
+            "prefix": self.prefix, "format": self.format, "files": self.files, "ok": self.ok,
+            "tensors_read": self.tensors_read, "bytes_read": self.bytes_read,
+            "meta_checked": self.meta_checked, "restored_checked": self.restored_checked,
+            "problems": [{"kind": p.kind, "name": p.name, "message": p.message}
+                         for p in self.problems],
+        }
+
+    def _has(self, kind: str) -> bool:
+        return any(p.kind == kind for p in self.problems)
+
+
+def verify_checkpoint(path: str) -> VerifyReport:
+    """Check the checkpoint at ``path`` (prefix, one of its files, or a folder).
+
+    Returns:
+        A :class:`VerifyReport`; ``report.ok`` is False when anything is wrong.
+
+    Raises:
+        CheckpointNotFoundError: there is no checkpoint at ``path`` (nothing to verify).
+    """
+    from .bundle import check_bundle
+    from .checkpoint import Checkpoint, locate
+
+    files = locate(path)
+    report = VerifyReport(files.prefix, files.format, list(files.paths))
+    ckpt = Checkpoint(files)
+    saved = None
+    try:
+        check_bundle(files, thorough=True)
+        saved = ckpt.variables
+    except CkptSurgeryError as e:
+        report.problems.append(Problem("files", files.index or files.prefix, str(e)))
+    for name, info in (saved or {}).items():
+        try:
+            ckpt.read(name)
+        except CkptSurgeryError as e:
+            report.problems.append(Problem("data", name, _tf_detail(e)))
+            continue
+        report.tensors_read += 1
+        report.bytes_read += info.nbytes
+    if files.meta:
+        _check_meta(ckpt, saved, report)
+    return report
+
+
+def check_written(prefix: str) -> None:
+    """Verify a checkpoint just written (the ``verify`` hook of ``staged_checkpoint``).
+
+    Raises:
+        InternalError: the written checkpoint does not verify (a bug, or a failing disk); it is
+            not moved into place.
+    """
+    report = verify_checkpoint(prefix)
+    if not report.ok:
+        raise InternalError(
+            f"the checkpoint just written does not verify ({report.problems[0]}); nothing was "
+            "moved into place: check the disk, then report this")
+
+
+def _check_meta(ckpt, saved, report: VerifyReport) -> None:
+    try:
+        meta = ckpt.meta_graph
+    except CkptSurgeryError as e:
+        report.problems.append(Problem("meta", ckpt.files.meta, str(e)))
+        return
+    report.meta_checked = True
+    restored = _saver_restores(meta)
+    if restored is None or saved is None:
+        return
+    for key, dtype, shape in restored:
+        report.restored_checked += 1
+        info = saved.get(key)
+        if info is None:
+            report.problems.append(Problem(
+                "missing", key, "the .meta's saver restores it, but the data has no such tensor"))
+        elif dtype != info.dtype:
+            report.problems.append(Problem(
+                "dtype", key, f"the .meta's saver reads it as {dtype}, the data holds "
+                f"{info.dtype}"))
+        elif shape is not None and tuple(shape) != tuple(info.shape):
+            report.problems.append(Problem(
+                "shape", key, f"the .meta's variable has shape {list(shape)}, the data "
+                f"{list(info.shape)}"))
+
+
+def _tf_detail(e: Exception) -> str:
+    text = str(e)
+    if "Checksum does not match" in text:
+        return ("the checksum of its bytes does not match the one stored when it was saved: "
+                "the data shard was damaged")
+    return text
+
+
+# --- what the .meta's saver restores -----------------------------------------------------------
+
+_RESTORE_OPS = frozenset({"Restore", "RestoreSlice", "RestoreV2"})
+_ASSIGN_OPS = frozenset({"Assign", "AssignVariableOp"})
+
+
+def _saver_restores(meta) -> list[tuple[str, str, tuple[int, ...] | None]] | None:
+    """``(checkpoint key, dtype name, full shape or None)`` for each tensor the graph's saver
+    restores, found by walking up from its restore op; None when the graph has no saver."""
+    from .metagraph import node_map, op_name
+
+    nodes = node_map(meta)
+    root = op_name(meta.saver_def.restore_op_name) if meta.HasField("saver_def") else ""
+    if root not in nodes:
+        return None
+    scope = root.rpartition("/")[0] + "/"
+    seen, stack = set(), [root]
+    while stack:
+        name = stack.pop()
+        if name in seen or name not in nodes:
+            continue
+        seen.add(name)
+        if name.startswith(scope):
+            stack.extend(op_name(i) for i in nodes[name].input)
+    out, used = [], set()
+    for name in sorted(seen):
+        node = nodes[name]
+        if node.op in _ASSIGN_OPS and len(node.input) >= 2:
+            restore, index = _restore_source(nodes, node.input[1], scope)
+            key, dtype, spec = _restore_output(nodes, restore, index)
+            if key is not None:
+                used.add((restore.name, index))
+                out.append((key, dtype, _full_shape(spec)
+                            or _variable_shape(nodes.get(op_name(node.input[0])))))
+    for name in sorted(seen):  # restored tensors without an assign op (kept for their dtype)
+        node = nodes[name]
+        if node.op in _RESTORE_OPS:
+            for index in range(len(node.attr["dtypes"].list.type) if node.op == "RestoreV2"
+                               else 1):
+                key, dtype, spec = _restore_output(nodes, node, index)
+                if key is not None and (name, index) not in used:
+                    out.append((key, dtype, _full_shape(spec)))
+    return out
+
+
+def _restore_source(nodes, ref: str, scope: str):
+    """The restore op and output index that ``ref`` comes from, through Identity ops."""
+    from .metagraph import op_name
+
+    for _ in range(len(nodes)):
+        node = nodes.get(op_name(ref))
+        if node is None or node.op != "Identity" or not node.name.startswith(scope) \
+                or not node.input:
+            break
+        ref = node.input[0]
+    name = op_name(ref)
+    tail = ref[len(name):]
+    return nodes.get(name), int(tail[1:]) if tail[1:].isdigit() else 0
+
+
+def _restore_output(nodes, node, index: int) -> tuple[str | None, str, str]:
+    """``(checkpoint key, dtype name, shape-and-slice spec)`` of one output of a restore op."""
+    if node is None or node.op not in _RESTORE_OPS or len(node.input) < 2:
+        return None, "", ""
+    names = _strings(nodes, node.input[1])
+    specs = _strings(nodes, node.input[2]) if node.op != "Restore" and len(node.input) > 2 else []
+    if node.op == "RestoreV2":
+        types = list(node.attr["dtypes"].list.type)
+    else:
+        types, index = [node.attr["dt"].type], 0
+    if index >= len(names) or index >= len(types):
+        return None, "", ""
+    return names[index], _dtype_name(types[index]), specs[index] if index < len(specs) else ""
+
+
+def _strings(nodes, ref: str) -> list[str]:
+    from .metagraph import op_name
+
+    node = nodes.get(op_name(ref))
+    if node is None or node.op != "Const":
+        return []
+    return [s.decode("utf-8", errors="backslashreplace")
+            for s in node.attr["value"].tensor.string_val]
+
+
+def _dtype_name(enum: int) -> str:
+    from .bundle import DTYPE_NAMES
+
+    enum = enum - 100 if enum > 100 else enum  # reference types
+    return DTYPE_NAMES.get(enum, (f"<dtype {enum}>", 0))[0]
+
+
+def _full_shape(spec: str) -> tuple[int, ...] | None:
+    """The full shape a ``"784 300 0,392:0,300"`` shape-and-slice spec gives, if any."""
+    parts = spec.split()
+    try:
+        return tuple(int(p) for p in parts[:-1]) if len(parts) >= 2 else None
+    except ValueError:
+        return None
+
+
+def _variable_shape(node) -> tuple[int, ...] | None:
+    if node is None or "shape" not in node.attr:
+        return None
+    shape = node.attr["shape"].shape
+    if shape.unknown_rank or any(d.size < 0 for d in shape.dim):
+        return None
+    return tuple(int(d.size) for d in shape.dim)
