@@ -1,0 +1,117 @@
+"""What each saved tensor is for: model weight, optimizer slot, optimizer state or step counter.
+
+A checkpoint saved during training holds more than the model: one or two *slot* variables per
+weight (``hidden1/kernel/Adam``, ``hidden1/kernel/Adam_1``), optimizer *state* that belongs to no
+weight (``beta1_power``, TF2's ``optimizer/iter``) and *step counters* (``global_step``, TF2's
+``save_counter``). ``strip --optimizer-slots`` drops the first two kinds; conversions leave out all
+three unless asked. Recognition is by name (TensorFlow names slots after the optimizer), and a
+slot is only called one when its primary variable is in the same checkpoint, so a weight that
+happens to be called ``.../Momentum`` is not mistaken for one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+__all__ = [
+    "SLOT_NAMES",
+    "TRAINING_STATE",
+    "VariableRole",
+    "classify",
+    "clean_name",
+]
+
+#: Slot names TF 1.x optimizers give their slots, and the optimizer each belongs to.
+SLOT_NAMES = {
+    "Adam": "Adam", "Adam_1": "Adam",
+    "Momentum": "Momentum",
+    "RMSProp": "RMSProp", "RMSProp_1": "RMSProp",
+    "Adagrad": "Adagrad",
+    "AdagradDA": "AdagradDA", "AdagradDA_1": "AdagradDA",
+    "ProximalAdagrad": "ProximalAdagrad",
+    "Ftrl": "Ftrl", "Ftrl_1": "Ftrl",
+    "Adadelta": "Adadelta", "Adadelta_1": "Adadelta",
+    "AdaMax": "AdaMax", "AdaMax_1": "AdaMax",
+    "Nadam": "Nadam", "Nadam_1": "Nadam",
+    "LazyAdam": "LazyAdam", "LazyAdam_1": "LazyAdam",
+}
+
+#: Kinds that are training state, dropped by ``strip --optimizer-slots``.
+TRAINING_STATE = ("slot", "optimizer")
+
+_TF2_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
+# A second optimizer in one graph suffixes its slots again: Adam_2, Adam_3, Momentum_1 ...
+_SLOT_RE = re.compile(r"^(?P<primary>.+?)(?:/t_\d+)?/(?P<slot>(?P<base>[A-Za-z]+?)(?:_\d+)?)$")
+_TF2_SLOT_RE = re.compile(
+    r"^(?P<primary>.+)/\.OPTIMIZER_SLOT/(?P<opt>.+)/(?P<slot>[^/]+)" + re.escape(_TF2_SUFFIX) + "$"
+)
+_POWER_RE = re.compile(r"(?:^|/)beta[12]_power(?:_\d+)?$")
+_STEP_NAMES = {"global_step", "training_step", "save_counter"}
+
+
+@dataclass(frozen=True)
+class VariableRole:
+    """The role of one checkpoint key.
+
+    ``kind`` is ``"model"``, ``"slot"`` (``primary`` is the weight it shadows, ``slot`` its slot
+    name), ``"optimizer"`` (state of an optimizer that belongs to no weight), ``"step"``
+    (``global_step``, ``save_counter``) or ``"bookkeeping"`` (TF2's object graph entry).
+    ``optimizer`` names the optimizer where it is known.
+    """
+
+    kind: str
+    optimizer: str | None = None
+    primary: str | None = None
+    slot: str | None = None
+
+
+def clean_name(key: str) -> str:
+    """A checkpoint key without TF2's ``/.ATTRIBUTES/VARIABLE_VALUE`` suffix."""
+    return key[: -len(_TF2_SUFFIX)] if key.endswith(_TF2_SUFFIX) else key
+
+
+def classify(names: Iterable[str]) -> dict[str, VariableRole]:
+    """The role of every key in ``names`` (the keys of one checkpoint), by name.
+
+    Returns:
+        ``{key: VariableRole}`` in the order of ``names``.
+    """
+    names = list(names)
+    present = set(names)
+    roles: dict[str, VariableRole] = {}
+    optimizer_paths: set[str] = set()
+    for name in names:
+        m = _TF2_SLOT_RE.match(name)
+        if m and m.group("primary") + _TF2_SUFFIX in present:
+            opt = m.group("opt")
+            optimizer_paths.add(opt)
+            roles[name] = VariableRole("slot", opt.rsplit("/", 1)[-1],
+                                       m.group("primary") + _TF2_SUFFIX, m.group("slot"))
+    for name in names:
+        if name in roles:
+            continue
+        roles[name] = _classify_one(name, present, optimizer_paths)
+    return {n: roles[n] for n in names}
+
+
+def _classify_one(name: str, present: set[str], optimizer_paths: set[str]) -> VariableRole:
+    if name == "_CHECKPOINTABLE_OBJECT_GRAPH":
+        return VariableRole("bookkeeping")
+    plain = clean_name(name)
+    if plain.rsplit("/", 1)[-1].lower() in _STEP_NAMES:
+        return VariableRole("step")
+    if _POWER_RE.search(plain):
+        return VariableRole("optimizer", "Adam")
+    head = plain.split("/", 1)[0]
+    if name.endswith(_TF2_SUFFIX) and (head == "optimizer" or any(
+            plain.startswith(p + "/") for p in optimizer_paths)):
+        return VariableRole("optimizer", head)
+    m = _SLOT_RE.match(name)
+    if m and m.group("primary") in present:
+        slot = m.group("slot")
+        optimizer = SLOT_NAMES.get(slot) or SLOT_NAMES.get(m.group("base"))
+        if optimizer is not None:
+            return VariableRole("slot", optimizer, m.group("primary"), slot)
+    return VariableRole("model")
