@@ -9,6 +9,7 @@ one. An existing output is replaced only with ``force``; an output that is one o
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import os
 import shutil
@@ -17,7 +18,22 @@ from collections.abc import Callable, Iterable, Iterator
 
 from .errors import OutputError
 
-__all__ = ["check_output_prefix", "check_output_file", "staged_checkpoint", "atomic_file"]
+__all__ = ["check_output_prefix", "check_output_file", "staged_checkpoint", "atomic_file",
+           "write_error"]
+
+# Why a write fails, as the OS (errno) or TensorFlow (message text) says it, and the fix.
+_WRITE_FAILURES = (
+    ((errno.ENOSPC, "No space left on device"),
+     "no space left on the device; free some space or write the output to another disk"),
+    ((errno.EDQUOT, "Disk quota exceeded"),
+     "disk quota exceeded; free some space or write the output to another disk"),
+    ((errno.EACCES, "Permission denied"),
+     "permission denied; choose an output folder you can write to"),
+    ((errno.EPERM, "Operation not permitted"),
+     "permission denied; choose an output folder you can write to"),
+    ((errno.EROFS, "Read-only file system"),
+     "the file system is read-only; choose an output folder on a writable disk"),
+)
 
 
 def _existing_outputs(prefix: str) -> list[str]:
@@ -107,7 +123,10 @@ def staged_checkpoint(prefix: str, *, verify: Callable[[str], None] | None = Non
     """
     folder = os.path.dirname(prefix) or "."
     base = os.path.basename(prefix)
-    tmpdir = tempfile.mkdtemp(prefix=f".{base}.tmp-", dir=folder)
+    try:
+        tmpdir = tempfile.mkdtemp(prefix=f".{base}.tmp-", dir=folder)
+    except OSError as e:
+        raise write_error(prefix, e) from e
     try:
         tmp_prefix = os.path.join(tmpdir, base)
         yield tmp_prefix
@@ -119,6 +138,11 @@ def staged_checkpoint(prefix: str, *, verify: Callable[[str], None] | None = Non
         for stale in glob.glob(glob.escape(prefix) + ".data-*-of-*"):
             if os.path.basename(stale) not in names:
                 os.remove(stale)
+        # An old checkpoint at ``prefix`` stops being one before any of its files is replaced:
+        # a kill from here on leaves no output, never old and new files mixed.
+        if os.path.exists(prefix + ".index"):
+            os.remove(prefix + ".index")
+            _fsync_dir(folder)
         last = [base + ".index"]
         for name in [n for n in names if n not in last] + [n for n in last if n in names]:
             os.replace(os.path.join(tmpdir, name), os.path.join(folder, name))
@@ -126,7 +150,7 @@ def staged_checkpoint(prefix: str, *, verify: Callable[[str], None] | None = Non
             _write_state_file(folder, base)
         _fsync_dir(folder)
     except OSError as e:
-        raise OutputError(f"cannot write output '{prefix}': {e.strerror or e}") from e
+        raise write_error(prefix, e) from e
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
 
@@ -156,10 +180,27 @@ def atomic_file(path: str) -> Iterator[str]:
         _fsync(tmp)
         os.replace(tmp, path)
     except OSError as e:
-        raise OutputError(f"cannot write output '{path}': {e.strerror or e}") from e
+        raise write_error(path, e) from e
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def write_error(path: str, error: BaseException) -> OutputError | None:
+    """The :class:`OutputError` for a failed write of output ``path``, naming the fix for the
+    usual causes (no space, quota, permissions, read-only disk).
+
+    ``error`` is an ``OSError`` or a TensorFlow ``OpError`` (which has only the message text).
+    Returns None for a TensorFlow error that is not about the disk (the caller re-raises it).
+    """
+    code = getattr(error, "errno", None)
+    text = getattr(error, "message", None) or str(error)
+    for (number, words), fix in _WRITE_FAILURES:
+        if code == number or words in text:
+            return OutputError(f"cannot write output '{path}': {fix}")
+    if isinstance(error, OSError):
+        return OutputError(f"cannot write output '{path}': {error.strerror or error}")
+    return None
 
 
 def _fsync(path: str) -> None:
