@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from .output import check_output_prefix, staged_checkpoint
+from .output import check_output_prefix, staged_checkpoint, write_error
 
 __all__ = ["ExportResult", "export_checkpoint"]
 
@@ -36,21 +36,38 @@ def export_checkpoint(session, graph, prefix: str, *, inputs: Iterable[str] = ()
         prefix: output prefix; its folder is created.
         inputs: input files the output must not overwrite.
         force: replace an existing output.
-        verify: check run on the temporary output before it is moved into place.
+        verify: an extra check run on the temporary output before it is moved into place;
+            :func:`~ckptsurgery.verify.check_written` (every tensor reads back with its
+            checksum, the ``.meta`` fits the data) always runs first.
 
     Raises:
-        OutputError: the output exists (no ``force``), is an input, or cannot be written.
+        OutputError: the output exists (no ``force``), is an input, or cannot be written (no
+            space, permission denied...).
+        InternalError: what was written does not verify (nothing is moved into place).
     """
     import tensorflow as tf
+
+    from .verify import check_written
+
+    def verify_output(tmp: str) -> None:
+        check_written(tmp)
+        if verify is not None:
+            verify(tmp)
 
     prefix = check_output_prefix(prefix, inputs=inputs, force=force)
     with graph.as_default():
         variables = graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES)
         saver = tf.compat.v1.train.Saver(var_list=variables, save_relative_paths=True,
                                          write_version=tf.compat.v1.train.SaverDef.V2)
-    with staged_checkpoint(prefix, verify=verify) as tmp:
-        saver.save(session, tmp, write_meta_graph=True, write_state=False,
-                   strip_default_attrs=True)
+    with staged_checkpoint(prefix, verify=verify_output) as tmp:
+        try:
+            saver.save(session, tmp, write_meta_graph=True, write_state=False,
+                       strip_default_attrs=True)
+        except tf.errors.OpError as e:
+            error = write_error(prefix, e)
+            if error is None:
+                raise
+            raise error from e
     folder = os.path.dirname(prefix) or "."
     base = os.path.basename(prefix)
     files = sorted(os.path.join(folder, n) for n in os.listdir(folder)
