@@ -286,8 +286,23 @@ class Checkpoint:
 
 
 def open_checkpoint(path: str) -> Checkpoint:
-    """Locate the checkpoint at ``path`` (see :func:`locate`) and open it for lazy reading."""
-    return Checkpoint(locate(path))
+    """Locate the checkpoint at ``path`` (see :func:`locate`) and open it for lazy reading.
+
+    Raises:
+        CheckpointNotFoundError: see :func:`locate`.
+        UserError: one of its files cannot be opened for reading (permission denied).
+    """
+    files = locate(path)
+    for p in files.paths:
+        try:
+            with open(p, "rb"):
+                pass
+        except PermissionError as e:
+            from .errors import UserError
+
+            raise UserError(f"cannot read '{p}': permission denied; get read access to the "
+                            "checkpoint's files (chmod u+r) or copy them somewhere readable") from e
+    return Checkpoint(files)
 
 
 def _first_line(e: BaseException) -> str:
