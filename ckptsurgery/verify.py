@@ -109,13 +109,14 @@ def verify_checkpoint(path: str) -> VerifyReport:
 
     Raises:
         CheckpointNotFoundError: there is no checkpoint at ``path`` (nothing to verify).
+        UserError: its files cannot be read (permission denied): not a verdict on the data.
     """
     from .bundle import check_bundle
-    from .checkpoint import Checkpoint, locate
+    from .checkpoint import open_checkpoint
 
-    files = locate(path)
+    ckpt = open_checkpoint(path)
+    files = ckpt.files
     report = VerifyReport(files.prefix, files.format, list(files.paths))
-    ckpt = Checkpoint(files)
     saved = None
     try:
         check_bundle(files, thorough=True)
