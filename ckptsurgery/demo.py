@@ -160,7 +160,7 @@ def run_demo(config: DemoConfig, steps: list[str] | None = None,
         del report["steps"][name]
     for i, name in enumerate(names, start=1):
         step = _BY_NAME[name]
-        log(f"[{i}/{len(names)}] {name}: {step.title}")
+        log(f"[{i}/{len(names)}] {name}: {step.title} ({step.optimizer} lr {step.lr})")
         started = time.perf_counter()
         entry = _run_step(step, config, data, report, _indented(log))
         entry["seconds_total"] = time.perf_counter() - started

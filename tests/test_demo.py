@@ -183,3 +183,36 @@ def test_full_mnist_reproduces_the_published_accuracies(mnist, tmp_path):
     assert steps["fine-tune"]["final_valid_accuracy"] >= best_transfer
     assert [steps[n]["frozen_check"]["hidden1_2"] for n in STEPS[1:]] == \
         ["changed", "identical", "identical", "identical", "changed"]
+
+
+def test_the_cache_step_is_what_the_graft_command_gives(subset_run, tmp_path):
+    from ckptsurgery.data import BUILTIN_SUBSET
+
+    out = subset_run[0]
+    mine = str(tmp_path / "cache.ckpt")
+    proc = run_cli("graft", os.path.join(out, CHECKPOINTS["base"]), "--at", "hiddens3",
+                   "--dense", "hidden4:20:relu", "--dense", "logits:10",
+                   "--restore-scope", "hidden[123]", "--cut-after", "hiddens2", "--cache-frozen",
+                   "--optimizer", "sgd", "--lr", "0.01", "--epochs", "1",
+                   "--data", BUILTIN_SUBSET, "--out", mine, "--quiet")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    demo, graft = read_vars(os.path.join(out, CHECKPOINTS["cache"])), read_vars(mine)
+    assert demo.keys() == graft.keys()
+    for name in demo:
+        assert np.array_equal(demo[name], graft[name]), name
+
+
+def test_the_python_example_of_docs_demo_md_runs():
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    from test_docs import python_blocks
+
+    blocks = python_blocks("docs/demo.md")
+    assert blocks
+    for code in blocks:
+        proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                              text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert "hidden1-2 vs base" in proc.stdout
