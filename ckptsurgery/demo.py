@@ -15,9 +15,13 @@ import dataclasses
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from .errors import UserError
+
+if TYPE_CHECKING:
+    from .workflow import GraftJob
 
 __all__ = ["Step", "STEPS", "STEP_NAMES", "DemoConfig", "MissingStepError", "graft_job",
            "frozen_check", "run_demo"]
@@ -78,7 +82,7 @@ class DemoConfig:
     progress: bool = True
 
 
-def graft_job(step: str, config: DemoConfig, source: str | None = None):
+def graft_job(step: str, config: DemoConfig, source: str | None = None) -> GraftJob:
     """The :class:`~ckptsurgery.workflow.GraftJob` of a step after ``base``.
 
     Args:
@@ -146,8 +150,8 @@ def run_demo(config: DemoConfig, steps: list[str] | None = None,
     run_all = list(names) == list(STEP_NAMES)
     previous = None if run_all else reports.load_report(config.out)
     _check_prerequisites(names, config, previous)
-    _check_outputs(names, config, report_files=run_all)
     data = split(load_dataset(config.data or _builtin_subset()))
+    _check_outputs(names, config, report_files=run_all)
 
     source = config.data or "built-in MNIST subset"
     if config.data == "keras":
@@ -318,7 +322,7 @@ def _train_base(config: DemoConfig, data, log: Callable[[str], None]) -> tuple[d
 _LAYER_VAR = re.compile(r"(?P<layer>[^/]+)/(kernel|bias)")
 
 
-def frozen_check(base: str, prefix: str, frozen: list[str] = ()) -> dict:
+def frozen_check(base: str, prefix: str, frozen: Sequence[str] = ()) -> dict:
     """Compare the layers of checkpoint ``prefix`` with those of ``base``, bit for bit.
 
     Args:

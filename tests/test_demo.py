@@ -154,6 +154,7 @@ def test_missing_data_is_a_user_error(tmp_path):
     proc = run_cli("demo", "--data", str(tmp_path / "nope.npz"), "--out", str(tmp_path / "o"))
     assert proc.returncode == 2
     assert "no data at" in proc.stderr
+    assert not os.path.exists(tmp_path / "o")
 
 
 def test_steps_after_base_are_graft_jobs():
