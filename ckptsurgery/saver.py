@@ -14,7 +14,6 @@ Nothing here imports the graph, so graphs this TensorFlow cannot import are hand
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from .errors import UserError
@@ -106,7 +105,7 @@ def saved_variables(meta) -> list[SavedVariable]:
     if not saves:
         return _from_variable_defs(meta, nodes)
     out: list[SavedVariable] = []
-    for save in sorted(saves, key=lambda n: _natural(n.name)):
+    for save in sorted(saves, key=lambda n: (len(n.name), n.name)):  # SaveV2, SaveV2_1, ...
         inputs = [i for i in save.input if not i.startswith("^")]
         first = _SAVE_OPS[save.op]
         keys = _const_strings(nodes, inputs[1])
@@ -329,6 +328,3 @@ def _free_scope(meta, base: str) -> str:
         scope = f"{base}_{i}"
     return scope
 
-
-def _natural(name: str) -> tuple:
-    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name))
