@@ -16,7 +16,7 @@ import sys
 import warnings
 
 #: Subcommand modules, in the order ``--help`` lists them.
-COMMANDS = ("graft", "demo", "verify")
+COMMANDS = ("graft", "demo", "verify", "audit")
 
 PROG = "ckptsurgery"
 
