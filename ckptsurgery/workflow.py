@@ -28,6 +28,7 @@ class GraftJob:
     strict: bool = True
     force: bool = False
     dry_run: bool = False
+    allow_unsafe_ops: bool = False  # run a graph that audit flags (files, network, code)
 
 
 def run_graft(job: GraftJob, log: Callable[[str], None] = print) -> dict:
@@ -47,6 +48,10 @@ def run_graft(job: GraftJob, log: Callable[[str], None] = print) -> dict:
     from .train import add_training_ops, fit
 
     source = open_checkpoint(job.checkpoint)
+    if not job.dry_run:  # the session below runs imported ops (initialisers, the model)
+        from .audit import check_graph_safe
+
+        check_graph_safe(source, allow_unsafe=job.allow_unsafe_ops)
     if not job.dry_run:
         check_output_prefix(job.out, inputs=source.files.paths, force=job.force)
     data = split(load_dataset(job.data), job.valid_size) if job.data and not job.dry_run else None

@@ -70,6 +70,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="compute the output of the frozen part (--cut-after) once, train on it")
     o = p.add_argument_group("output")
     o.add_argument("--force", action="store_true", help="replace an existing output")
+    o.add_argument("--allow-unsafe-ops", action="store_true",
+                   help="run the graph even if it has ops that touch files, the network or run "
+                        "code (see 'ckptsurgery audit'); only for graphs you trust")
     o.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
     o.add_argument("--json", action="store_true", help="print the result as one JSON object")
     o.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -96,7 +99,7 @@ def run(args) -> int:
                           batch_size=args.batch_size, seed=args.seed,
                           cache_frozen=args.cache_frozen, progress=not args.quiet),
         valid_size=args.valid_size, strict=not args.lenient, force=args.force,
-        dry_run=args.dry_run,
+        dry_run=args.dry_run, allow_unsafe_ops=args.allow_unsafe_ops,
     )
     log = sys.stderr if args.json else sys.stdout
     result = run_graft(job, log=lambda line: print(line, file=log, flush=True))
