@@ -39,6 +39,10 @@ _EXPORTS = {
     # assertions for users' tests
     "assert_unchanged": "testing", "assert_changed": "testing", "assert_restores": "testing",
     "assert_no_gradient": "testing",
+    # integrity and safety
+    "check_bundle": "bundle", "read_index": "bundle", "verify_checkpoint": "verify",
+    "VerifyReport": "verify", "audit_checkpoint": "audit", "audit_meta_graph": "audit",
+    "AuditReport": "audit", "check_graph_safe": "audit", "UnsafeGraphError": "errors",
     # errors
     "CkptSurgeryError": "errors", "UserError": "errors", "InternalError": "errors",
     "NotFoundError": "errors", "SelectionError": "errors", "RestoreError": "errors",
