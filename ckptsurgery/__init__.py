@@ -43,6 +43,17 @@ _EXPORTS = {
     "check_bundle": "bundle", "read_index": "bundle", "verify_checkpoint": "verify",
     "VerifyReport": "verify", "audit_checkpoint": "audit", "audit_meta_graph": "audit",
     "AuditReport": "audit", "check_graph_safe": "audit", "UnsafeGraphError": "errors",
+    # inspecting, comparing and migrating checkpoints
+    "inspect_checkpoint": "inspection", "Inspection": "inspection",
+    "diff_checkpoints": "diff", "CheckpointDiff": "diff",
+    "classify": "slots", "VariableRole": "slots",
+    "rename_checkpoint": "rewrite", "strip_checkpoint": "rewrite", "cast_checkpoint": "rewrite",
+    "rewrite_checkpoint": "rewrite", "plan_rename": "rewrite", "plan_strip": "rewrite",
+    "plan_cast": "rewrite", "RewritePlan": "rewrite", "RewriteResult": "rewrite",
+    "RENAME_PRESETS": "rewrite", "rewrite_meta_graph": "metarewrite",
+    "saved_variables": "saver", "replace_saver": "saver", "SavedVariable": "saver",
+    "copy_tensors": "stream", "read_batches": "stream", "BundleWriter": "stream",
+    "convert_checkpoint": "convert", "ConvertResult": "convert",
     # errors
     "CkptSurgeryError": "errors", "UserError": "errors", "InternalError": "errors",
     "NotFoundError": "errors", "SelectionError": "errors", "RestoreError": "errors",

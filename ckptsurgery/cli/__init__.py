@@ -16,7 +16,7 @@ import sys
 import warnings
 
 #: Subcommand modules, in the order ``--help`` lists them.
-COMMANDS = ("graft", "demo", "verify", "audit")
+COMMANDS = ("graft", "demo", "verify", "audit", "inspect", "diff", "rename", "strip", "cast", "convert")
 
 PROG = "ckptsurgery"
 

@@ -1,0 +1,45 @@
+"""Options and running shared by the commands that rewrite a checkpoint (rename, strip, cast).
+
+Each of them only differs in its own options and in the plan it makes; output, ``--dry-run``,
+``--json``, ``--no-meta``, ``--batch-mb`` and the report are the same, and live here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+
+CKPT_HELP = "checkpoint prefix, one of its files, or a folder with a 'checkpoint' file"
+
+
+def add_rewrite_options(p: argparse.ArgumentParser) -> None:
+    """Add the checkpoint argument and the output options of a rewriting command."""
+    p.add_argument("checkpoint", metavar="CKPT", help=CKPT_HELP)
+    p.add_argument("--out", required=True, metavar="PREFIX", help="output checkpoint prefix")
+    o = p.add_argument_group("output")
+    o.add_argument("--force", action="store_true", help="replace an existing output")
+    o.add_argument("--no-meta", action="store_true",
+                   help="write no .meta, even when the input has one")
+    o.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
+    o.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    o.add_argument("--quiet", action="store_true", help="no progress bar")
+    o.add_argument("--batch-mb", type=float, default=128, metavar="MB",
+                   help="tensors read and written per batch; bounds memory (default 128)")
+
+
+def run_rewrite(args, make_plan: Callable) -> int:
+    """Open the checkpoint, make the plan, print it (``--dry-run``) or carry it out."""
+    from ..checkpoint import open_checkpoint
+    from ..rewrite import rewrite_checkpoint
+
+    checkpoint = open_checkpoint(args.checkpoint)
+    plan = make_plan(checkpoint)
+    if args.dry_run:
+        print(json.dumps(plan.as_dict(), indent=2) if args.json else "\n".join(plan.lines()))
+        return 0
+    result = rewrite_checkpoint(checkpoint, plan, args.out, force=args.force,
+                                with_meta=not args.no_meta, progress=not args.quiet,
+                                max_batch_bytes=int(args.batch_mb * 2**20))
+    print(json.dumps(result.as_dict(), indent=2) if args.json else "\n".join(result.lines()))
+    return 0
