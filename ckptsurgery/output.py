@@ -1,8 +1,8 @@
 """Writing outputs safely: checked destinations, temporary names, rename into place.
 
-Every output is written under a temporary name in the destination folder, flushed, optionally
-verified, then renamed into place; a checkpoint's ``.index`` goes after its data and ``.meta``, and
-the ``checkpoint`` state file last. A process killed at any moment leaves no output or a complete
+Every output is written under a temporary name in the destination folder, flushed, verified
+(a checkpoint is read back whole), then renamed into place; a checkpoint's ``.index`` goes after
+its data and ``.meta``, and the ``checkpoint`` state file last. A process killed at any moment leaves no output or a complete
 one. An existing output is replaced only with ``force``; an output that is one of the inputs never.
 """
 
@@ -12,6 +12,7 @@ import contextlib
 import errno
 import glob
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
@@ -34,6 +35,9 @@ _WRITE_FAILURES = (
     ((errno.EROFS, "Read-only file system"),
      "the file system is read-only; choose an output folder on a writable disk"),
 )
+
+
+_CHECKPOINT_FILE_RE = re.compile(r"\.(index|meta)$|\.data-\d{5}-of-\d{5}$")
 
 
 def _existing_outputs(prefix: str) -> list[str]:
@@ -65,10 +69,17 @@ def check_output_prefix(prefix: str, *, inputs: Iterable[str] = (), force: bool 
         raise OutputError(
             f"output '{prefix}' is a folder; give a checkpoint prefix such as '{prefix}/model.ckpt'"
         )
+    if _CHECKPOINT_FILE_RE.search(os.path.basename(prefix)):
+        raise OutputError(f"output '{prefix}' is the name of a checkpoint file, not a prefix; "
+                          f"did you mean '{_strip(prefix)}'?")
     inputs = list(inputs)
     input_prefixes = {os.path.realpath(_strip(p)) for p in inputs}
     if os.path.realpath(prefix) in input_prefixes:
         raise OutputError(f"output '{prefix}' is the input checkpoint; choose another output prefix")
+    for path in inputs:
+        if os.path.realpath(prefix).startswith(os.path.realpath(path) + os.sep):
+            raise OutputError(f"output '{prefix}' is inside the input '{path}'; choose an output "
+                              "path outside the input checkpoint")
     for path in _existing_outputs(prefix):
         _check_not_input(path, inputs)
     existing = _existing_outputs(prefix)
@@ -117,7 +128,9 @@ def staged_checkpoint(prefix: str, *, verify: Callable[[str], None] | None = Non
 
     Args:
         prefix: the final prefix, already checked by :func:`check_output_prefix`.
-        verify: called with the temporary prefix before anything is moved; raising aborts.
+        verify: an extra check called with the temporary prefix before anything is moved;
+            raising aborts. :func:`~ckptsurgery.verify.check_written` (every tensor reads back
+            with its checksum, the ``.meta`` fits the data) always runs first.
         write_state: write a ``checkpoint`` state file naming the output, unless the folder's
             state file names another checkpoint (an input's folder is never changed that way).
     """
@@ -130,6 +143,9 @@ def staged_checkpoint(prefix: str, *, verify: Callable[[str], None] | None = Non
     try:
         tmp_prefix = os.path.join(tmpdir, base)
         yield tmp_prefix
+        from .verify import check_written  # here, not at the top: it imports TensorFlow
+
+        check_written(tmp_prefix)
         if verify is not None:
             verify(tmp_prefix)
         names = sorted(os.listdir(tmpdir))
