@@ -36,9 +36,9 @@ def export_checkpoint(session, graph, prefix: str, *, inputs: Iterable[str] = ()
         prefix: output prefix; its folder is created.
         inputs: input files the output must not overwrite.
         force: replace an existing output.
-        verify: an extra check run on the temporary output before it is moved into place;
-            :func:`~ckptsurgery.verify.check_written` (every tensor reads back with its
-            checksum, the ``.meta`` fits the data) always runs first.
+        verify: an extra check run on the temporary output before it is moved into place,
+            after the check every staged checkpoint gets
+            (:func:`~ckptsurgery.verify.check_written`).
 
     Raises:
         OutputError: the output exists (no ``force``), is an input, or cannot be written (no
@@ -47,19 +47,12 @@ def export_checkpoint(session, graph, prefix: str, *, inputs: Iterable[str] = ()
     """
     import tensorflow as tf
 
-    from .verify import check_written
-
-    def verify_output(tmp: str) -> None:
-        check_written(tmp)
-        if verify is not None:
-            verify(tmp)
-
     prefix = check_output_prefix(prefix, inputs=inputs, force=force)
     with graph.as_default():
         variables = graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES)
         saver = tf.compat.v1.train.Saver(var_list=variables, save_relative_paths=True,
                                          write_version=tf.compat.v1.train.SaverDef.V2)
-    with staged_checkpoint(prefix, verify=verify_output) as tmp:
+    with staged_checkpoint(prefix, verify=verify) as tmp:
         try:
             saver.save(session, tmp, write_meta_graph=True, write_state=False,
                        strip_default_attrs=True)
