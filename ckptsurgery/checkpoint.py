@@ -272,7 +272,8 @@ class Checkpoint:
             return self.reader.get_tensor(name)
         except Exception as e:
             raise CheckpointCorruptError(
-                f"cannot read variable '{name}' from '{self.prefix}': {_first_line(e)}"
+                f"cannot read variable '{name}' from '{self.prefix}': {_first_line(e)}; its data "
+                "is damaged: copy the checkpoint again from its source"
             ) from e
 
     @cached_property
