@@ -220,8 +220,9 @@ def build(checkpoint, spec: GraftSpec) -> Grafted:
             )
     feed_point = graph.get_tensor_by_name(feed_name) if feed_name else None
     trainable = graph.get_collection(tf.compat.v1.GraphKeys.TRAINABLE_VARIABLES)
-    below_cut = _variables_below(feed_point, trainable) if feed_point is not None else set()
-    train_vars = [v for v in trainable if v.op.name not in below_cut]
+    # Whatever a stop_gradient separates from the output is frozen: our cut or an earlier one.
+    live = _variables_feeding(out, trainable)
+    train_vars = [v for v in trainable if v.op.name in live]
     if spec.train_scope:
         chosen = {v.op.name for v in select_variables(
             graph, spec.train_scope, "trainable_variables", "--train-scope")}
@@ -257,17 +258,17 @@ def build(checkpoint, spec: GraftSpec) -> Grafted:
     )
 
 
-def _variables_below(tensor, variables) -> set[str]:
-    """The names of the variables among ``variables`` that ``tensor`` depends on."""
+def _variables_feeding(tensor, variables) -> set[str]:
+    """The names of the variables among ``variables`` that ``tensor`` depends on through a
+    path with no ``StopGradient``: the ones a loss on ``tensor`` can train."""
     names = {v.op.name for v in variables}
     seen, stack, found = set(), [tensor.op], set()
     while stack:
         op = stack.pop()
-        if op.name in seen:
+        if op.name in seen or op.type == "StopGradient":
             continue
         seen.add(op.name)
         if op.name in names:
             found.add(op.name)
         stack.extend(t.op for t in op.inputs)
-        stack.extend(op.control_inputs)
     return found

@@ -201,19 +201,3 @@ def test_the_cache_step_is_what_the_graft_command_gives(subset_run, tmp_path):
     assert demo.keys() == graft.keys()
     for name in demo:
         assert np.array_equal(demo[name], graft[name]), name
-
-
-def test_the_python_example_of_docs_demo_md_runs():
-    import subprocess
-    import sys
-
-    from conftest import ROOT
-    from test_docs import python_blocks
-
-    blocks = python_blocks("docs/demo.md")
-    assert blocks
-    for code in blocks:
-        proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                              text=True, timeout=600)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        assert "hidden1-2 vs base" in proc.stdout

@@ -10,7 +10,7 @@ import sys
 import pytest
 from conftest import ROOT
 
-DOCS = ["README.md", "docs/graft.md"]
+DOCS = ["README.md", "docs/graft.md", "docs/demo.md"]
 
 
 def python_blocks(path: str) -> list[str]:

@@ -333,3 +333,19 @@ def test_graft_on_resource_variable_model(tmp_path):
         tf1.train.import_meta_graph(out + ".meta")
     assert g2.get_operation_by_name("hidden2/kernel").type == "VarHandleOp"
     assert g2.get_operation_by_name("hidden2/Tanh").type == "Tanh"
+
+
+def test_fine_tune_without_new_layers_uncuts_a_frozen_model(mlp_ckpt, tmp_path):
+    cut_model = str(tmp_path / "cut.ckpt")
+    assert run_cli("graft", mlp_ckpt, *GRAFT, "--cut-after", "hiddens2",
+                   "--out", cut_model).returncode == 0
+    frozen = json.loads(run_cli("graft", cut_model, "--at", "logits", "--dry-run", "--json",
+                                "--out", "x").stdout)["plan"]
+    assert [r["name"] for r in frozen["frozen"]] == LOWER[:4]
+    proc = run_cli("graft", cut_model, "--at", "logits", "--uncut", "--dry-run", "--json",
+                   "--out", "x")
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads(proc.stdout)["plan"]
+    assert plan["uncut"] == ["dnn/hidden2/Relu/stop_gradient"]
+    assert plan["frozen"] == [] and plan["new"] == []
+    assert plan["output"] == "logits/BiasAdd:0"

@@ -18,6 +18,9 @@ examples:
   ckptsurgery graft base/my_model.ckpt --at hiddens3 --dense hidden4:20:relu \\
       --dense logits:10 --cut-after hiddens2 --data mnist.npz --epochs 5 --out out/m.ckpt
 
+  # fine-tune a model frozen with --cut-after: no new layers, cut removed, low learning rate
+  ckptsurgery graft out/m.ckpt --at logits --uncut --data mnist.npz --lr 0.0001 --out out/ft.ckpt
+
   # print the plan (reused, frozen, new, pruned variables) and write nothing
   ckptsurgery graft base/my_model.ckpt --at hiddens3 --dense logits:10 --dry-run --out x
 
@@ -32,9 +35,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("checkpoint", metavar="CKPT",
                    help="checkpoint prefix, one of its files, or a folder with a 'checkpoint' file")
     p.add_argument("--at", required=True, metavar="REF", help="tensor to put the new layers on")
-    p.add_argument("--dense", action="append", required=True, metavar="NAME:UNITS[:ACTIVATION]",
+    p.add_argument("--dense", action="append", default=[], metavar="NAME:UNITS[:ACTIVATION]",
                    help="a new dense layer, bottom first; repeat for more (activation default "
-                        "linear; relu, elu, selu, tanh, sigmoid, softmax, leaky_relu)")
+                        "linear; relu, elu, selu, tanh, sigmoid, softmax, leaky_relu); none: "
+                        "reuse the model as it is up to --at (to fine-tune it)")
     p.add_argument("--out", required=True, metavar="PREFIX", help="output checkpoint prefix")
     g = p.add_argument_group("freezing and restoring")
     g.add_argument("--train-scope", metavar="REGEX",
