@@ -39,9 +39,9 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        if self.name in self.message:
+        if self.kind in ("files", "meta"):  # the message names the file
             return f"{self.kind}: {self.message}"
-        return f"{self.kind}: {self.name}: {self.message}"
+        return f"{self.kind}: '{self.name}': {self.message}"
 
 
 @dataclass
