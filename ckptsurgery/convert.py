@@ -306,9 +306,9 @@ def _write_tf2(checkpoint, names, out, *, force, progress, batch, torch_layout):
     if "save_counter" not in names.values():
         extra.append(("save_counter" + _TF2_SUFFIX, np.array(1, dtype=np.int64)))
     with staged_checkpoint(prefix) as tmp:
-        n = copy_tensors(checkpoint, tmp, specs, progress=progress, extra=extra,
-                         max_batch_bytes=batch)
-    return prefix, n
+        stats = copy_tensors(checkpoint, tmp, specs, progress=progress, extra=extra,
+                             max_batch_bytes=batch)
+    return prefix, stats.bytes_read
 
 
 def _object_graph(names: dict[str, str]):

@@ -381,7 +381,8 @@ def _saver_summary(meta) -> dict:
         return {"present": False}
     sd = meta.saver_def
     out = {"present": True, "scope": saver_scope(meta),
-           "version": "V1" if sd.version == 0 else "V2", "sharded": bool(sd.sharded)}
+           "version": type(sd).CheckpointFormatVersion.Name(sd.version),
+           "sharded": bool(sd.sharded)}
     try:
         out["tensors"] = len(saved_variables(meta))
     except UnsupportedSaverError as e:

@@ -111,7 +111,8 @@ class RewritePlan:
 @dataclass
 class RewriteResult:
     """What :func:`rewrite_checkpoint` wrote: the prefix, its files, the plan, the bytes
-    streamed, and what happened to the ``.meta`` (None when none was written)."""
+    streamed, what happened to the ``.meta`` (None when none was written), and the casts that
+    overflowed (``{key: number of finite values now infinite}``)."""
 
     prefix: str
     files: list[str]
@@ -119,6 +120,7 @@ class RewriteResult:
     bytes_read: int
     meta: object | None = None
     meta_note: str = ""
+    overflowed: dict[str, int] = field(default_factory=dict)
 
     def lines(self) -> list[str]:
         out = self.plan.lines()
@@ -130,6 +132,10 @@ class RewriteResult:
                           if m.removed_collections else ""))
         if self.meta_note:
             out.append(f"meta-graph: {self.meta_note}")
+        if self.overflowed:
+            shown = ", ".join(f"{k} ({n})" for k, n in list(self.overflowed.items())[:5])
+            out.append(f"warning: {len(self.overflowed)} tensor(s) hold values beyond the range "
+                       f"of the new dtype, now infinite: {shown}")
         out.append(f"wrote {self.prefix} ({len(self.files)} file(s), "
                    f"{self.bytes_read:,} bytes of tensors)")
         return out
@@ -138,7 +144,7 @@ class RewriteResult:
         return {"prefix": self.prefix, "files": self.files, "bytes": self.bytes_read,
                 "plan": self.plan.as_dict(),
                 "meta": self.meta.as_dict() if self.meta is not None else None,
-                "meta_note": self.meta_note}
+                "meta_note": self.meta_note, "overflowed": self.overflowed}
 
 
 def parse_map(text: str) -> tuple[str, str]:
@@ -315,15 +321,16 @@ def rewrite_checkpoint(checkpoint, plan: RewritePlan, out: str, *, force: bool =
     specs = [CopySpec(k, t, plan.casts.get(k)) for k, t in plan.targets.items() if t is not None]
     extra = _object_graph(checkpoint, plan)
     with staged_checkpoint(prefix, verify=lambda tmp: _verify(tmp, specs, extra)) as tmp:
-        n = copy_tensors(checkpoint, tmp, specs, progress=progress, extra=extra,
-                         max_batch_bytes=max_batch_bytes or DEFAULT_BATCH_BYTES)
+        stats = copy_tensors(checkpoint, tmp, specs, progress=progress, extra=extra,
+                             max_batch_bytes=max_batch_bytes or DEFAULT_BATCH_BYTES)
         if new_meta is not None:
             write_meta_graph(new_meta, tmp + ".meta")
     folder = os.path.dirname(prefix) or "."
     base = os.path.basename(prefix)
     files = sorted(os.path.join(folder, f) for f in os.listdir(folder)
                    if f.startswith(base + ".") and not f.endswith(".shards"))
-    return RewriteResult(prefix, files, plan, n, meta_info, note)
+    return RewriteResult(prefix, files, plan, stats.bytes_read, meta_info, note,
+                         stats.overflowed)
 
 
 def rename_checkpoint(path: str, maps: Sequence[tuple[str, str]], out: str,

@@ -17,14 +17,15 @@ import contextlib
 import os
 import shutil
 import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 
 from .errors import CheckpointCorruptError, InternalError
 
 __all__ = [
     "DEFAULT_BATCH_BYTES",
     "CopySpec",
+    "CopyStats",
     "BundleWriter",
     "plan_batches",
     "read_batches",
@@ -157,10 +158,18 @@ class BundleWriter:
             self.abort()
 
 
+@dataclass
+class CopyStats:
+    """What :func:`copy_tensors` did: bytes read, and for casts that overflowed, the number of
+    finite values that became infinite, by output key."""
+
+    bytes_read: int = 0
+    overflowed: dict[str, int] = field(default_factory=dict)
+
+
 def copy_tensors(checkpoint, prefix: str, specs: Sequence[CopySpec], *,
                  max_batch_bytes: int = DEFAULT_BATCH_BYTES, progress: bool = True,
-                 extra: Iterable[tuple[str, object]] = (),
-                 transform: Callable[[CopySpec, object], object] | None = None) -> int:
+                 extra: Iterable[tuple[str, object]] = ()) -> CopyStats:
     """Stream the tensors ``specs`` from ``checkpoint`` into a new bundle at ``prefix``.
 
     Args:
@@ -171,35 +180,37 @@ def copy_tensors(checkpoint, prefix: str, specs: Sequence[CopySpec], *,
         max_batch_bytes: bound of one batch.
         progress: show a progress bar of bytes done on stderr (only when it is a terminal).
         extra: small ``(key, value)`` tensors to add (bookkeeping such as TF2's object graph).
-        transform: called on each ``(spec, tensor)`` after the cast; returns the tensor to write.
 
     Returns:
-        The number of bytes read.
+        A :class:`CopyStats`.
     """
     import tensorflow as tf
 
     by_source = {s.source: s for s in specs}
-    total = sum(checkpoint.variables[s.source].nbytes for s in specs
-                if s.source in checkpoint.variables)
-    done = 0
-    with progress_bar(total, "writing", progress) as bar, BundleWriter(prefix) as writer:
+    sizes = {k: v.nbytes for k, v in checkpoint.variables.items()}
+    stats = CopyStats()
+    with progress_bar(sum(sizes.get(k, 0) for k in by_source), "writing", progress) as bar, \
+            BundleWriter(prefix) as writer:
         for batch in read_batches(checkpoint, list(by_source), max_batch_bytes=max_batch_bytes):
             out = []
             for key, value in batch:
                 spec = by_source[key]
                 if spec.dtype is not None and value.dtype.name != spec.dtype:
                     with _eager():
-                        value = tf.cast(value, spec.dtype)
-                if transform is not None:
-                    value = transform(spec, value)
+                        cast = tf.cast(value, spec.dtype)
+                        lost = int(tf.reduce_sum(tf.cast(
+                            tf.math.is_finite(value) & ~tf.math.is_finite(cast), tf.int64)))
+                    if lost:
+                        stats.overflowed[spec.target] = lost
+                    value = cast
                 out.append((spec.target, value))
             writer.write(out)
-            n = sum(checkpoint.variables[k].nbytes for k, _ in batch if k in checkpoint.variables)
-            done += n
+            n = sum(sizes.get(k, 0) for k, _ in batch)
+            stats.bytes_read += n
             bar.update(n)
             del batch, out
         writer.write(list(extra))
-    return done
+    return stats
 
 
 @contextlib.contextmanager

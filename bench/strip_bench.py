@@ -1,0 +1,149 @@
+"""Benchmark: ``ckptsurgery strip --optimizer-slots`` (and ``cast``) against ``cp`` and plain TF.
+
+    python bench/strip_bench.py [--dir DIR] [--layers 16] [--width 4096] [--keep]
+
+Builds a checkpoint of ``layers`` float32 ``[width, width]`` kernels plus biases (16 x 64 MiB = 1 GiB
+of weights by default) with Adam slots (2 GiB more), one Adam step taken so the slots are not
+zeros, and a ``.meta``. Then, each in its own process, measured in this one run:
+
+* ``cp`` of the data file (the I/O floor of reading 3 GB and writing 3 GB);
+* plain TF: ``import_meta_graph``, a ``Saver`` over the model's variables restores them and
+  saves them (the smaller checkpoint a user would make by hand);
+* ``ckptsurgery strip --optimizer-slots``;
+* ``ckptsurgery cast --dtype float16`` of the whole checkpoint (reads 3 GB, writes 1.5 GB).
+
+Wall time and peak RSS of each child come from ``os.wait4`` (the child's own ``ru_maxrss``);
+``sync`` runs (untimed) before each step. ckptsurgery fsyncs its output before renaming it into
+place (durability); ``cp`` and plain TF leave their writes in the page cache, so their times
+do not include writing to the disk.
+Process start-up and the TensorFlow import (about 4 s, 550 MB) are included for both Python runs.
+The files stay in the page cache between steps, so the numbers compare the tools' own work
+rather than the disk. Never used as a test: wall-clock numbers depend on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+
+BUILD = textwrap.dedent("""
+    import os, sys
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import numpy as np
+    import tensorflow as tf
+    prefix, layers, width = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    g = tf.Graph()
+    with g.as_default():
+        tf.compat.v1.set_random_seed(0)
+        x = tf.compat.v1.placeholder(tf.float32, [None, width], name="x")
+        h = x
+        for i in range(layers):
+            with tf.compat.v1.variable_scope(f"layer{i}"):
+                k = tf.compat.v1.get_variable("kernel", [width, width],
+                                              initializer=tf.compat.v1.glorot_uniform_initializer())
+                b = tf.compat.v1.get_variable("bias", [width], initializer=tf.zeros_initializer())
+                h = tf.nn.relu(tf.matmul(h, k) + b)
+        loss = tf.reduce_mean(tf.square(h))
+        train = tf.compat.v1.train.AdamOptimizer(1e-3).minimize(loss)
+        saver = tf.compat.v1.train.Saver()
+        with tf.compat.v1.Session(graph=g) as s:
+            s.run(tf.compat.v1.global_variables_initializer())
+            s.run(train, {x: np.random.RandomState(0).randn(8, width).astype(np.float32)})
+            saver.save(s, prefix, write_state=False)
+""")
+
+PLAIN_TF = textwrap.dedent("""
+    import os, sys
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+    src, out = sys.argv[1], sys.argv[2]
+    g = tf.Graph()
+    with g.as_default():
+        tf.compat.v1.train.import_meta_graph(src + ".meta", clear_devices=True)
+        model = tf.compat.v1.trainable_variables()
+        saver = tf.compat.v1.train.Saver(var_list=model)
+        with tf.compat.v1.Session(graph=g) as s:
+            saver.restore(s, src)
+            saver.save(s, out, write_state=False)
+""")
+
+
+def measure(label: str, argv: list[str]) -> dict:
+    """Run ``argv``; its wall time and the peak RSS ``os.wait4`` reports for it."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    os.sync()  # start each step with no dirty pages of the previous one still being written
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    err = proc.stderr.read().decode(errors="replace")
+    proc.stderr.close()
+    if proc.returncode != 0:
+        sys.exit(f"{label} failed (exit {proc.returncode}):\n{err[-2000:]}")
+    return {"label": label, "wall": wall, "rss_mb": usage.ru_maxrss / 1024}
+
+
+def files_size(prefix: str) -> int:
+    folder, base = os.path.dirname(prefix), os.path.basename(prefix)
+    return sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder)
+               if f.startswith(base + ".") and not f.endswith(".meta"))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dir", help="work folder (default: a new temporary folder)")
+    ap.add_argument("--layers", type=int, default=16)
+    ap.add_argument("--width", type=int, default=4096)
+    ap.add_argument("--keep", action="store_true", help="keep the files afterwards")
+    args = ap.parse_args()
+    work = args.dir or tempfile.mkdtemp(prefix="strip_bench-")
+    os.makedirs(work, exist_ok=True)
+    py = sys.executable
+    src = os.path.join(work, "src", "model.ckpt")
+    try:
+        print(f"building {args.layers} x [{args.width}, {args.width}] float32 + Adam slots "
+              f"in {work} ...", flush=True)
+        build = measure("build", [py, "-c", BUILD, src, str(args.layers), str(args.width)])
+        data = [os.path.join(os.path.dirname(src), f) for f in os.listdir(os.path.dirname(src))
+                if ".data-" in f]
+        total = files_size(src)
+        print(f"built {total / 2**30:.2f} GiB in {build['wall']:.0f} s", flush=True)
+        results = [
+            measure("cp data file", ["cp", data[0], os.path.join(work, "copy.data")]),
+            measure("plain TF (import, restore, save)",
+                    [py, "-c", PLAIN_TF, src, os.path.join(work, "plain", "model.ckpt")]),
+            measure("ckptsurgery strip --optimizer-slots",
+                    [py, "-m", "ckptsurgery", "strip", src, "--optimizer-slots", "--quiet",
+                     "--out", os.path.join(work, "strip", "model.ckpt")]),
+            measure("ckptsurgery cast --dtype float16",
+                    [py, "-m", "ckptsurgery", "cast", src, "--dtype", "float16", "--quiet",
+                     "--out", os.path.join(work, "cast", "model.ckpt")]),
+        ]
+        plain = results[1]["wall"]
+        sizes = {
+            "strip": files_size(os.path.join(work, "strip", "model.ckpt")),
+            "plain": files_size(os.path.join(work, "plain", "model.ckpt")),
+            "cast": files_size(os.path.join(work, "cast", "model.ckpt")),
+        }
+        print(f"\ncheckpoint: {total / 2**30:.2f} GiB ({args.layers} layers of "
+              f"[{args.width}, {args.width}] + Adam slots); output of strip "
+              f"{sizes['strip'] / 2**30:.2f} GiB (plain TF {sizes['plain'] / 2**30:.2f} GiB), "
+              f"cast {sizes['cast'] / 2**30:.2f} GiB; {os.cpu_count()} CPUs")
+        print(f"{'step':<38} {'wall s':>8} {'x plain TF':>11} {'peak RSS MB':>12}")
+        for r in results:
+            print(f"{r['label']:<38} {r['wall']:>8.1f} {r['wall'] / plain:>11.2f} "
+                  f"{r['rss_mb']:>12.0f}")
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

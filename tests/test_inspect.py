@@ -1,0 +1,106 @@
+"""inspect: what a checkpoint and its .meta hold, agreeing with TensorFlow's own listing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import run_cli
+from migrate_helpers import corpus_prefix, readable_entries
+
+from ckptsurgery.inspection import inspect_checkpoint
+from ckptsurgery.slots import classify
+
+
+@pytest.mark.parametrize("entry", readable_entries())
+def test_variables_agree_with_tf_list_variables(shared, entry):
+    import tensorflow as tf
+
+    src = corpus_prefix(entry)
+    listed = dict(tf.train.list_variables(src))
+    dtypes = tf.train.load_checkpoint(src).get_variable_to_dtype_map()
+    result = inspect_checkpoint(src, check_import=False).as_dict()
+    json.dumps(result)  # the --json form is serialisable as it is
+    mine = {v["name"]: v for v in result["variables"]}
+    assert set(mine) == set(listed)
+    for name, shape in listed.items():
+        assert mine[name]["shape"] == list(shape)
+        assert mine[name]["dtype"] == dtypes[name].name
+
+
+def test_adam_slots_and_beta_powers_are_recognised(shared):
+    result = inspect_checkpoint(corpus_prefix(
+        "irischang59__TransferLearning_MNIST__my_best_mnist_model_0_to_4"), check_import=False)
+    assert result.optimizers == {"Adam": {"slots": 24, "slot_names": ["Adam", "Adam_1"],
+                                          "state": ["beta1_power", "beta2_power"]}}
+    roles = {v["name"]: v["role"] for v in result.variables}
+    assert roles["hidden1/kernel/Adam_1"] == "slot Adam_1 (Adam) of hidden1/kernel"
+    assert roles["hidden1/kernel"] == "model"
+    assert result.totals["by_kind"]["model"]["count"] == 12
+    assert result.global_step is None
+
+
+def test_estimator_adagrad_ftrl_slots_and_global_step(shared):
+    result = inspect_checkpoint(corpus_prefix("taiguangxing__Wide_n_deep__estimator_ckpt-2010"),
+                                check_import=False)
+    assert result.format == "V2" and result.shards == 2
+    assert result.optimizers["Adagrad"]["slots"] == 8
+    assert result.optimizers["Ftrl"]["slots"] == 8
+    assert result.global_step == {"name": "global_step", "value": 2010, "dtype": "int64"}
+
+
+def test_partitioned_slot_names_are_recognised():
+    roles = classify(["dnn/logits/bias", "dnn/logits/bias/t_0/Adagrad", "w", "w/Momentum",
+                      "x/Adam", "beta1_power_1"])
+    assert roles["dnn/logits/bias/t_0/Adagrad"].primary == "dnn/logits/bias"
+    assert roles["w/Momentum"].optimizer == "Momentum"
+    assert roles["x/Adam"].kind == "model"  # no variable 'x': not a slot
+    assert roles["beta1_power_1"].kind == "optimizer"
+
+
+def test_tf2_object_based_checkpoint(shared):
+    result = inspect_checkpoint(corpus_prefix("Rabbit-JCY__little_ruan__sharded2"))
+    assert result.object_based and result.meta is None and result.shards == 2
+    kinds = result.totals["by_kind"]
+    assert kinds["slot"]["count"] == 8 and kinds["optimizer"]["count"] == 5
+    assert kinds["bookkeeping"]["count"] == 1
+
+
+def test_v1_checkpoint_and_meta_summary(shared):
+    result = inspect_checkpoint(corpus_prefix("AloshkaD__traffic-signs__model_v1"))
+    assert result.format == "V1"
+    meta = result.meta
+    assert meta.importable and meta.tf_version is None
+    assert meta.saver["version"] == "V1" and meta.saver["tensors"] == 10
+    assert meta.op_types["Variable"] == 10
+    assert {"trainable_variables", "variables"} == set(meta.collections)
+
+
+def test_meta_inputs_outputs_and_version(shared):
+    meta = inspect_checkpoint(corpus_prefix(
+        "irischang59__TransferLearning_MNIST__my_best_mnist_model_0_to_4")).meta
+    assert meta.tf_version == "1.8.0" and meta.importable
+    assert {p["name"]: p["shape"] for p in meta.placeholders} == {"X": [None, 784], "y": None}
+    assert "logits/BiasAdd:0" in meta.likely_outputs
+    assert meta.collections["train_op"]["kind"] == "node list"
+
+
+def test_tflearn_import_failure_is_explained_not_raised(shared):
+    meta = inspect_checkpoint(corpus_prefix("daniellazabari__chatbot__tflearn_model")).meta
+    assert meta.importable is False
+    assert "The name 'Adam' refers to an Operation not in the graph" in meta.import_error
+    assert "collection 'trainops'" in meta.import_explanation
+    assert meta.stale_collection_entries == {"trainops": ["Adam"]}
+
+
+def test_cli_inspect_json_and_text(shared):
+    src = corpus_prefix("jncharon__wine-classifier__estimator_ckpt-3374")
+    proc = run_cli("inspect", src, "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["format"] == "V2"
+    assert {"name": "global_step", "shape": [], "dtype": "int64", "bytes": 8,
+            "role": "step"} in report["variables"]
+    assert set(report["variables"][0]) >= {"name", "shape", "dtype", "bytes"}
+    proc = run_cli("inspect", src + ".nope")
+    assert proc.returncode == 2 and proc.stderr.startswith("ckptsurgery: error: no checkpoint")
