@@ -6,7 +6,6 @@ what TensorFlow itself reads and restores.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 
@@ -62,11 +61,3 @@ def restore_values(prefix: str) -> dict:
             out[info.full_name if info else v.op.name] = sess.run(v)
         return out
 
-
-def file_digests(paths) -> dict[str, str]:
-    """sha256 of each file, to prove inputs are left untouched."""
-    out = {}
-    for p in paths:
-        with open(p, "rb") as f:
-            out[p] = hashlib.sha256(f.read()).hexdigest()
-    return out

@@ -7,13 +7,8 @@ import os
 import numpy as np
 import pytest
 from conftest import read_vars, run_cli
-from migrate_helpers import (
-    corpus_prefix,
-    file_digests,
-    readable_entries,
-    restore_values,
-    write_checkpoint,
-)
+from migrate_helpers import corpus_prefix, readable_entries, restore_values, write_checkpoint
+from safety_helpers import sha256_files
 
 from ckptsurgery.checkpoint import open_checkpoint
 from ckptsurgery.errors import OutputError, SelectionError
@@ -28,7 +23,7 @@ HANDSON = "haerfest__handson-ml__my_model_final"
 def test_strip_optimizer_slots_on_every_corpus_checkpoint(shared, entry, tmp_path):
     src = corpus_prefix(entry)
     before = read_vars(src)
-    digests = file_digests(open_checkpoint(src).files.paths)
+    digests = sha256_files(open_checkpoint(src).files.paths)
     result = strip_checkpoint(src, str(tmp_path / "out" / "model.ckpt"), optimizer_slots=True,
                               progress=False)
     roles = classify(before)
@@ -38,7 +33,7 @@ def test_strip_optimizer_slots_on_every_corpus_checkpoint(shared, entry, tmp_pat
     for k in expected:
         assert after[k].dtype == before[k].dtype and after[k].shape == before[k].shape
         assert after[k].tobytes() == before[k].tobytes(), k
-    assert file_digests(open_checkpoint(src).files.paths) == digests
+    assert sha256_files(open_checkpoint(src).files.paths) == digests
     if os.path.isfile(src + ".meta"):
         restored = restore_values(result.prefix)
         assert set(restored) == expected
