@@ -62,7 +62,31 @@ def read_meta_graph(path: str):
         raise CheckpointCorruptError(
             f"'{path}' parses as a MetaGraphDef with no graph nodes; it is not a usable .meta file"
         )
+    _check_proto_collections(meta, path)
     return meta
+
+
+def _check_proto_collections(meta, path: str) -> None:
+    """Parse, once, the collections that hold serialised protos (as importing the graph would),
+    so that a damaged entry is a CheckpointCorruptError here, not a DecodeError anywhere later."""
+    from google.protobuf.message import DecodeError
+    from tensorflow.core.framework import variable_pb2
+    from tensorflow.core.protobuf import control_flow_pb2, queue_runner_pb2, saver_pb2
+
+    kinds = {key: variable_pb2.VariableDef for key in VARIABLE_COLLECTIONS}
+    kinds.update(cond_context=control_flow_pb2.CondContextDef,
+                 while_context=control_flow_pb2.WhileContextDef, savers=saver_pb2.SaverDef,
+                 queue_runners=queue_runner_pb2.QueueRunnerDef)
+    for key, proto in kinds.items():
+        if key in meta.collection_def and meta.collection_def[key].HasField("bytes_list"):
+            for raw in meta.collection_def[key].bytes_list.value:
+                try:
+                    proto.FromString(raw)
+                except (DecodeError, RuntimeError, ValueError) as e:
+                    raise CheckpointCorruptError(
+                        f"'{path}' is damaged: an entry of its '{key}' collection is not a "
+                        f"{proto.__name__} ({e}); copy the checkpoint again from its source"
+                    ) from e
 
 
 def write_meta_graph(meta, path: str) -> None:
