@@ -150,13 +150,11 @@ def _remove_variables(meta, dropped: set[str], variables: set[str]) -> set[str]:
             removed.add(consumer)
             queue.append(consumer)
     kept = [n for n in meta.graph_def.node if n.name not in removed]
-    del meta.graph_def.node[:]
-    meta.graph_def.node.extend(kept)
+    _replace(meta.graph_def.node, kept)
     for node in meta.graph_def.node:
         inputs = [i for i in node.input if op_name(i) not in removed]
         if len(inputs) != len(node.input):
-            del node.input[:]
-            node.input.extend(inputs)
+            _replace(node.input, inputs)
     return removed
 
 
@@ -199,8 +197,7 @@ def _drop_dead_references(meta, removed: set[str]) -> None:
                 continue
             _clean_values(ctx, removed)
             keep.append(ctx.SerializeToString())
-        del col.value[:]
-        col.value.extend(keep)
+        _replace(col.value, keep)
     for name in list(meta.signature_def):
         sig = meta.signature_def[name]
         refs = [t.name for t in list(sig.inputs.values()) + list(sig.outputs.values())]
@@ -258,16 +255,14 @@ def _apply_renames(meta, renames: dict[str, str], targets: dict[str, str | None]
     for node in meta.graph_def.node:
         node.name = renames.get(node.name, node.name)
         inputs = [ref(i) for i in node.input]
-        del node.input[:]
-        node.input.extend(inputs)
+        _replace(node.input, inputs)
         _map_class_attr(node, lambda n: renames.get(n, n))
     for key in list(meta.collection_def):
         col = meta.collection_def[key]
         kind = col.WhichOneof("kind")
         if kind == "node_list":
             values = [ref(v) for v in col.node_list.value]
-            del col.node_list.value[:]
-            col.node_list.value.extend(values)
+            _replace(col.node_list.value, values)
         elif kind == "bytes_list" and key in VARIABLE_COLLECTIONS:
             values = []
             for raw in col.bytes_list.value:
@@ -280,8 +275,7 @@ def _apply_renames(meta, renames: dict[str, str], targets: dict[str, str | None]
                 if full and targets.get(full):
                     vdef.save_slice_info_def.full_name = targets[full]
                 values.append(vdef.SerializeToString())
-            del col.bytes_list.value[:]
-            col.bytes_list.value.extend(values)
+            _replace(col.bytes_list.value, values)
         elif kind == "bytes_list" and key in _CONTEXT_COLLECTIONS:
             proto = _context_proto(key)
             values = []
@@ -289,8 +283,7 @@ def _apply_renames(meta, renames: dict[str, str], targets: dict[str, str | None]
                 ctx = proto.FromString(raw)
                 _map_strings(ctx, ref)
                 values.append(ctx.SerializeToString())
-            del col.bytes_list.value[:]
-            col.bytes_list.value.extend(values)
+            _replace(col.bytes_list.value, values)
     for name in meta.signature_def:
         sig = meta.signature_def[name]
         for info in list(sig.inputs.values()) + list(sig.outputs.values()):
@@ -324,8 +317,7 @@ def _map_class_attr(node, fn: Callable[[str], str | None]) -> None:
     if not values:
         del node.attr["_class"]
         return
-    del node.attr["_class"].list.s[:]
-    node.attr["_class"].list.s.extend(values)
+    _replace(node.attr["_class"].list.s, values)
 
 
 def _context_proto(key: str):
@@ -351,8 +343,7 @@ def _clean_values(ctx, removed: set[str]) -> None:
     """Remove, in place, entries of a context's ``values_def`` that name removed nodes."""
     values_def = ctx.values_def
     keep = [v for v in values_def.values if op_name(v) not in removed]
-    del values_def.values[:]
-    values_def.values.extend(keep)
+    _replace(values_def.values, keep)
     for k in [k for k, v in values_def.external_values.items()
               if op_name(k) in removed or op_name(v) in removed]:
         del values_def.external_values[k]
@@ -375,8 +366,7 @@ def _map_strings(msg, fn: Callable[[str], str]) -> None:
         elif desc.type == desc.TYPE_STRING:
             if _repeated(desc):
                 mapped = [fn(v) for v in value]
-                del value[:]
-                value.extend(mapped)
+                _replace(value, mapped)
             else:
                 setattr(msg, desc.name, fn(value))
 
@@ -384,3 +374,9 @@ def _map_strings(msg, fn: Callable[[str], str]) -> None:
 def _repeated(desc) -> bool:
     flag = getattr(desc, "is_repeated", None)  # protobuf >= 5; ``label`` is deprecated there
     return flag if flag is not None else desc.label == desc.LABEL_REPEATED
+
+
+def _replace(field, values) -> None:
+    """Set a repeated proto field to ``values``, in place."""
+    del field[:]
+    field.extend(values)
