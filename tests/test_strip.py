@@ -149,3 +149,37 @@ def test_cli_strip(shared, tmp_path):
     assert len(read_vars(out)) == 12
     proc = run_cli("strip", corpus_prefix(IRIS), "--out", out)
     assert proc.returncode == 2 and "nothing to strip" in proc.stderr
+
+
+def test_batches_are_bounded_by_bytes_not_count():
+    from ckptsurgery.stream import plan_batches
+
+    sizes = [("a", 30), ("b", 30), ("c", 30), ("big", 500), ("d", 60), ("e", 60)]
+    assert plan_batches(sizes, 100) == [["a", "b", "c"], ["big"], ["d"], ["e"]]
+
+
+def test_partitioned_variable_with_two_parts_keeps_restoring(tmp_path):
+    import tensorflow as tf
+
+    src = str(tmp_path / "in" / "model.ckpt")
+    graph = tf.Graph()
+    with graph.as_default(), tf.compat.v1.Session(graph=graph) as sess:
+        emb = tf.compat.v1.get_variable(
+            "emb", [10, 4], partitioner=tf.compat.v1.fixed_size_partitioner(2),
+            initializer=tf.compat.v1.random_normal_initializer(seed=1))
+        loss = tf.reduce_sum(tf.square(tf.nn.embedding_lookup(emb, [1, 7])))
+        train = tf.compat.v1.train.AdamOptimizer(0.1).minimize(loss)
+        sess.run(tf.compat.v1.global_variables_initializer())
+        sess.run(train)
+        tf.compat.v1.train.Saver().save(sess, src)
+    stripped = strip_checkpoint(src, str(tmp_path / "s" / "m"), optimizer_slots=True,
+                                progress=False)
+    assert sorted(read_vars(stripped.prefix)) == ["emb"]
+    full = read_vars(src)["emb"]
+    graph = tf.Graph()
+    with graph.as_default(), tf.compat.v1.Session(graph=graph) as sess:
+        saver = tf.compat.v1.train.import_meta_graph(stripped.prefix + ".meta")
+        saver.restore(sess, stripped.prefix)
+        parts = {v.op.name: sess.run(v) for v in tf.compat.v1.global_variables()}
+    assert sorted(parts) == ["emb/part_0", "emb/part_1"]
+    assert np.array_equal(np.concatenate([parts["emb/part_0"], parts["emb/part_1"]]), full)
