@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .errors import CkptSurgeryError, InternalError
+from .errors import CheckpointCorruptError, CkptSurgeryError, InternalError
 
 __all__ = ["Problem", "VerifyReport", "verify_checkpoint", "check_written"]
 
@@ -137,17 +137,29 @@ def verify_checkpoint(path: str) -> VerifyReport:
 
 
 def check_written(prefix: str) -> None:
-    """Verify a checkpoint just written (the ``verify`` hook of ``staged_checkpoint``).
+    """Verify a checkpoint just written (the check ``staged_checkpoint`` runs before the rename).
 
     Raises:
-        InternalError: the written checkpoint does not verify (a bug, or a failing disk); it is
-            not moved into place.
+        CheckpointCorruptError: only its ``.meta`` disagrees with its data, which happens when a
+            ``.meta`` carried over from a damaged input says other shapes or dtypes than the data.
+        InternalError: the data does not read back (a bug, or a failing disk).
+        Either way nothing is moved into place.
     """
     report = verify_checkpoint(prefix)
-    if not report.ok:
-        raise InternalError(
-            f"the checkpoint just written does not verify ({report.problems[0]}); nothing was "
-            "moved into place: check the disk, then report this")
+    if report.ok:
+        return
+    first = report.problems[0]
+    if all(p.kind in _META_VS_DATA for p in report.problems):
+        raise CheckpointCorruptError(
+            f"the checkpoint written does not verify: its .meta does not fit its data ({first}); "
+            "a .meta carried over from the input says so too: check the input with 'ckptsurgery "
+            "verify'. Nothing was moved into place")
+    raise InternalError(
+        f"the checkpoint just written does not verify ({first}); nothing was moved into place: "
+        "check the disk, then report this")
+
+
+_META_VS_DATA = ("shape", "dtype", "missing")
 
 
 def _check_meta(ckpt, saved, report: VerifyReport) -> None:
