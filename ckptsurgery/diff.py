@@ -51,7 +51,9 @@ def diff_checkpoints(a, b, *, atol: float = 0.0, only=None) -> CheckpointDiff:
             continue
         x, y = a.read(name), b.read(name)
         if x.dtype.kind in "fc":
-            same = np.array_equal(x.view(np.uint8), y.view(np.uint8)) if atol == 0 else None
+            # bitwise: -0.0 vs 0.0 and NaN payloads count; atleast_1d: a 0-d array has no view
+            same = (np.array_equal(np.atleast_1d(x).view(np.uint8),
+                                   np.atleast_1d(y).view(np.uint8)) if atol == 0 else None)
             delta = float(np.max(np.abs(x.astype(np.float64) - y.astype(np.float64)))) if x.size else 0.0
             if same is None:
                 same = delta <= atol

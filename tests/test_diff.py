@@ -33,6 +33,13 @@ def test_every_kind_of_difference_is_reported(pair):
     assert d.identical == ["same"]
 
 
+def test_scalars_compare_bitwise(tmp_path):
+    a = write_checkpoint(str(tmp_path / "a" / "m"), {"s": np.float32(0.0), "t": np.float32(1)})
+    b = write_checkpoint(str(tmp_path / "b" / "m"), {"s": np.float32(-0.0), "t": np.float32(1)})
+    d = diff_checkpoints(open_checkpoint(a), open_checkpoint(b))
+    assert d.identical == ["t"] and d.changed == {"s": 0.0}
+
+
 def test_atol_counts_small_differences_as_identical(pair):
     d = diff_checkpoints(open_checkpoint(pair[0]), open_checkpoint(pair[1]), atol=0.5)
     assert d.identical == ["moved", "same"] and d.changed == {"step": 2.0}
