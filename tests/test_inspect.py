@@ -104,3 +104,25 @@ def test_cli_inspect_json_and_text(shared):
     assert set(report["variables"][0]) >= {"name", "shape", "dtype", "bytes"}
     proc = run_cli("inspect", src + ".nope")
     assert proc.returncode == 2 and proc.stderr.startswith("ckptsurgery: error: no checkpoint")
+
+
+@pytest.mark.parametrize("command", [
+    ["inspect"], ["diff", "{src}"], ["rename", "--map", "w=v", "--out", "{out}"],
+    ["strip", "--drop", "w", "--out", "{out}"], ["cast", "--dtype", "float16", "--out", "{out}"],
+    ["convert", "--to", "npz", "--out", "{out}.npz"]])
+def test_every_command_fails_in_one_line_on_a_damaged_checkpoint(command, tmp_path, capsys):
+    import numpy as np
+    from migrate_helpers import write_checkpoint
+
+    from ckptsurgery.cli import main
+
+    src = write_checkpoint(str(tmp_path / "in" / "m"), {"w": np.ones((64, 64), np.float32),
+                                                        "b": np.ones(64, np.float32)})
+    with open(src + ".data-00000-of-00001", "r+b") as f:
+        f.truncate(1000)
+    out = str(tmp_path / "out" / "m")
+    argv = [command[0], src] + [a.format(src=src, out=out) for a in command[1:]]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ckptsurgery: error: ") and err.count("\n") == 1, err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
