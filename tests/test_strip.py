@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 from conftest import read_vars, run_cli
-from migrate_helpers import corpus_prefix, readable_entries, restore_values, write_checkpoint
+from migrate_helpers import corpus_prefix, readable_entries, restore_values
 from safety_helpers import sha256_files
 
 from ckptsurgery.checkpoint import open_checkpoint
