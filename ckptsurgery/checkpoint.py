@@ -27,7 +27,7 @@ __all__ = [
 
 _SHARD_RE = re.compile(r"^(?P<prefix>.+)\.data-(?P<i>\d{5})-of-(?P<n>\d{5})$")
 _V1_SHARD_RE = re.compile(r"^(?P<prefix>.+)-(?P<i>\d{5})-of-(?P<n>\d{5})$")
-_STATE_RE = re.compile(r'^\s*model_checkpoint_path\s*:\s*"(?P<path>(?:[^"\\]|\\.)*)"', re.M)
+_STATE_RE = re.compile(r'^\s*model_checkpoint_path\s*:\s*"(?P<path>(?:[^"\\\n]|\\.)*)"', re.M)
 
 
 @dataclass(frozen=True)
