@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         from ..errors import CkptSurgeryError
 
         if isinstance(e, CkptSurgeryError):
-            print(f"{PROG}: error: {e}", file=sys.stderr)
+            print(f"{PROG}: error: {' '.join(str(e).splitlines())}", file=sys.stderr)
             return e.exit_code
         # TensorFlow's OpErrors keep the useful text in .message, not in str()'s first line.
         first = (str(getattr(e, "message", e)).strip().splitlines() or [""])[0]
