@@ -198,8 +198,7 @@ def copy_tensors(checkpoint, prefix: str, specs: Sequence[CopySpec], *,
                 if spec.dtype is not None and value.dtype.name != spec.dtype:
                     with _eager():
                         cast = tf.cast(value, spec.dtype)
-                        lost = int(tf.reduce_sum(tf.cast(
-                            tf.math.is_finite(value) & ~tf.math.is_finite(cast), tf.int64)))
+                        lost = _overflow(value, cast)
                     if lost:
                         stats.overflowed[spec.target] = lost
                     value = cast
@@ -211,6 +210,20 @@ def copy_tensors(checkpoint, prefix: str, specs: Sequence[CopySpec], *,
             del batch, out
         writer.write(list(extra))
     return stats
+
+
+def _overflow(value, cast) -> int:
+    """How many finite values of ``value`` became infinite in ``cast``. Two reductions answer
+    "none" without allocating; only then is a mask of the tensor's size made."""
+    import tensorflow as tf
+
+    if not value.dtype.is_floating or value.shape.num_elements() == 0:
+        return 0
+    limit = float(cast.dtype.max)
+    if float(tf.reduce_max(value)) <= limit and float(tf.reduce_min(value)) >= -limit:
+        return 0
+    lost = tf.math.is_finite(value) & tf.math.is_inf(cast)
+    return int(tf.math.count_nonzero(lost, dtype=tf.int32))
 
 
 @contextlib.contextmanager
