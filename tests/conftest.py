@@ -58,3 +58,15 @@ def read_vars(prefix: str) -> dict:
     reader = tf.train.load_checkpoint(prefix)
     return {n: reader.get_tensor(n) for n in reader.get_variable_to_shape_map()
             if n != "_CHECKPOINTABLE_OBJECT_GRAPH"}
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Show what tests recorded with ``record_property("summary", ...)`` (fuzz and kill counts)
+    at the end of the run, passed or failed."""
+    lines = [value for reports in terminalreporter.stats.values() for report in reports
+             if getattr(report, "when", None) == "call"
+             for key, value in getattr(report, "user_properties", ()) if key == "summary"]
+    if lines:
+        terminalreporter.section("ckptsurgery summary")
+        for line in lines:
+            terminalreporter.write_line(line)
