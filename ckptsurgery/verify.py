@@ -169,8 +169,13 @@ def _check_meta(ckpt, saved, report: VerifyReport) -> None:
         report.problems.append(Problem("meta", ckpt.files.meta, str(e)))
         return
     report.meta_checked = True
-    restored = _saver_restores(meta)
-    if restored is None or saved is None:
+    if saved is None:
+        return
+    try:
+        restored = _saver_tensors(meta)
+    except Exception as e:  # a damaged graph can break the walk anywhere: that is the finding
+        report.problems.append(Problem(
+            "meta", ckpt.files.meta, f"'{ckpt.files.meta}': its saver cannot be read ({e})"))
         return
     for key, dtype, shape in restored:
         report.restored_checked += 1
@@ -188,104 +193,34 @@ def _check_meta(ckpt, saved, report: VerifyReport) -> None:
                 f"{list(info.shape)}"))
 
 
+def _saver_tensors(meta) -> list[tuple[str, str, tuple[int, ...] | None]]:
+    """``(checkpoint key, dtype name, full shape or None)`` of each tensor the graph's saver
+    saves and restores (:func:`~ckptsurgery.saver.saved_variables`), once per key."""
+    from .bundle import DTYPE_NAMES
+    from .metagraph import node_map
+    from .saver import UnsupportedSaverError, saved_variables
+
+    try:
+        saved = saved_variables(meta)
+    except UnsupportedSaverError:  # it saves something else than variables: not checkable
+        return []
+    nodes = node_map(meta)
+    out = {}
+    for v in saved:
+        enum = v.stored_dtype or v.dtype
+        enum = enum - 100 if enum > 100 else enum  # reference types
+        dtype = DTYPE_NAMES.get(enum, (f"<dtype {enum}>", 0))[0]
+        out.setdefault(v.key, (v.key, dtype, _full_shape(v.slice_spec)
+                               or _variable_shape(nodes.get(v.node))))
+    return list(out.values())
+
+
 def _tf_detail(e: Exception) -> str:
     text = str(e)
     if "Checksum does not match" in text:
         return ("the checksum of its bytes does not match the one stored when it was saved: "
                 "the data shard was damaged")
     return text
-
-
-# --- what the .meta's saver restores -----------------------------------------------------------
-
-_RESTORE_OPS = frozenset({"Restore", "RestoreSlice", "RestoreV2"})
-_ASSIGN_OPS = frozenset({"Assign", "AssignVariableOp"})
-
-
-def _saver_restores(meta) -> list[tuple[str, str, tuple[int, ...] | None]] | None:
-    """``(checkpoint key, dtype name, full shape or None)`` for each tensor the graph's saver
-    restores, found by walking up from its restore op; None when the graph has no saver."""
-    from .metagraph import node_map, op_name
-
-    nodes = node_map(meta)
-    root = op_name(meta.saver_def.restore_op_name) if meta.HasField("saver_def") else ""
-    if root not in nodes:
-        return None
-    scope = root.rpartition("/")[0] + "/"
-    seen, stack = set(), [root]
-    while stack:
-        name = stack.pop()
-        if name in seen or name not in nodes:
-            continue
-        seen.add(name)
-        if name.startswith(scope):
-            stack.extend(op_name(i) for i in nodes[name].input)
-    out, used = [], set()
-    for name in sorted(seen):
-        node = nodes[name]
-        if node.op in _ASSIGN_OPS and len(node.input) >= 2:
-            restore, index = _restore_source(nodes, node.input[1], scope)
-            key, dtype, spec = _restore_output(nodes, restore, index)
-            if key is not None:
-                used.add((restore.name, index))
-                out.append((key, dtype, _full_shape(spec)
-                            or _variable_shape(nodes.get(op_name(node.input[0])))))
-    for name in sorted(seen):  # restored tensors without an assign op (kept for their dtype)
-        node = nodes[name]
-        if node.op in _RESTORE_OPS:
-            for index in range(len(node.attr["dtypes"].list.type) if node.op == "RestoreV2"
-                               else 1):
-                key, dtype, spec = _restore_output(nodes, node, index)
-                if key is not None and (name, index) not in used:
-                    out.append((key, dtype, _full_shape(spec)))
-    return out
-
-
-def _restore_source(nodes, ref: str, scope: str):
-    """The restore op and output index that ``ref`` comes from, through Identity ops."""
-    from .metagraph import op_name
-
-    for _ in range(len(nodes)):
-        node = nodes.get(op_name(ref))
-        if node is None or node.op != "Identity" or not node.name.startswith(scope) \
-                or not node.input:
-            break
-        ref = node.input[0]
-    name = op_name(ref)
-    tail = ref[len(name):]
-    return nodes.get(name), int(tail[1:]) if tail[1:].isdigit() else 0
-
-
-def _restore_output(nodes, node, index: int) -> tuple[str | None, str, str]:
-    """``(checkpoint key, dtype name, shape-and-slice spec)`` of one output of a restore op."""
-    if node is None or node.op not in _RESTORE_OPS or len(node.input) < 2:
-        return None, "", ""
-    names = _strings(nodes, node.input[1])
-    specs = _strings(nodes, node.input[2]) if node.op != "Restore" and len(node.input) > 2 else []
-    if node.op == "RestoreV2":
-        types = list(node.attr["dtypes"].list.type)
-    else:
-        types, index = [node.attr["dt"].type], 0
-    if index >= len(names) or index >= len(types):
-        return None, "", ""
-    return names[index], _dtype_name(types[index]), specs[index] if index < len(specs) else ""
-
-
-def _strings(nodes, ref: str) -> list[str]:
-    from .metagraph import op_name
-
-    node = nodes.get(op_name(ref))
-    if node is None or node.op != "Const":
-        return []
-    return [s.decode("utf-8", errors="backslashreplace")
-            for s in node.attr["value"].tensor.string_val]
-
-
-def _dtype_name(enum: int) -> str:
-    from .bundle import DTYPE_NAMES
-
-    enum = enum - 100 if enum > 100 else enum  # reference types
-    return DTYPE_NAMES.get(enum, (f"<dtype {enum}>", 0))[0]
 
 
 def _full_shape(spec: str) -> tuple[int, ...] | None:
