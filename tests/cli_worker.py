@@ -6,8 +6,8 @@ Reads one JSON request per line on stdin and answers one JSON line:
 
 * ``{"argv": [...]}`` -> ``{"code": int, "out": str, "err": str}``: ``ckptsurgery ARGV`` run by
   ``main(argv)`` in this process (one TensorFlow import for hundreds of runs);
-* ``{"digest": PREFIX}`` -> ``{"digest": {name: sha256 of dtype, shape and bytes}}`` or
-  ``{"error": str}``: what the checkpoint holds, read through the library.
+* ``{"digest": PREFIX}`` -> what the checkpoint holds, read through the library (see
+  :func:`digest`), or ``{"error": str}``.
 
 A TensorFlow abort kills this process: the test sees its death, counts it as a failure and
 starts another worker. Answers go to the original stdout; anything else written to file
@@ -26,16 +26,24 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
-def digest(prefix: str) -> dict[str, str]:
+def digest(prefix: str) -> dict:
+    """``{"digest": {name: sha256 of dtype, shape, bytes}, "info": {name: "dtype shape"},
+    "unreadable": [names whose bytes do not read back]}``."""
     from ckptsurgery.checkpoint import open_checkpoint
+    from ckptsurgery.errors import CkptSurgeryError
 
     ckpt = open_checkpoint(prefix)
-    out = {}
+    out: dict = {"digest": {}, "info": {}, "unreadable": []}
     for name, info in ckpt.variables.items():
-        value = ckpt.read(name)
-        h = hashlib.sha256(f"{info.dtype} {info.shape}".encode())
+        out["info"][name] = f"{info.dtype} {list(info.shape)}"
+        try:
+            value = ckpt.read(name)
+        except CkptSurgeryError:
+            out["unreadable"].append(name)
+            continue
+        h = hashlib.sha256(out["info"][name].encode())
         h.update(value.tobytes())
-        out[name] = h.hexdigest()
+        out["digest"][name] = h.hexdigest()
     return out
 
 
@@ -54,7 +62,7 @@ def main() -> None:
             answer = {"code": code, "out": out, "err": err}
         else:
             try:
-                answer = {"digest": digest(request["digest"])}
+                answer = digest(request["digest"])
             except Exception as e:
                 answer = {"error": f"{type(e).__name__}: {e}"}
         print(json.dumps(answer), file=answers, flush=True)

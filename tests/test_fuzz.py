@@ -11,7 +11,8 @@ What "correct" means when a command succeeds on a damaged copy:
 * verify: the tensors are bit-identical to the original's (a damaged ``.meta`` may still verify:
   the format has no checksum for it, and verify can only check it against the data);
 * inspect: every variable of the original is listed;
-* diff ORIGINAL DAMAGED: it reports the twelve variables identical, and they are;
+* diff ORIGINAL DAMAGED: what it reports for each variable (identical, changed, reshaped, added,
+  removed) is what the two hold;
 * strip: the output verifies and holds the original's tensors minus the stripped ones;
 * graft --dry-run: a plan is printed and nothing is written.
 
@@ -164,32 +165,60 @@ def _clean_error(answer: dict) -> str | None:
 
 
 def _wrong_output(command: str, answer: dict, worker: Worker, case: str, out: str,
-                  original: dict[str, str]) -> str | None:
+                  original: dict) -> str | None:
     """None when a successful run's output is correct (module docstring), else why not."""
     text = answer["out"]
     if command == "verify":
-        held = worker.ask({"digest": case})
-        if "OK" not in text or not isinstance(held, dict) or held.get("digest") != original:
-            return f"verify passed a checkpoint whose tensors differ: {held}"
+        if "OK" not in text or not _same(worker.ask({"digest": case}), original):
+            return "verify passed a checkpoint whose tensors differ from the original's"
     elif command == "inspect":
-        missing = [n for n in original if n not in text]
+        missing = [n for n in original["digest"] if n not in text]
         if missing:
             return f"inspect does not list {missing[:3]}"
     elif command == "diff":
-        held = worker.ask({"digest": case})
-        if ("identical 12, changed 0" not in text or not isinstance(held, dict)
-                or held.get("digest") != original):
-            return "diff result does not match the data"
+        expected = _expected_diff(original, worker.ask({"digest": case}))
+        reported = {}
+        for line in text.splitlines():
+            parts = line.split()
+            if line.startswith("  ") and len(parts) > 1 and parts[0] in _DIFF_STATUSES:
+                reported[parts[1]] = parts[0]
+        if reported != expected:
+            wrong = {k: (reported.get(k), v) for k, v in expected.items() if reported.get(k) != v}
+            return f"diff disagrees with the data (reported, actual): {wrong}"
     elif command == "strip":
-        held = worker.ask({"digest": out})
-        expected = {k: v for k, v in original.items() if not k.startswith("logits/")}
+        kept = {k: v for k, v in original["digest"].items() if not k.startswith("logits/")}
         verified = worker.ask({"argv": ["verify", out]})
-        if not isinstance(held, dict) or held.get("digest") != expected \
+        if not _same(worker.ask({"digest": out}), {"digest": kept}) \
                 or not isinstance(verified, dict) or verified["code"] != 0:
-            return "strip output is not the original minus logits"
+            return "strip output is not the original minus logits, or does not verify"
     elif "dry run: nothing written" not in text or os.path.exists(out + ".index"):
         return "graft --dry-run printed no plan or wrote something"
     return None
+
+
+_DIFF_STATUSES = ("identical", "changed", "reshaped", "added", "removed")
+
+
+def _same(held, expected: dict) -> bool:
+    return isinstance(held, dict) and held.get("digest") == expected["digest"] \
+        and not held.get("unreadable")
+
+
+def _expected_diff(original: dict, held) -> dict[str, str]:
+    """What diff ORIGINAL CASE must report per variable, from what each holds; a variable of
+    the case that does not read back cannot be compared (diff must fail, so nothing matches)."""
+    if not isinstance(held, dict) or "info" not in held:
+        return {"<case unreadable>": "error"}
+    a, b = original["info"], held["info"]
+    out = {k: "removed" for k in a if k not in b} | {k: "added" for k in b if k not in a}
+    for k in set(a) & set(b):
+        if a[k] != b[k]:
+            out[k] = "reshaped"
+        elif k in held["unreadable"]:
+            out[k] = "unreadable"
+        else:
+            out[k] = "identical" if held["digest"][k] == original["digest"][k] else "changed"
+    return out
 
 
 def test_fuzz_damaged_checkpoints(mlp_ckpt, tmp_path, record_property):
@@ -200,8 +229,8 @@ def test_fuzz_damaged_checkpoints(mlp_ckpt, tmp_path, record_property):
     by_kind: Counter = Counter()
     failures: list[str] = []
     try:
-        original = worker.ask({"digest": original_prefix})["digest"]
-        assert len(original) == 12
+        original = worker.ask({"digest": original_prefix})
+        assert len(original["digest"]) == 12 and not original["unreadable"]
         for i in range(MUTATIONS):
             folder = str(tmp_path / f"case{i}")
             case = copy_checkpoint(original_prefix, folder)
