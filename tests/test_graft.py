@@ -349,3 +349,14 @@ def test_fine_tune_without_new_layers_uncuts_a_frozen_model(mlp_ckpt, tmp_path):
     assert plan["uncut"] == ["dnn/hidden2/Relu/stop_gradient"]
     assert plan["frozen"] == [] and plan["new"] == []
     assert plan["output"] == "logits/BiasAdd:0"
+
+
+def test_closed_stdout_pipe_is_not_an_error(mlp_ckpt, tmp_path):
+    """`ckptsurgery graft ... | head -1`: the reader leaves early; no error message."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ckptsurgery", "graft", mlp_ckpt, *GRAFT, "--dry-run",
+         "--out", str(tmp_path / "x")], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # before anything is written: the first write meets a closed pipe
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 141
+    assert "error" not in err and "Traceback" not in err
