@@ -56,7 +56,7 @@ def copy_checkpoint(prefix: str, folder: str, *, state: bool = True) -> str:
     src = os.path.dirname(prefix)
     base = os.path.basename(prefix)
     for name in os.listdir(src):
-        if name.startswith(base + ".") or (state and name == "checkpoint"):
+        if name == base or name.startswith(base + ".") or (state and name == "checkpoint"):
             shutil.copy(os.path.join(src, name), os.path.join(folder, name))
     return os.path.join(folder, base)
 

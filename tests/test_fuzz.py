@@ -1,5 +1,5 @@
 """Fuzzing: damaged copies of the fixture checkpoint through inspect, verify, diff, strip and
-graft --dry-run.
+graft --dry-run (and of the corpus's V1 checkpoint through the first four).
 
 Every run must end with exit 0 and correct output, or a clean error (exit 2, one line on stderr,
 no traceback): no death by a signal, no hang (each run is time-boxed), no partial output. The
@@ -26,13 +26,14 @@ import glob
 import json
 import os
 import random
+import re
 import select
 import shutil
 import subprocess
 import sys
 from collections import Counter
 
-from conftest import ROOT
+from conftest import CORPUS, ROOT
 from safety_helpers import copy_checkpoint, craft_index, entry_bytes
 
 from ckptsurgery.bundle import read_table
@@ -40,11 +41,10 @@ from ckptsurgery.bundle import read_table
 MUTATIONS = 320
 SEED = 5
 TIMEOUT = 120  # seconds for one run: a hang, not a slow run
-DATA = ".data-00000-of-00001"
-TARGETS = [".index", ".index", DATA, ".meta", ".meta", "checkpoint"]
 KINDS = ["bitflip", "bitflip", "edges", "truncate", "zeros", "random", "swap", "delete",
          "append", "entry"]
 COMMANDS = ("verify", "inspect", "diff", "strip", "graft --dry-run")
+V1 = "AloshkaD__traffic-signs__model_v1/model.ckpt"
 
 
 class Worker:
@@ -86,14 +86,20 @@ class Worker:
         assert ready and self.proc.stdout.readline().strip() == "ready", "worker did not start"
 
 
-def mutate(folder: str, rng: random.Random) -> str:
-    """Damage one file of the checkpoint copy in ``folder``; returns what was done."""
-    target = rng.choice(TARGETS)
+def mutate(prefix: str, rng: random.Random) -> str:
+    """Damage one file of the checkpoint copy at ``prefix`` (or its folder's state file);
+    returns what was done."""
+    from ckptsurgery.checkpoint import locate
+
+    files = list(locate(prefix).paths)
     kind = rng.choice(KINDS)
     if kind == "entry":
-        return _bad_entry(folder, rng)
-    path = os.path.join(folder, "checkpoint" if target == "checkpoint" else "my_model.ckpt"
-                        + target)
+        if prefix + ".index" in files:
+            return _bad_entry(prefix, rng)
+        kind = "bitflip"  # a V1 file has no bundle entries
+    # the index and the .meta hold the structure: damage them more often than the data
+    path = rng.choice(files + [p for p in files if not p.endswith("-00001")]
+                      + [os.path.join(os.path.dirname(prefix), "checkpoint")])
     with open(path, "rb") as f:
         data = bytearray(f.read())
     n = len(data)
@@ -113,8 +119,7 @@ def mutate(folder: str, rng: random.Random) -> str:
     elif kind == "random":
         data = bytearray(rng.randbytes(rng.randint(0, min(2 * n, 1 << 16))))
     elif kind == "swap":
-        other = rng.choice([t for t in (".index", DATA, ".meta") if t != target])
-        with open(os.path.join(folder, "my_model.ckpt" + other), "rb") as f:
+        with open(rng.choice([p for p in files if p != path] or files), "rb") as f:
             data = bytearray(f.read())
     elif kind == "append":
         data += rng.randbytes(rng.randint(1, 1000))
@@ -123,13 +128,12 @@ def mutate(folder: str, rng: random.Random) -> str:
     else:
         with open(path, "wb") as f:
             f.write(bytes(data))
-    return f"{kind} {target}"
+    return f"{kind} {os.path.basename(path)}"
 
 
-def _bad_entry(folder: str, rng: random.Random) -> str:
+def _bad_entry(prefix: str, rng: random.Random) -> str:
     """Rewrite one bundle entry with odd values, the index checksums kept valid: what bit flips
     cannot reach, and what makes TensorFlow's reader abort unless checked first."""
-    prefix = os.path.join(folder, "my_model.ckpt")
     key = rng.choice(sorted(k.decode() for k, _ in read_table(prefix + ".index") if k))
     odd = [0, 1, 3, 7, 20, 21, 64, 101, -1, -5, 1 << 31, 1 << 40, 1 << 62]
     dims = [rng.choice([rng.randint(0, 900)] + odd) for _ in range(rng.randint(0, 3))]
@@ -137,15 +141,15 @@ def _bad_entry(folder: str, rng: random.Random) -> str:
         rng.choice([1, 1, 7, 21, *odd[:9]]) % 128, dims,
         shard=rng.choice([0, 0, 1, 5]), offset=rng.choice([0, rng.randrange(1 << 20), 1 << 40]),
         size=rng.choice([0, 4, rng.randrange(1 << 21), 1 << 40])))
-    return "entry .index"
+    return f"entry {os.path.basename(prefix)}.index"
 
 
-def _argv(command: str, case: str, original: str, out: str) -> list[str]:
+def _argv(command: str, case: str, original: str, out: str, drop: str) -> list[str]:
     return {
         "verify": ["verify", case],
         "inspect": ["inspect", case],
         "diff": ["diff", original, case],
-        "strip": ["strip", case, "--drop", "^logits/", "--out", out, "--quiet"],
+        "strip": ["strip", case, "--drop", drop, "--out", out, "--quiet"],
         "graft --dry-run": ["graft", case, "--at", "hiddens3", "--dense", "logits:10",
                             "--out", out, "--dry-run"],
     }[command]
@@ -165,7 +169,7 @@ def _clean_error(answer: dict) -> str | None:
 
 
 def _wrong_output(command: str, answer: dict, worker: Worker, case: str, out: str,
-                  original: dict) -> str | None:
+                  original: dict, drop: str) -> str | None:
     """None when a successful run's output is correct (module docstring), else why not."""
     text = answer["out"]
     if command == "verify":
@@ -186,11 +190,11 @@ def _wrong_output(command: str, answer: dict, worker: Worker, case: str, out: st
             wrong = {k: (reported.get(k), v) for k, v in expected.items() if reported.get(k) != v}
             return f"diff disagrees with the data (reported, actual): {wrong}"
     elif command == "strip":
-        kept = {k: v for k, v in original["digest"].items() if not k.startswith("logits/")}
+        kept = {k: v for k, v in original["digest"].items() if not re.search(drop, k)}
         verified = worker.ask({"argv": ["verify", out]})
         if not _same(worker.ask({"digest": out}), {"digest": kept}) \
                 or not isinstance(verified, dict) or verified["code"] != 0:
-            return "strip output is not the original minus logits, or does not verify"
+            return f"strip output is not the original minus {drop}, or does not verify"
     elif "dry run: nothing written" not in text or os.path.exists(out + ".index"):
         return "graft --dry-run printed no plan or wrote something"
     return None
@@ -222,7 +226,24 @@ def _expected_diff(original: dict, held) -> dict[str, str]:
 
 
 def test_fuzz_damaged_checkpoints(mlp_ckpt, tmp_path, record_property):
-    original_prefix = copy_checkpoint(mlp_ckpt, str(tmp_path / "original"))
+    summary, failures = _fuzz(mlp_ckpt, tmp_path, MUTATIONS, COMMANDS, drop="^logits/")
+    record_property("summary", summary)
+    assert not failures, "\n".join(failures[:20])
+    assert MUTATIONS >= 300
+
+
+def test_fuzz_damaged_v1_checkpoint(shared, tmp_path, record_property):
+    """The same on the pre-0.12 single-file format (a real one from the corpus)."""
+    summary, failures = _fuzz(os.path.join(CORPUS, V1), tmp_path, 40,
+                              ("verify", "inspect", "diff", "strip"), drop="^Variable_9$")
+    record_property("summary", summary)
+    assert not failures, "\n".join(failures[:20])
+
+
+def _fuzz(source: str, tmp_path, mutations: int, commands, *, drop: str) -> tuple[str, list]:
+    """Damage copies of ``source`` ``mutations`` times, run ``commands`` on each; returns the
+    printed summary and the failures."""
+    original_prefix = copy_checkpoint(source, str(tmp_path / "original"))
     worker = Worker(str(tmp_path / "worker.log"))
     rng = random.Random(SEED)
     outcomes: Counter = Counter()
@@ -230,20 +251,19 @@ def test_fuzz_damaged_checkpoints(mlp_ckpt, tmp_path, record_property):
     failures: list[str] = []
     try:
         original = worker.ask({"digest": original_prefix})
-        assert len(original["digest"]) == 12 and not original["unreadable"]
-        for i in range(MUTATIONS):
-            folder = str(tmp_path / f"case{i}")
-            case = copy_checkpoint(original_prefix, folder)
-            what = mutate(folder, rng)
-            if what.endswith("checkpoint"):
-                case = folder  # the damaged state file is what finds the checkpoint
-            for command in COMMANDS:
+        assert original["digest"] and not original["unreadable"]
+        for i in range(mutations):
+            case = copy_checkpoint(original_prefix, str(tmp_path / f"case{i}"))
+            what = mutate(case, rng)
+            if what.endswith(" checkpoint"):
+                case = os.path.dirname(case)  # the damaged state file is what finds it
+            for command in commands:
                 out = os.path.join(str(tmp_path), f"out{i}", command.split()[0], "x.ckpt")
-                answer = worker.ask({"argv": _argv(command, case, original_prefix, out)})
+                answer = worker.ask({"argv": _argv(command, case, original_prefix, out, drop)})
                 if isinstance(answer, str):
                     problem = answer
                 elif answer["code"] == 0:
-                    problem = _wrong_output(command, answer, worker, case, out, original)
+                    problem = _wrong_output(command, answer, worker, case, out, original, drop)
                 else:
                     problem = _clean_error(answer) or _partial_output(out)
                 result = ("ok" if answer["code"] == 0 else "clean error") \
@@ -252,25 +272,25 @@ def test_fuzz_damaged_checkpoints(mlp_ckpt, tmp_path, record_property):
                 by_kind[what.split()[0], result] += 1
                 if problem:
                     failures.append(f"case {i} ({what}) {command}: {problem}")
-            shutil.rmtree(folder)
-            shutil.rmtree(str(tmp_path / f"out{i}"), ignore_errors=True)
+            shutil.rmtree(tmp_path / f"case{i}")
+            shutil.rmtree(tmp_path / f"out{i}", ignore_errors=True)
     finally:
         worker.close()
     runs = sum(outcomes.values())
-    summary = [f"fuzz: {MUTATIONS} damaged checkpoints x {len(COMMANDS)} commands = {runs} runs, "
-               f"{len(failures)} failed, worker started {worker.starts} time(s)"]
-    for command in COMMANDS:
-        summary.append(f"  {command:<16} ok {outcomes[command, 'ok']:>4}   clean error "
-                       f"{outcomes[command, 'clean error']:>4}   FAILED "
-                       f"{outcomes[command, 'FAILED']}")
+    assert runs == mutations * len(commands)
+    lines = [f"fuzz of {os.path.basename(source)}: {mutations} damaged copies x {len(commands)} "
+             f"commands = {runs} runs, {len(failures)} failed, worker started "
+             f"{worker.starts} time(s)"]
+    for command in commands:
+        lines.append(f"  {command:<16} ok {outcomes[command, 'ok']:>4}   clean error "
+                     f"{outcomes[command, 'clean error']:>4}   FAILED "
+                     f"{outcomes[command, 'FAILED']}")
     kinds = sorted({k for k, _ in by_kind})
-    summary.append("  by damage: " + ", ".join(
+    lines.append("  by damage (ok/clean error/failed): " + ", ".join(
         f"{k} {by_kind[k, 'ok']}/{by_kind[k, 'clean error']}/{by_kind[k, 'FAILED']}"
-        for k in kinds) + " (ok/clean error/failed)")
-    print("\n".join(summary))
-    record_property("summary", "\n".join(summary))
-    assert not failures, "\n".join(failures[:20])
-    assert runs == MUTATIONS * len(COMMANDS) and MUTATIONS >= 300
+        for k in kinds))
+    print("\n".join(lines))
+    return "\n".join(lines), failures
 
 
 def _partial_output(out: str) -> str | None:
