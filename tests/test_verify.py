@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import pytest
-from conftest import CORPUS, corpus_entries
+from conftest import CORPUS, ROOT, corpus_entries
 from safety_helpers import (
     assert_clean_error,
     copy_checkpoint,
@@ -138,3 +139,10 @@ def test_graft_output_is_verified_before_the_rename(mlp_ckpt, tmp_path, monkeypa
     (staged, final_existed), = seen
     assert staged != out and os.path.basename(staged) == "x.ckpt" and not final_existed
     assert run_main("verify", out)[0] == 0
+
+
+def test_the_example_in_docs_safety_runs(monkeypatch):
+    with open(os.path.join(ROOT, "docs", "safety.md"), encoding="utf-8") as f:
+        (block,) = re.findall(r"```python\n(.*?)```", f.read(), re.S)
+    monkeypatch.chdir(ROOT)
+    exec(compile(block, "docs/safety.md", "exec"), {})
