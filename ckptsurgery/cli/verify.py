@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from .rewriting import CKPT_HELP
+
 HELP = "check that a checkpoint is intact: every tensor reads back, checksums match, .meta fits"
 
 EXAMPLES = """\
@@ -19,8 +21,7 @@ exit status: 0 intact; 2 broken (each problem is listed) or not found.
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help=HELP, description=HELP + ".", epilog=EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", metavar="CKPT",
-                   help="checkpoint prefix, one of its files, or a folder with a 'checkpoint' file")
+    p.add_argument("checkpoint", metavar="CKPT", help=CKPT_HELP)
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
     return p
 
