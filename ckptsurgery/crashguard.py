@@ -28,7 +28,7 @@ PROG = "ckptsurgery"
 # absl's fatal log line ("F0000 00:00:17.. 123 file.cc:42] Check failed: ...") and what follows it.
 _FATAL_RE = re.compile(rb"^F\d{4} [\d:.]+\s+\d+ (?P<where>\S+)\] (?P<what>.*)$")
 _DUMP_RE = re.compile(rb"^(\*\*\* |\s+@\s+0x|\s*$)")
-_FORWARDED = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+_FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 _PR_SET_PDEATHSIG = 1
 
 
@@ -58,8 +58,10 @@ def run_guarded(main: Callable[[list[str] | None], int],
         _child(main, argv, parent, write_fd, read_fd, debug)  # never returns
     if piped:
         os.close(write_fd)
-    old = {s: signal.signal(s, lambda sig, _f: _forward(pid, sig)) for s in _FORWARDED}
-    old[signal.SIGINT] = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the child gets it too
+    # Forwarded: a signal sent to this process only (kill -INT PID) must reach the work. A
+    # Ctrl-C reaches both processes, so the child may get SIGINT twice; it exits 130 quietly.
+    old = {s: signal.signal(s, lambda sig, _f: _forward(pid, sig)) for s in _FORWARDED
+           if signal.getsignal(s) is not signal.SIG_IGN}  # nohup, background jobs: keep ignoring
     try:
         fatal = _relay_stderr(read_fd) if piped else None
         status = _wait(pid)
@@ -91,6 +93,8 @@ def _child(main, argv, parent: int, write_fd: int, read_fd: int, debug: bool) ->
 
             faulthandler.enable()
         code = main(argv)
+    except KeyboardInterrupt:  # a second SIGINT while main() was reporting the first
+        code = 130
     except SystemExit as e:  # argparse's --help, --version and usage errors
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
         if e.code is not None and not isinstance(e.code, int):
@@ -100,6 +104,7 @@ def _child(main, argv, parent: int, write_fd: int, read_fd: int, debug: bool) ->
 
         traceback.print_exc()
     finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
