@@ -333,3 +333,21 @@ def test_unexpected_exception_is_an_internal_error_with_exit_1(mlp_ckpt, monkeyp
     monkeypatch.setattr(ckptsurgery.verify, "verify_checkpoint", bug)
     code, _, err = run_main("verify", mlp_ckpt)
     assert_clean_error(code, err, 1, "KeyError", "boom", "--debug")
+
+
+def test_interrupting_the_command_stops_it_with_one_line(mlp_ckpt, tmp_path):
+    """SIGINT sent to the command's process alone (not a terminal's Ctrl-C to its group) still
+    reaches the work running in its child: exit 130, one line, no output."""
+    import signal
+    import time
+
+    out = str(tmp_path / "x.ckpt")
+    proc = subprocess.Popen([sys.executable, "-m", "ckptsurgery", "graft", mlp_ckpt, *GRAFT,
+                             "--out", out], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, cwd=ROOT,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    time.sleep(1.5)  # inside the TensorFlow import, long before the export
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and err == "ckptsurgery: interrupted\n"
+    assert not os.path.exists(out + ".index")
