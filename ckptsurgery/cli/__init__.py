@@ -60,10 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
         if args.debug:
             raise
-        from ..errors import CkptSurgeryError
+        from ..errors import CkptSurgeryError, UserError
 
         if isinstance(e, CkptSurgeryError):
-            print(f"{PROG}: error: {' '.join(str(e).splitlines())}", file=sys.stderr)
+            label = "error" if isinstance(e, UserError) else "internal error"
+            print(f"{PROG}: {label}: {' '.join(str(e).splitlines())}", file=sys.stderr)
             return e.exit_code
         # TensorFlow's OpErrors keep the useful text in .message, not in str()'s first line.
         first = (str(getattr(e, "message", e)).strip().splitlines() or [""])[0]
