@@ -40,6 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_output_options(group) -> None:
+    """Add ``--force``, ``--json`` and ``--quiet``, which every command that writes shares."""
+    group.add_argument("--force", action="store_true", help="replace an existing output")
+    group.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    group.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     parser = build_parser()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from . import add_output_options
 from .rewriting import CKPT_HELP
 
 HELP = "write a checkpoint's weights as npz, Keras HDF5, safetensors or a TF2 checkpoint"
@@ -40,9 +41,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--torch-layout", action="store_true",
                    help="PyTorch names and layouts: kernels [out, in], weight/bias, '.' separators "
                         "(safetensors, npz)")
-    p.add_argument("--force", action="store_true", help="replace an existing output")
-    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_output_options(p)
     return p
 
 

@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from . import add_output_options
+
 HELP = "put new dense layers on a tensor of a TF1 model, optionally freeze and train, export"
 
 EXAMPLES = """\
@@ -73,13 +75,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
     t.add_argument("--cache-frozen", action="store_true",
                    help="compute the output of the frozen part (--cut-after) once, train on it")
     o = p.add_argument_group("output")
-    o.add_argument("--force", action="store_true", help="replace an existing output")
+    add_output_options(o)
     o.add_argument("--allow-unsafe-ops", action="store_true",
                    help="run the graph even if it has ops that touch files, the network or run "
                         "code (see 'ckptsurgery audit'); only for graphs you trust")
     o.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
-    o.add_argument("--json", action="store_true", help="print the result as one JSON object")
-    o.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 

@@ -10,6 +10,8 @@ import argparse
 import json
 from collections.abc import Callable
 
+from . import add_output_options
+
 CKPT_HELP = "checkpoint prefix, one of its files, or a folder with a 'checkpoint' file"
 
 
@@ -18,12 +20,10 @@ def add_rewrite_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", metavar="CKPT", help=CKPT_HELP)
     p.add_argument("--out", required=True, metavar="PREFIX", help="output checkpoint prefix")
     o = p.add_argument_group("output")
-    o.add_argument("--force", action="store_true", help="replace an existing output")
+    add_output_options(o)
     o.add_argument("--no-meta", action="store_true",
                    help="write no .meta, even when the input has one")
     o.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
-    o.add_argument("--json", action="store_true", help="print the result as one JSON object")
-    o.add_argument("--quiet", action="store_true", help="no progress bar")
     o.add_argument("--batch-mb", type=float, default=128, metavar="MB",
                    help="tensors read and written per batch; bounds memory (default 128)")
 
