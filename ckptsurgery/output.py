@@ -137,7 +137,8 @@ def staged_checkpoint(prefix: str, *, verify: Callable[[str], None] | None = Non
     folder = os.path.dirname(prefix) or "."
     base = os.path.basename(prefix)
     try:
-        tmpdir = tempfile.mkdtemp(prefix=f".{base}.tmp-", dir=folder)
+        _remove_abandoned(folder, base)
+        tmpdir = tempfile.mkdtemp(prefix=_temp_prefix(base), dir=folder)
     except OSError as e:
         raise write_error(prefix, e) from e
     try:
@@ -186,7 +187,8 @@ def _write_state_file(folder: str, base: str) -> None:
 def atomic_file(path: str) -> Iterator[str]:
     """Yield a temporary path beside ``path``; on success rename it to ``path``."""
     folder = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", dir=folder)
+    _remove_abandoned(folder, os.path.basename(path))
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(os.path.basename(path)), dir=folder)
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
@@ -217,6 +219,36 @@ def write_error(path: str, error: BaseException) -> OutputError | None:
     if isinstance(error, OSError):
         return OutputError(f"cannot write output '{path}': {error.strerror or error}")
     return None
+
+
+def _temp_prefix(name: str) -> str:
+    """Temporary names carry the writer's pid, so that a later write can tell an abandoned one."""
+    return f".{name}.tmp-{os.getpid()}-"
+
+
+def _remove_abandoned(folder: str, name: str) -> None:
+    """Remove temporary outputs for ``name`` left by writers that were killed (pid gone)."""
+    pattern = re.compile(re.escape(f".{name}.tmp-") + r"(\d+)-")
+    for entry in os.listdir(folder):
+        m = pattern.match(entry)
+        if not m or _alive(int(m.group(1))):
+            continue
+        path = os.path.join(folder, entry)
+        if os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                os.remove(path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _fsync(path: str) -> None:

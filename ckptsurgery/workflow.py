@@ -48,11 +48,11 @@ def run_graft(job: GraftJob, log: Callable[[str], None] = print) -> dict:
     from .train import add_training_ops, fit
 
     source = open_checkpoint(job.checkpoint)
-    if not job.dry_run:  # the session below runs imported ops (initialisers, the model)
+    if not job.dry_run:
         from .audit import check_graph_safe
 
+        # The session below runs imported ops (initialisers, the model): refuse unsafe graphs.
         check_graph_safe(source, allow_unsafe=job.allow_unsafe_ops)
-    if not job.dry_run:
         check_output_prefix(job.out, inputs=source.files.paths, force=job.force)
     data = split(load_dataset(job.data), job.valid_size) if job.data and not job.dry_run else None
     grafted = build(source, job.spec)

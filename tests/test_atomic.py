@@ -90,6 +90,8 @@ def test_sigkill_during_export_leaves_no_output_or_a_complete_one(mlp_ckpt, tmp_
     print(summary)
     record_property("summary", summary)
     assert outcomes["none"] + outcomes["complete"] == KILLS
+    # each new export clears what killed ones abandoned: at most the last kill's folder is left
+    assert len(glob.glob(str(tmp_path / "out" / ".x.ckpt.tmp-*"))) <= 1
     assert outcomes["none"] and outcomes["complete"], "the kills did not cover both outcomes"
     assert sha256_files(sorted(glob.glob(str(tmp_path / "in" / "*")))) == inputs
 
@@ -124,3 +126,18 @@ def _alive(pid: int) -> bool:
             return f.read().rpartition(")")[2].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_a_new_write_removes_what_killed_writers_abandoned(tmp_path):
+    from ckptsurgery.output import atomic_file
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    abandoned = tmp_path / f".report.json.tmp-{dead}-abcd"
+    abandoned.mkdir()
+    running = tmp_path / f".report.json.tmp-{os.getpid()}-efgh"  # a writer still at work
+    running.write_text("partial")
+    with atomic_file(str(tmp_path / "report.json")) as tmp, open(tmp, "w") as f:
+        f.write("{}")
+    assert not abandoned.exists() and running.exists()
+    assert (tmp_path / "report.json").read_text() == "{}"
