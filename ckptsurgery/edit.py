@@ -157,7 +157,7 @@ def drop_stale_collection_entries(meta) -> list[str]:
         The keys of collections that became empty and were removed.
     """
     from tensorflow.core.framework import variable_pb2
-    from tensorflow.core.protobuf import control_flow_pb2
+    from tensorflow.core.protobuf import control_flow_pb2, queue_runner_pb2
 
     names = {n.name for n in meta.graph_def.node}
     emptied = []
@@ -183,6 +183,12 @@ def drop_stale_collection_entries(meta) -> list[str]:
             del col.bytes_list.value[:]
             col.bytes_list.value.extend(keep)
             empty = not keep
+        elif kind == "bytes_list" and key == "queue_runners":
+            keep = [b for b in col.bytes_list.value
+                    if _queue_runner_ops(queue_runner_pb2.QueueRunnerDef.FromString(b)) <= names]
+            del col.bytes_list.value[:]
+            col.bytes_list.value.extend(keep)
+            empty = not keep
         elif kind == "bytes_list" and key == "savers":
             empty = True
         else:
@@ -191,6 +197,13 @@ def drop_stale_collection_entries(meta) -> list[str]:
             del meta.collection_def[key]
             emptied.append(key)
     return emptied
+
+
+def _queue_runner_ops(runner) -> set[str]:
+    """The op names a ``QueueRunnerDef`` needs: its queue, enqueue, close and cancel ops."""
+    refs = [runner.queue_name, runner.close_op_name, runner.cancel_op_name,
+            *runner.enqueue_op_name]
+    return {op_name(r) for r in refs if r}
 
 
 def _context_anchor(ctx) -> str:

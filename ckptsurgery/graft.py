@@ -142,8 +142,11 @@ class Grafted:
     feed_point: object | None
 
 
-def build(checkpoint, spec: GraftSpec) -> Grafted:
+def build(checkpoint, spec: GraftSpec, *, require_labels: bool = True) -> Grafted:
     """Build the grafted graph for ``checkpoint`` (a :class:`~ckptsurgery.checkpoint.Checkpoint`).
+
+    With ``require_labels`` False (nothing will train), several candidate label placeholders
+    are not an error: the graft keeps none of them.
 
     Raises:
         UserError: the checkpoint has no ``.meta``, a reference names nothing (nearest names
@@ -164,7 +167,12 @@ def build(checkpoint, spec: GraftSpec) -> Grafted:
     inputs = find_placeholder(meta, spec.inputs, "inputs", "float", among=below_at)
     if inputs is None:
         raise SelectionError(f"'{at}' depends on no float placeholder; name the input with --inputs")
-    labels = find_placeholder(meta, spec.labels, "labels", "integer")
+    try:
+        labels = find_placeholder(meta, spec.labels, "labels", "integer")
+    except SelectionError:
+        if require_labels or spec.labels:
+            raise
+        labels = None  # several candidates, and nothing to train: no need to choose
     cut_at = None
     if spec.cut_after:
         cut_at = resolve_tensor(meta, spec.cut_after)

@@ -68,21 +68,23 @@ def restore(session, variables, checkpoint, *, strict: bool = True) -> RestoreRe
     """
     saved = checkpoint.variables
     report = RestoreReport()
-    selected = {}
+    plan = []
+    used = set()
     for var in variables:
         name = var.op.name
-        selected[name] = var
-        info = saved.get(name)
+        key, full_shape, part = _checkpoint_slot(var)
+        used.add(key)
+        info = saved.get(key)
         if info is None:
             report.missing.append(name)
             continue
-        graph_shape = tuple(var.shape.as_list())
         graph_dtype = var.dtype.base_dtype.name
-        if info.shape != graph_shape or info.dtype != graph_dtype:
-            report.mismatched.append((name, (info.shape, info.dtype), (graph_shape, graph_dtype)))
+        if info.shape != full_shape or info.dtype != graph_dtype:
+            report.mismatched.append((name, (info.shape, info.dtype), (full_shape, graph_dtype)))
             continue
         report.matched.append(name)
-    report.unexpected = sorted(set(saved) - set(selected))
+        plan.append((var, key, part))
+    report.unexpected = sorted(set(saved) - used)
     if strict and not report.ok:
         raise RestoreError(
             f"cannot restore from '{checkpoint.prefix}': "
@@ -90,9 +92,25 @@ def restore(session, variables, checkpoint, *, strict: bool = True) -> RestoreRe
             + " (use a narrower --restore-scope, or --lenient to restore what matches)",
             report,
         )
-    for name in report.matched:
-        assign(session, selected[name], checkpoint.read(name))
+    for var, key, part in plan:
+        value = checkpoint.read(key)
+        assign(session, var, value if part is None else value[part])
     return report
+
+
+def _checkpoint_slot(var):
+    """Where ``var`` lives in a checkpoint: ``(key, full shape, slice or None)``.
+
+    A partitioned variable (``kernel/part_0``, as Estimators make them) is saved as a slice of
+    the whole variable under the whole variable's name.
+    """
+    shape = tuple(var.shape.as_list())
+    proto = var.to_proto()
+    if proto.HasField("save_slice_info_def"):
+        info = proto.save_slice_info_def
+        part = tuple(slice(o, o + n) for o, n in zip(info.var_offset, info.var_shape, strict=True))
+        return info.full_name, tuple(info.full_shape), part
+    return var.op.name, shape, None
 
 
 def assign(session, variable, value) -> None:

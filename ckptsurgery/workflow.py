@@ -55,7 +55,7 @@ def run_graft(job: GraftJob, log: Callable[[str], None] = print) -> dict:
         check_graph_safe(source, allow_unsafe=job.allow_unsafe_ops)
         check_output_prefix(job.out, inputs=source.files.paths, force=job.force)
     data = split(load_dataset(job.data), job.valid_size) if job.data and not job.dry_run else None
-    grafted = build(source, job.spec)
+    grafted = build(source, job.spec, require_labels=data is not None)
     log(str(grafted.plan))
     result = {"plan": grafted.plan.as_dict()}
     if job.dry_run:

@@ -360,3 +360,26 @@ def test_closed_stdout_pipe_is_not_an_error(mlp_ckpt, tmp_path):
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=300) == 141
     assert "error" not in err and "Traceback" not in err
+
+
+ESTIMATOR = os.path.join(CORPUS, "jncharon__wine-classifier__estimator_ckpt-3374")
+
+
+def test_graft_on_estimator_checkpoint_with_partitioned_variables(shared, tmp_path):
+    """An Estimator graph: queue input, partitioned variables (kernel/part_0 saved as slices of
+    kernel), two integer placeholders (no labels needed without --data)."""
+    from ckptsurgery.testing import assert_restores, assert_unchanged
+
+    out = str(tmp_path / "e.ckpt")
+    proc = run_cli("graft", ESTIMATOR, "--at", "dnn/hiddenlayer_1/Relu", "--dense",
+                   "new_logits:3", "--inputs", "dnn/input_from_feature_columns/input_layer/concat",
+                   "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    source = os.path.join(ESTIMATOR, "model.ckpt-3374")
+    assert assert_unchanged(source, out, scope=r"dnn/hiddenlayer_[01]/(kernel|bias)$") == [
+        "dnn/hiddenlayer_0/bias", "dnn/hiddenlayer_0/kernel",
+        "dnn/hiddenlayer_1/bias", "dnn/hiddenlayer_1/kernel"]
+    shapes = assert_restores(out)
+    assert shapes["dnn/hiddenlayer_1/kernel/part_0"] == [10, 20]
+    assert shapes["new_logits/kernel"] == [20, 3]
+    assert "dnn/logits/kernel/part_0" not in shapes
