@@ -237,8 +237,8 @@ def build(checkpoint, spec: GraftSpec, *, require_labels: bool = True) -> Grafte
         train_vars = [v for v in train_vars if v.op.name in chosen]
         if not train_vars:
             raise SelectionError(
-                f"--train-scope '{spec.train_scope}' selects only variables below the cut; "
-                "nothing would train"
+                f"--train-scope '{spec.train_scope}' selects no variable the output depends on "
+                "(only ones below a stop_gradient or off its path); nothing would train"
             )
     trained = {v.op.name for v in train_vars}
     untrained_new = [v.op.name for v in new_vars if v.op.name not in trained]
