@@ -146,7 +146,9 @@ def build(checkpoint, spec: GraftSpec, *, require_labels: bool = True) -> Grafte
     """Build the grafted graph for ``checkpoint`` (a :class:`~ckptsurgery.checkpoint.Checkpoint`).
 
     With ``require_labels`` False (nothing will train), several candidate label placeholders
-    are not an error: the graft keeps none of them.
+    are not an error: the graft keeps none of them. With it True and no integer placeholder in
+    the graph (one-hot float labels, Estimator queues), a new ``labels`` placeholder (int64,
+    class indices) is added and put in collection ``labels``.
 
     Raises:
         UserError: the checkpoint has no ``.meta``, a reference names nothing (nearest names
@@ -211,6 +213,11 @@ def build(checkpoint, spec: GraftSpec, *, require_labels: bool = True) -> Grafte
         out = dense(out, layer, use_resource=resource)
         outputs.append((layer.name, out))
     with graph.as_default():
+        if labels is None and require_labels:
+            added = tf.compat.v1.placeholder(tf.int64, (None,), name="labels")
+            graph.clear_collection("labels")
+            graph.add_to_collection("labels", added)
+            labels = added.name
         graph.clear_collection(spec.output_collection)
         for name, tensor in outputs[:-1]:
             graph.add_to_collection(name, tensor)

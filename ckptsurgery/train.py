@@ -94,7 +94,7 @@ def add_training_ops(inputs, labels, logits, var_list, config: TrainConfig,
         raise UserError(
             f"label tensor '{labels.name}' is {labels.dtype.name}; training needs integer class "
             "labels (a one-hot float placeholder cannot be fed from the data's labels); "
-            "name an integer placeholder with --labels"
+            "name an integer placeholder with --labels, or omit --labels and graft adds one"
         )
     if config.optimizer not in OPTIMIZERS:
         raise UserError(f"unknown optimizer '{config.optimizer}'; use one of {', '.join(OPTIMIZERS)}")

@@ -383,3 +383,27 @@ def test_graft_on_estimator_checkpoint_with_partitioned_variables(shared, tmp_pa
     assert shapes["dnn/hiddenlayer_1/kernel/part_0"] == [10, 20]
     assert shapes["new_logits/kernel"] == [20, 3]
     assert "dnn/logits/kernel/part_0" not in shapes
+
+
+DERFLA = os.path.join(CORPUS, "DerflaNehc__MNIST_NN_P2__model", "model.ckpt")
+
+
+def test_graft_adds_integer_labels_to_a_one_hot_model(mnist, tmp_path):
+    """A batch-norm model from another project whose labels are a one-hot float placeholder of
+    5 classes: training a 10-class head adds an int64 'labels' placeholder of its own."""
+    out = str(tmp_path / "d.ckpt")
+    result = _graft_json(DERFLA, "--at", "Elu_2", "--cut-after", "Elu_2", "--dense",
+                         "new_logits:10", "--data", mnist, "--epochs", "1", "--out", out)
+    assert result["plan"]["labels"] == "labels:0"
+    assert result["training"]["final_valid_accuracy"] > 0.75  # measured 0.818, chance 0.1
+    src, new = read_vars(DERFLA), read_vars(out)
+    for name in ("hidden1/kernel", "hidden3/bias", "batch_normalization_2/moving_mean",
+                 "batch_normalization_2/gamma"):
+        assert new[name].tobytes() == src[name].tobytes(), name
+    import tensorflow as tf
+
+    g = tf.Graph()
+    with g.as_default():
+        tf.compat.v1.train.import_meta_graph(out + ".meta")
+    (labels,) = g.get_collection("labels")
+    assert labels.name == "labels:0" and labels.dtype == tf.int64
