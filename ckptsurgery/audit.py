@@ -23,6 +23,7 @@ import os
 from dataclasses import dataclass, field
 
 from .errors import UnsafeGraphError
+from .select import reachable
 
 __all__ = ["UNSAFE_OPS", "Finding", "AuditReport", "audit_meta_graph", "audit_checkpoint",
            "check_graph_safe"]
@@ -286,27 +287,13 @@ def _savers(meta) -> list[tuple[str, str]]:
 def _only_inside(name: str, consumers, scope: str, named: set[str]) -> bool:
     """Whether nothing outside ``scope`` depends on ``name``, nor does any collection name it
     or what depends on it."""
-    seen, stack = set(), [name]
-    while stack:
-        current = stack.pop()
-        if current in seen:
-            continue
-        if not current.startswith(scope) or current in named:
-            return False
-        seen.add(current)
-        stack.extend(consumers.get(current, ()))
-    return True
+    reached = reachable([name], lambda n: consumers.get(n, ()))
+    return all(n.startswith(scope) and n not in named for n in reached)
 
 
 def _ancestors_inside(nodes, refs, scope: str) -> set[str]:
     """The ops ``refs`` depend on, walking only inside ``scope``."""
     from .metagraph import op_name
 
-    seen, stack = set(), [op_name(r) for r in refs]
-    while stack:
-        name = stack.pop()
-        if name in seen or name not in nodes or not name.startswith(scope):
-            continue
-        seen.add(name)
-        stack.extend(op_name(i) for i in nodes[name].input)
-    return seen
+    return reachable([op_name(r) for r in refs], lambda n: (op_name(i) for i in nodes[n].input),
+                     enter=lambda n: n in nodes and n.startswith(scope))

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from .errors import NotFoundError
 from .metagraph import VARIABLE_COLLECTIONS, node_map, op_name, variable_defs
+from .select import reachable
 
 __all__ = ["PruneInfo", "ancestors", "prune", "cut", "uncut", "drop_stale_collection_entries"]
 
@@ -33,22 +34,19 @@ def ancestors(meta, refs: list[str]) -> set[str]:
     """
     nodes = node_map(meta)
     vdefs = variable_defs(meta)
-    seen: set[str] = set()
-    stack = [op_name(r) for r in refs]
-    for name in stack:
+    starts = [op_name(r) for r in refs]
+    for name in starts:
         if name not in nodes:
             raise NotFoundError(f"no op '{name}' in the graph")
-    while stack:
-        name = stack.pop()
-        if name in seen or name not in nodes:
-            continue
-        seen.add(name)
-        stack.extend(op_name(i) for i in nodes[name].input)
+
+    def inputs(name: str):
+        yield from (op_name(i) for i in nodes[name].input)
         vdef = vdefs.get(name)
         if vdef is not None:
-            stack.extend(op_name(n) for n in (vdef.initializer_name, vdef.snapshot_name,
-                                              vdef.initial_value_name) if n)
-    return seen
+            yield from (op_name(n) for n in (vdef.initializer_name, vdef.snapshot_name,
+                                             vdef.initial_value_name) if n)
+
+    return reachable(starts, inputs, enter=lambda name: name in nodes)
 
 
 def prune(meta, keep: list[str]):

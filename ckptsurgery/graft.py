@@ -15,7 +15,13 @@ from dataclasses import dataclass, field
 from .errors import SelectionError, UserError
 from .layers import DenseSpec, dense
 from .metagraph import import_meta_graph, op_name
-from .select import CkptSurgeryWarning, find_placeholder, resolve_tensor, select_variables
+from .select import (
+    CkptSurgeryWarning,
+    find_placeholder,
+    reachable,
+    resolve_tensor,
+    select_variables,
+)
 
 __all__ = ["GraftSpec", "VariableRow", "Plan", "Grafted", "build"]
 
@@ -276,14 +282,6 @@ def build(checkpoint, spec: GraftSpec, *, require_labels: bool = True) -> Grafte
 def _variables_feeding(tensor, variables) -> set[str]:
     """The names of the variables among ``variables`` that ``tensor`` depends on through a
     path with no ``StopGradient``: the ones a loss on ``tensor`` can train."""
-    names = {v.op.name for v in variables}
-    seen, stack, found = set(), [tensor.op], set()
-    while stack:
-        op = stack.pop()
-        if op.name in seen or op.type == "StopGradient":
-            continue
-        seen.add(op.name)
-        if op.name in names:
-            found.add(op.name)
-        stack.extend(t.op for t in op.inputs)
-    return found
+    ops = reachable([tensor.op], lambda op: [t.op for t in op.inputs],
+                    enter=lambda op: op.type != "StopGradient")
+    return {op.name for op in ops} & {v.op.name for v in variables}

@@ -14,6 +14,7 @@ import os
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
+from .select import reachable
 from .slots import VariableRole, classify
 
 __all__ = ["MetaSummary", "Inspection", "inspect_checkpoint", "import_check"]
@@ -362,15 +363,11 @@ def _forward_nodes(meta, consumers: dict[str, list[str]]) -> set[str]:
     """Nodes that depend on a variable through data edges, outside training scopes."""
     from .saver import VARIABLE_OPS
 
-    stack = [n.name for n in meta.graph_def.node if n.op in VARIABLE_OPS]
     nodes = {n.name: n for n in meta.graph_def.node}
-    seen: set[str] = set()
-    while stack:
-        name = stack.pop()
-        if name in seen or _training_scope(name) or nodes[name].op in _BOOKKEEPING_OPS[:6]:
-            continue
-        seen.add(name)
-        stack.extend(consumers.get(name, ()))
+    seen = reachable(
+        [n.name for n in meta.graph_def.node if n.op in VARIABLE_OPS],
+        lambda name: consumers.get(name, ()),
+        enter=lambda name: not (_training_scope(name) or nodes[name].op in _BOOKKEEPING_OPS[:6]))
     return {n for n in seen if nodes[n].op not in VARIABLE_OPS}
 
 

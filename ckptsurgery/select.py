@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import re
 import warnings
+from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 from .errors import NotFoundError, SelectionError, nearest
 from .metagraph import VARIABLE_COLLECTIONS, node_map, op_name, placeholders
+
+T = TypeVar("T")
 
 __all__ = [
     "CkptSurgeryWarning",
@@ -18,6 +22,7 @@ __all__ = [
     "find_placeholder",
     "select_variables",
     "scope_matches",
+    "reachable",
 ]
 
 
@@ -125,6 +130,25 @@ def select_variables(graph, regex: str, collection: str = "variables", what: str
                 stacklevel=2,
             )
     return chosen
+
+
+def reachable(starts: Iterable[T], neighbours: Callable[[T], Iterable[T]],
+              enter: Callable[[T], bool] = lambda _: True) -> set[T]:
+    """Everything reachable from ``starts`` through ``neighbours``, ``starts`` included,
+    entering (and going on from) only the nodes ``enter`` accepts.
+
+    The one graph walk of the package: over op names of a ``GraphDef`` (inputs or consumers)
+    or over the ops of a live ``tf.Graph``.
+    """
+    seen: set[T] = set()
+    stack = list(starts)
+    while stack:
+        node = stack.pop()
+        if node in seen or not enter(node):
+            continue
+        seen.add(node)
+        stack.extend(neighbours(node))
+    return seen
 
 
 def _as_tensor_name(item: str) -> str:

@@ -16,6 +16,7 @@ import numpy as np
 
 from .errors import DataError, UserError
 from .restore import assign
+from .select import reachable
 
 __all__ = ["OPTIMIZERS", "TrainConfig", "TrainingOps", "EpochResult", "History",
            "add_training_ops", "fit", "evaluate"]
@@ -225,16 +226,6 @@ def _check_data(ops, data) -> None:
 
 def _placeholders_below(op, stop: set[str]) -> list:
     """The ``Placeholder`` ops that ``op`` depends on, not looking below ops named in ``stop``."""
-    seen, stack, found = set(), [op], []
-    while stack:
-        cur = stack.pop()
-        if cur.name in seen:
-            continue
-        seen.add(cur.name)
-        if cur.name in stop:
-            continue
-        if cur.type == "Placeholder":
-            found.append(cur)
-        stack.extend(t.op for t in cur.inputs)
-        stack.extend(cur.control_inputs)
-    return found
+    ops = reachable([op], lambda o: [t.op for t in o.inputs] + list(o.control_inputs),
+                    enter=lambda o: o.name not in stop)
+    return [o for o in ops if o.type == "Placeholder"]
