@@ -37,6 +37,13 @@ class TrainConfig:
     cache_frozen: bool = False
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        for option, value in (("--epochs", self.epochs), ("--batch-size", self.batch_size)):
+            if value < 1:
+                raise UserError(f"{option} {value}: give a whole number of at least 1")
+        if not self.lr > 0:
+            raise UserError(f"--lr {self.lr:g}: the learning rate must be a positive number")
+
 
 @dataclass
 class TrainingOps:

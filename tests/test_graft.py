@@ -407,3 +407,12 @@ def test_graft_adds_integer_labels_to_a_one_hot_model(mnist, tmp_path):
         tf.compat.v1.train.import_meta_graph(out + ".meta")
     (labels,) = g.get_collection("labels")
     assert labels.name == "labels:0" and labels.dtype == tf.int64
+
+
+@pytest.mark.parametrize("option", [["--epochs", "0"], ["--batch-size", "0"], ["--lr", "-1"]])
+def test_bad_training_numbers_are_clean_errors(mlp_ckpt, tmp_path, option):
+    proc = run_cli("graft", mlp_ckpt, *GRAFT, "--data", "unused.npz", *option,
+                   "--out", str(tmp_path / "x.ckpt"))
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(f"ckptsurgery: error: {option[0]} {option[1]}:")
+    assert not os.listdir(tmp_path)
