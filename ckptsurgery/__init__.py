@@ -1,7 +1,9 @@
 """ckptsurgery: surgery on legacy TensorFlow 1.x checkpoints.
 
-Public names are imported lazily (PEP 562), so that ``import ckptsurgery`` and the command's
-``--help`` do not import TensorFlow.
+The names below are what users call; everything else is reachable from its module (see
+``docs/architecture.md`` for the layers). They are imported lazily (PEP 562), so that
+``import ckptsurgery`` and the command's ``--help`` do not import TensorFlow. Assertions for
+users' test suites are in :mod:`ckptsurgery.testing`.
 """
 
 from __future__ import annotations
@@ -11,54 +13,38 @@ import importlib
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    # opening checkpoints
-    "Checkpoint": "checkpoint", "CheckpointFiles": "checkpoint", "VariableInfo": "checkpoint",
-    "locate": "checkpoint", "open_checkpoint": "checkpoint",
-    # meta-graphs
-    "read_meta_graph": "metagraph", "import_meta_graph": "metagraph",
-    # finding things
-    "resolve_tensor": "select", "select_variables": "select", "find_placeholder": "select",
-    "CkptSurgeryWarning": "select",
-    # editing graphs
-    "prune": "edit", "cut": "edit", "ancestors": "edit",
-    # layers
-    "DenseSpec": "layers", "dense": "layers", "parse_dense": "layers",
-    # restoring
-    "restore": "restore", "RestoreReport": "restore",
-    # grafting
-    "GraftSpec": "graft", "Plan": "graft", "Grafted": "graft", "build": "graft",
+    # opening checkpoints and meta-graphs
+    "open_checkpoint": "formats.checkpoint", "Checkpoint": "formats.checkpoint",
+    "locate": "formats.checkpoint", "read_meta_graph": "formats.metafile",
+    # finding things in graphs and editing them (protobuf level)
+    "resolve_tensor": "graphdef.select", "select_variables": "graphdef.select",
+    "prune": "graphdef.edit", "cut": "graphdef.edit", "uncut": "graphdef.edit",
+    "CkptSurgeryWarning": "graphdef.select",
+    # live graphs: import, layers, restore, export
+    "import_meta_graph": "graph.importer", "DenseSpec": "graph.layers",
+    "restore": "graph.restore", "RestoreReport": "graph.restore",
+    "export_checkpoint": "graph.export",
     # training
-    "TrainConfig": "train", "add_training_ops": "train", "fit": "train", "evaluate": "train",
-    # data
-    "load_dataset": "data", "split": "data",
-    # exporting
-    "export_checkpoint": "export",
-    # the demo
-    "DemoConfig": "demo", "run_demo": "demo", "STEPS": "demo", "frozen_check": "demo",
-    "write_report": "report", "render_table": "report",
-    # assertions for users' tests
-    "assert_unchanged": "testing", "assert_changed": "testing", "assert_restores": "testing",
-    "assert_no_gradient": "testing",
-    # integrity and safety
-    "check_bundle": "bundle", "read_index": "bundle", "verify_checkpoint": "verify",
-    "VerifyReport": "verify", "audit_checkpoint": "audit", "audit_meta_graph": "audit",
-    "AuditReport": "audit", "check_graph_safe": "audit", "UnsafeGraphError": "errors",
+    "TrainConfig": "train.fit", "add_training_ops": "train.fit", "fit": "train.fit",
+    "evaluate": "train.fit", "load_dataset": "train.data", "split": "train.data",
+    # grafting and the demo
+    "GraftSpec": "graft.build", "Plan": "graft.build", "Grafted": "graft.build",
+    "build": "graft.build", "GraftJob": "graft.job", "GraftResult": "graft.job",
+    "run_graft": "graft.job", "DemoConfig": "graft.demo", "run_demo": "graft.demo",
+    "render_table": "graft.report",
     # inspecting, comparing and migrating checkpoints
-    "inspect_checkpoint": "inspection", "Inspection": "inspection",
-    "diff_checkpoints": "diff", "CheckpointDiff": "diff",
-    "classify": "slots", "VariableRole": "slots",
-    "rename_checkpoint": "rewrite", "strip_checkpoint": "rewrite", "cast_checkpoint": "rewrite",
-    "rewrite_checkpoint": "rewrite", "plan_rename": "rewrite", "plan_strip": "rewrite",
-    "plan_cast": "rewrite", "RewritePlan": "rewrite", "RewriteResult": "rewrite",
-    "RENAME_PRESETS": "rewrite", "rewrite_meta_graph": "metarewrite",
-    "saved_variables": "saver", "replace_saver": "saver", "SavedVariable": "saver",
-    "copy_tensors": "stream", "read_batches": "stream", "BundleWriter": "stream",
-    "convert_checkpoint": "convert", "ConvertResult": "convert",
+    "inspect_checkpoint": "migrate.inspection", "diff_checkpoints": "migrate.diff",
+    "rename_checkpoint": "migrate.rewrite", "strip_checkpoint": "migrate.rewrite",
+    "cast_checkpoint": "migrate.rewrite", "RENAME_PRESETS": "migrate.rewrite",
+    "convert_checkpoint": "migrate.convert", "classify": "graphdef.slots",
+    # integrity and safety
+    "verify_checkpoint": "safety.verify", "audit_checkpoint": "safety.audit",
     # errors
     "CkptSurgeryError": "errors", "UserError": "errors", "InternalError": "errors",
     "NotFoundError": "errors", "SelectionError": "errors", "RestoreError": "errors",
     "OutputError": "errors", "CheckpointNotFoundError": "errors",
     "CheckpointCorruptError": "errors", "GraphImportError": "errors", "DataError": "errors",
+    "UnsafeGraphError": "errors",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -2,6 +2,6 @@
 
 import sys
 
-from .crashguard import console_main
+from .cli.crashguard import console_main
 
 sys.exit(console_main())

@@ -24,6 +24,7 @@ __all__ = [
     "DataError",
     "UnsafeGraphError",
     "nearest",
+    "first_line",
 ]
 
 
@@ -92,3 +93,10 @@ def nearest(name: str, candidates: Iterable[str], n: int = 3) -> list[str]:
     if len(close) < n:
         close += [c for c in pool if name in c and c not in close][: n - len(close)]
     return close
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message, for one-line errors (TensorFlow's ``OpError``
+    keeps its text in ``.message``; an empty message gives the exception's type)."""
+    text = str(getattr(e, "message", None) or e).strip() or type(e).__name__
+    return text.splitlines()[0]

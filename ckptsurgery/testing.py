@@ -22,8 +22,8 @@ def _in_scope(scope: str | None):
 
 
 def _diff(before: str, after: str, scope: str | None, atol: float):
-    from .checkpoint import open_checkpoint
-    from .diff import diff_checkpoints
+    from .formats.checkpoint import open_checkpoint
+    from .migrate.diff import diff_checkpoints
 
     result = diff_checkpoints(open_checkpoint(before), open_checkpoint(after), atol=atol,
                               only=_in_scope(scope))

@@ -29,8 +29,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 def digest(prefix: str) -> dict:
     """``{"digest": {name: sha256 of dtype, shape, bytes}, "info": {name: "dtype shape"},
     "unreadable": [names whose bytes do not read back]}``."""
-    from ckptsurgery.checkpoint import open_checkpoint
     from ckptsurgery.errors import CkptSurgeryError
+    from ckptsurgery.formats.checkpoint import open_checkpoint
 
     ckpt = open_checkpoint(prefix)
     out: dict = {"digest": {}, "info": {}, "unreadable": []}

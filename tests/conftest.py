@@ -16,6 +16,9 @@ SHARED = os.path.join(os.path.dirname(ROOT), "shared")
 CORPUS = os.path.join(SHARED, "corpus")
 MNIST = os.path.join(SHARED, "data", "mnist.npz")
 FIXTURE_MLP = os.path.join(ROOT, "fixtures", "mlp", "my_model.ckpt")
+FIXTURE_MIXED = os.path.join(ROOT, "fixtures", "mixed", "model.ckpt")
+FIXTURE_CNN = os.path.join(ROOT, "fixtures", "cnn", "model.ckpt")
+FIXTURE_RNN = os.path.join(ROOT, "fixtures", "rnn", "model.ckpt")
 
 
 @pytest.fixture
@@ -36,6 +39,18 @@ def mnist(shared) -> str:
     return MNIST
 
 
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """``ckptsurgery demo`` (all six steps, one epoch each, on the built-in subset), run once
+    per test session and shared by every test that reads its output: (out dir, result, JSON)."""
+    import json
+
+    out = str(tmp_path_factory.mktemp("demo") / "run")
+    proc = run_cli("demo", "--out", out, "--epochs", "1", "--json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc, json.loads(proc.stdout)
+
+
 def corpus_entries() -> list[str]:
     """The folders of ../shared/corpus (empty when ../shared is absent)."""
     if not os.path.isdir(CORPUS):
@@ -43,12 +58,26 @@ def corpus_entries() -> list[str]:
     return sorted(d for d in os.listdir(CORPUS) if os.path.isdir(os.path.join(CORPUS, d)))
 
 
-def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run ``python -m ckptsurgery ARGS`` in a fresh process (as a user would)."""
-    return subprocess.run(
-        [sys.executable, "-m", "ckptsurgery", *args],
-        capture_output=True, text=True, timeout=timeout, cwd=ROOT,
-    )
+def run_cli(*args: str, timeout: float = 600, process: bool = False) -> subprocess.CompletedProcess:
+    """``ckptsurgery ARGS`` from the repository's root; ``(returncode, stdout, stderr)``.
+
+    By default in this process (``ckptsurgery.cli.main``, the function the command runs), so
+    that TensorFlow loads once per test session. ``process=True`` runs ``python -m ckptsurgery``
+    in a fresh process, as a user's shell does: for what only a process shows (the entry point,
+    crash containment, signals, TensorFlow's own stderr lines).
+    """
+    if process:
+        return subprocess.run([sys.executable, "-m", "ckptsurgery", *args],
+                              capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    from safety_helpers import run_main
+
+    here = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        code, out, err = run_main(*args)
+    finally:
+        os.chdir(here)
+    return subprocess.CompletedProcess(["ckptsurgery", *args], code, out, err)
 
 
 def read_vars(prefix: str) -> dict:

@@ -21,9 +21,9 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 
 def _export_forever(source: str, out: str, progress: int) -> None:
-    from ckptsurgery.graft import GraftSpec
-    from ckptsurgery.layers import parse_dense
-    from ckptsurgery.workflow import GraftJob, run_graft
+    from ckptsurgery.graft.build import GraftSpec
+    from ckptsurgery.graft.job import GraftJob, run_graft
+    from ckptsurgery.graph.layers import parse_dense
 
     spec = GraftSpec("hiddens3", [parse_dense("hidden4:20:relu"), parse_dense("logits:10")])
     while True:
@@ -34,7 +34,7 @@ def _export_forever(source: str, out: str, progress: int) -> None:
 def main(source: str, out: str) -> None:
     import tensorflow  # noqa: F401  (loaded once, before any fork)
 
-    import ckptsurgery.workflow  # noqa: F401
+    import ckptsurgery.graft.job  # noqa: F401
 
     print("ready", flush=True)
     for line in sys.stdin:

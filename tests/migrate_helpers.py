@@ -45,8 +45,10 @@ def write_checkpoint(prefix: str, tensors: dict) -> str:
 def restore_values(prefix: str) -> dict:
     """Import ``prefix.meta`` with plain ``import_meta_graph`` in a fresh graph, restore
     ``prefix`` with the saver it builds, and return the value of every global variable it
-    restored by its checkpoint key (the partition's full name for partitioned variables).
-    Variables the saver leaves alone (some graphs declare more than they save) are left out."""
+    restored by its checkpoint key (a partitioned variable's parts put together under the
+    key they are saved as). Variables the saver leaves alone (some graphs declare more than they
+    save) are left out."""
+    import numpy as np
     import tensorflow as tf
 
     graph = tf.Graph()
@@ -58,6 +60,12 @@ def restore_values(prefix: str) -> dict:
             if not sess.run(tf.compat.v1.is_variable_initialized(v)):
                 continue
             info = v._save_slice_info  # noqa: SLF001 - the only way to a partition's key
-            out[info.full_name if info else v.op.name] = sess.run(v)
+            if info is None:
+                out[v.op.name] = sess.run(v)
+                continue
+            whole = out.setdefault(info.full_name, np.zeros(info.full_shape,
+                                                            v.dtype.base_dtype.as_numpy_dtype))
+            part = sess.run(v)
+            whole[tuple(slice(o, o + n) for o, n in zip(info.var_offset, part.shape, strict=True))] = part
         return out
 

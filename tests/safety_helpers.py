@@ -16,7 +16,7 @@ import shutil
 import struct
 import warnings
 
-from ckptsurgery.bundle import crc32c, read_table
+from ckptsurgery.formats.bundle import crc32c, read_table
 
 FILES = (".index", ".data-00000-of-00001", ".meta")
 

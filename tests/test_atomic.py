@@ -39,7 +39,7 @@ def _state(prefix: str) -> str:
     import numpy as np
     import tensorflow as tf
 
-    from ckptsurgery.verify import verify_checkpoint
+    from ckptsurgery.safety.verify import verify_checkpoint
 
     if not os.path.exists(prefix + ".index"):
         return "none"
@@ -57,6 +57,7 @@ def _state(prefix: str) -> str:
     return "complete"
 
 
+@pytest.mark.slow
 def test_sigkill_during_export_leaves_no_output_or_a_complete_one(mlp_ckpt, tmp_path,
                                                                     record_property):
     source = copy_checkpoint(mlp_ckpt, str(tmp_path / "in"))
@@ -129,7 +130,7 @@ def _alive(pid: int) -> bool:
 
 
 def test_a_new_write_removes_what_killed_writers_abandoned(tmp_path):
-    from ckptsurgery.output import atomic_file
+    from ckptsurgery.formats.output import atomic_file
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True).stdout.strip()

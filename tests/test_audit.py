@@ -21,9 +21,9 @@ def _make(folder: str, add_ops, *, wire_into: str | None = "dnn/hidden1/MatMul")
     the model runs it (what a hostile graph would do)."""
     import tensorflow as tf
 
-    from ckptsurgery.export import export_checkpoint
-    from ckptsurgery.metagraph import read_meta_graph, write_meta_graph
-    from ckptsurgery.models import build_mlp
+    from ckptsurgery.formats.metafile import read_meta_graph, write_meta_graph
+    from ckptsurgery.graph.export import export_checkpoint
+    from ckptsurgery.graph.models import build_mlp
 
     graph = tf.Graph()
     graph.seed = 42
@@ -136,7 +136,7 @@ def test_readfile_is_flagged(unsafe):
 
 
 def test_save_op_outside_the_saver_is_flagged_and_the_savers_own_are_not(unsafe):
-    from ckptsurgery.audit import audit_checkpoint
+    from ckptsurgery.safety.audit import audit_checkpoint
 
     report = audit_checkpoint(unsafe["save"])
     assert [(f.type, f.op, f.category) for f in report.findings] == [
@@ -147,8 +147,8 @@ def test_save_op_outside_the_saver_is_flagged_and_the_savers_own_are_not(unsafe)
 def test_save_op_in_the_saver_scope_with_its_own_path_is_flagged(mlp_ckpt, tmp_path):
     """A SaveV2 hidden in the saver's scope, writing where the graph wants and run with the
     saver's restore: not the saver's own."""
-    from ckptsurgery.audit import audit_meta_graph
-    from ckptsurgery.metagraph import read_meta_graph
+    from ckptsurgery.formats.metafile import read_meta_graph
+    from ckptsurgery.safety.audit import audit_meta_graph
 
     meta = read_meta_graph(mlp_ckpt + ".meta")
     nodes = {n.name: n for n in meta.graph_def.node}
@@ -166,7 +166,7 @@ def test_save_op_in_the_saver_scope_with_its_own_path_is_flagged(mlp_ckpt, tmp_p
 
 
 def test_ops_inside_library_functions_are_flagged(unsafe):
-    from ckptsurgery.audit import audit_checkpoint
+    from ckptsurgery.safety.audit import audit_checkpoint
 
     report = audit_checkpoint(unsafe["function"])
     assert [(f.type, f.category) for f in report.findings] == [("WriteFile", "writes files")]

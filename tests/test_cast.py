@@ -9,10 +9,10 @@ import pytest
 from conftest import read_vars, run_cli
 from migrate_helpers import corpus_prefix, readable_entries, restore_values, write_checkpoint
 
-from ckptsurgery.checkpoint import open_checkpoint
 from ckptsurgery.errors import SelectionError, UserError
-from ckptsurgery.rewrite import cast_checkpoint, plan_cast
-from ckptsurgery.slots import classify
+from ckptsurgery.formats.checkpoint import open_checkpoint
+from ckptsurgery.graphdef.slots import classify
+from ckptsurgery.migrate.rewrite import cast_checkpoint, plan_cast
 
 HANDSON = "haerfest__handson-ml__my_model_final"
 FLOATS = ("float16", "bfloat16", "float32", "float64")

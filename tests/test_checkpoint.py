@@ -8,8 +8,8 @@ import shutil
 import pytest
 from conftest import CORPUS, FIXTURE_MLP
 
-from ckptsurgery.checkpoint import locate, open_checkpoint
 from ckptsurgery.errors import CheckpointNotFoundError
+from ckptsurgery.formats.checkpoint import locate, open_checkpoint
 
 
 @pytest.mark.parametrize("suffix", ["", ".meta", ".index", ".data-00000-of-00001"])

@@ -9,9 +9,9 @@ import pytest
 from conftest import run_cli
 from migrate_helpers import corpus_prefix, write_checkpoint
 
-from ckptsurgery.checkpoint import open_checkpoint
-from ckptsurgery.diff import diff_checkpoints
-from ckptsurgery.rewrite import strip_checkpoint
+from ckptsurgery.formats.checkpoint import open_checkpoint
+from ckptsurgery.migrate.diff import diff_checkpoints
+from ckptsurgery.migrate.rewrite import strip_checkpoint
 
 
 @pytest.fixture

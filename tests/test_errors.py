@@ -50,7 +50,7 @@ def as_user(*cmd: str) -> list[str]:
 # --- the real entry point ----------------------------------------------------------------------
 
 def test_missing_checkpoint_is_one_line_from_the_real_command(tmp_path):
-    r = run_cli("verify", str(tmp_path / "nothing.ckpt"))
+    r = run_cli("verify", str(tmp_path / "nothing.ckpt"), process=True)
     assert_clean_error(r.returncode, r.stderr, 2, "no checkpoint at", "nothing.ckpt")
     assert r.stdout == ""
 
@@ -58,7 +58,7 @@ def test_missing_checkpoint_is_one_line_from_the_real_command(tmp_path):
 def test_debug_shows_the_traceback(tmp_path):
     code, _, err = run_main("verify", str(tmp_path / "nothing.ckpt"))
     assert code == 2 and "Traceback" not in err
-    r = run_cli("verify", str(tmp_path / "nothing.ckpt"), "--debug")
+    r = run_cli("verify", str(tmp_path / "nothing.ckpt"), "--debug", process=True)
     assert r.returncode != 0 and "Traceback" in r.stderr and "CheckpointNotFoundError" in r.stderr
 
 
@@ -68,7 +68,7 @@ def test_a_tensorflow_abort_becomes_one_line_with_exit_1(ckpt):
     craft_index(ckpt, "hidden1/bias", entry_bytes(1, [-5], size=1200))
     script = (
         "import sys\n"
-        "from ckptsurgery.crashguard import run_guarded\n"
+        "from ckptsurgery.cli.crashguard import run_guarded\n"
         "def read(argv):\n"
         "    import tensorflow as tf\n"
         "    tf.compat.v1.train.NewCheckpointReader(argv[0])\n"
@@ -84,7 +84,7 @@ def test_a_tensorflow_abort_becomes_one_line_with_exit_1(ckpt):
 
 def test_the_same_index_through_the_cli_is_caught_before_tensorflow(ckpt):
     craft_index(ckpt, "hidden1/bias", entry_bytes(1, [-5], size=1200))
-    r = run_cli("verify", ckpt)
+    r = run_cli("verify", ckpt, process=True)
     line = assert_clean_error(r.returncode, r.stderr, 2, "hidden1/bias", "invalid shape [-5]")
     assert "copy the checkpoint again" in line
 
@@ -325,12 +325,12 @@ def test_existing_output_needs_force(mlp_ckpt, tmp_path):
 
 
 def test_unexpected_exception_is_an_internal_error_with_exit_1(mlp_ckpt, monkeypatch):
-    import ckptsurgery.verify
+    import ckptsurgery.safety.verify
 
     def bug(path):
         raise KeyError("boom")
 
-    monkeypatch.setattr(ckptsurgery.verify, "verify_checkpoint", bug)
+    monkeypatch.setattr(ckptsurgery.safety.verify, "verify_checkpoint", bug)
     code, _, err = run_main("verify", mlp_ckpt)
     assert_clean_error(code, err, 1, "KeyError", "boom", "--debug")
 

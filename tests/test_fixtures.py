@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
-from conftest import FIXTURE_MLP, ROOT, read_vars
+import pytest
+from conftest import ROOT, read_vars
+
+FIXTURES = {"mlp": "mlp/my_model.ckpt", "mixed": "mixed/model.ckpt", "cnn": "cnn/model.ckpt",
+            "rnn": "rnn/model.ckpt"}
 
 
-def test_fixture_mlp_is_reproducible(tmp_path):
-    proc = subprocess.run([sys.executable, "fixtures/make_fixtures.py", str(tmp_path)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+@pytest.fixture(scope="module")
+def remade(tmp_path_factory) -> str:
+    out = tmp_path_factory.mktemp("fixtures")
+    proc = subprocess.run([sys.executable, "fixtures/make_fixtures.py", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    committed, remade = read_vars(FIXTURE_MLP), read_vars(str(tmp_path / "mlp" / "my_model.ckpt"))
-    assert sorted(remade) == sorted(committed)
-    for name, value in committed.items():
-        assert remade[name].tobytes() == value.tobytes(), name
+    return str(out)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(FIXTURES))
+def test_fixture_is_reproducible(remade, name):
+    committed = read_vars(os.path.join(ROOT, "fixtures", FIXTURES[name]))
+    again = read_vars(os.path.join(remade, FIXTURES[name]))
+    assert sorted(again) == sorted(committed)
+    for key, value in committed.items():
+        assert again[key].tobytes() == value.tobytes(), key

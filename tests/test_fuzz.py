@@ -11,8 +11,8 @@ What "correct" means when a command succeeds on a damaged copy:
 * verify: the tensors are bit-identical to the original's (a damaged ``.meta`` may still verify:
   the format has no checksum for it, and verify can only check it against the data);
 * inspect: every variable of the original is listed;
-* diff ORIGINAL DAMAGED: what it reports for each variable (identical, changed, reshaped, added,
-  removed) is what the two hold;
+* diff ORIGINAL DAMAGED: what it reports for each variable (identical, changed, reshaped,
+  retyped, added, removed) is what the two hold;
 * strip: the output verifies and holds the original's tensors minus the stripped ones;
 * graft --dry-run: a plan is printed and nothing is written.
 
@@ -33,10 +33,11 @@ import subprocess
 import sys
 from collections import Counter
 
+import pytest
 from conftest import CORPUS, ROOT
 from safety_helpers import copy_checkpoint, craft_index, entry_bytes
 
-from ckptsurgery.bundle import read_table
+from ckptsurgery.formats.bundle import read_table
 
 MUTATIONS = 320
 SEED = 5
@@ -89,7 +90,7 @@ class Worker:
 def mutate(prefix: str, rng: random.Random) -> str:
     """Damage one file of the checkpoint copy at ``prefix`` (or its folder's state file);
     returns what was done."""
-    from ckptsurgery.checkpoint import locate
+    from ckptsurgery.formats.checkpoint import locate
 
     files = list(locate(prefix).paths)
     kind = rng.choice(KINDS)
@@ -200,7 +201,7 @@ def _wrong_output(command: str, answer: dict, worker: Worker, case: str, out: st
     return None
 
 
-_DIFF_STATUSES = ("identical", "changed", "reshaped", "added", "removed")
+_DIFF_STATUSES = ("identical", "changed", "reshaped", "retyped", "added", "removed")
 
 
 def _same(held, expected: dict) -> bool:
@@ -216,8 +217,8 @@ def _expected_diff(original: dict, held) -> dict[str, str]:
     a, b = original["info"], held["info"]
     out = {k: "removed" for k in a if k not in b} | {k: "added" for k in b if k not in a}
     for k in set(a) & set(b):
-        if a[k] != b[k]:
-            out[k] = "reshaped"
+        if a[k] != b[k]:  # "dtype [shape]": the shape decides between reshaped and retyped
+            out[k] = "reshaped" if a[k].split(" ", 1)[1] != b[k].split(" ", 1)[1] else "retyped"
         elif k in held["unreadable"]:
             out[k] = "unreadable"
         else:
@@ -225,6 +226,7 @@ def _expected_diff(original: dict, held) -> dict[str, str]:
     return out
 
 
+@pytest.mark.slow
 def test_fuzz_damaged_checkpoints(mlp_ckpt, tmp_path, record_property):
     summary, failures = _fuzz(mlp_ckpt, tmp_path, MUTATIONS, COMMANDS, drop="^logits/")
     record_property("summary", summary)
@@ -232,6 +234,7 @@ def test_fuzz_damaged_checkpoints(mlp_ckpt, tmp_path, record_property):
     assert MUTATIONS >= 300
 
 
+@pytest.mark.slow
 def test_fuzz_damaged_v1_checkpoint(shared, tmp_path, record_property):
     """The same on the pre-0.12 single-file format (a real one from the corpus)."""
     summary, failures = _fuzz(os.path.join(CORPUS, V1), tmp_path, 40,

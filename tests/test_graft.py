@@ -190,59 +190,27 @@ def test_tf2onnx_output_matches_tensorflow(grafted, tmp_path):
 # --- training on real MNIST -------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def trained_base(tmp_path_factory, mnist):
-    """The reference base model trained as in the write-up (SGD 0.01, batch 50, 5 epochs)."""
-    import tensorflow as tf
-
-    from ckptsurgery.data import load_dataset, split
-    from ckptsurgery.export import export_checkpoint
-    from ckptsurgery.models import build_mlp
-    from ckptsurgery.train import TrainConfig, add_training_ops, fit
-
-    graph = tf.Graph()
-    graph.seed = 42
-    mlp = build_mlp(graph)
-    config = TrainConfig(optimizer="sgd", lr=0.01, epochs=5, progress=False)
-    ops = add_training_ops(mlp.inputs, mlp.labels, mlp.logits,
-                           graph.get_collection("trainable_variables"), config)
-    with tf.compat.v1.Session(graph=graph) as sess:
-        sess.run(tf.compat.v1.global_variables_initializer())
-        history = fit(sess, ops, split(load_dataset(mnist)), config)
-        prefix = str(tmp_path_factory.mktemp("base") / "my_model.ckpt")
-        export_checkpoint(sess, graph, prefix)
-    assert history.best_valid_accuracy > 0.94
-    return prefix
-
-
 def _graft_json(*args) -> dict:
     proc = run_cli("graft", *args, "--json", "--quiet")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout)
 
 
-def test_grafted_model_trains_to_reference_accuracy(trained_base, mnist, tmp_path):
-    out = str(tmp_path / "my_new_model.ckpt")
-    result = _graft_json(trained_base, *GRAFT, "--data", mnist, "--epochs", "5",
-                         "--optimizer", "adam", "--lr", "0.001", "--batch-size", "50",
-                         "--seed", "42", "--out", out)
-    training = result["training"]
-    assert len(training["valid_accuracy"]) == 5
-    assert training["final_valid_accuracy"] >= 0.97  # reference 0.9752
-    assert training["final_valid_accuracy"] == max(training["valid_accuracy"])
-    assert read_vars(out).keys() >= set(LOWER)
-
-
 @pytest.mark.parametrize("freeze", [["--train-scope", "hidden3|hidden4|logits"],
                                     ["--cut-after", "hiddens2"],
                                     ["--cut-after", "hiddens2", "--cache-frozen"]],
                          ids=["train-scope", "cut-after", "cache-frozen"])
-def test_frozen_layers_stay_bit_identical(trained_base, mnist, tmp_path, freeze):
+def test_frozen_layers_stay_bit_identical(mlp_ckpt, tmp_path, freeze):
+    """Trained on the MNIST subset in the package; the accuracy of a graft on a trained base
+    on full MNIST is the demo's test (test_full_mnist_reproduces_the_published_accuracies)."""
+    from ckptsurgery.train.data import BUILTIN_SUBSET
+
     out = str(tmp_path / "frozen.ckpt")
-    result = _graft_json(trained_base, *GRAFT, *freeze, "--data", mnist, "--epochs", "1",
+    result = _graft_json(mlp_ckpt, *GRAFT, *freeze, "--data", BUILTIN_SUBSET, "--epochs", "1",
                          "--out", out)
-    assert result["training"]["final_valid_accuracy"] > 0.9
-    base, new = read_vars(trained_base), read_vars(out)
+    # one epoch on 6,000 images with hidden1-2 barely trained: measured 0.45; chance is 0.1
+    assert result["training"]["final_valid_accuracy"] > 0.3
+    base, new = read_vars(mlp_ckpt), read_vars(out)
     for name in LOWER[:4]:
         assert new[name].tobytes() == base[name].tobytes(), name
     assert new["hidden3/kernel"].tobytes() != base["hidden3/kernel"].tobytes()
@@ -307,7 +275,7 @@ def test_graft_on_resource_variable_model(tmp_path):
     and the new layers use the same kind of variable."""
     import tensorflow as tf
 
-    from ckptsurgery.layers import DenseSpec, dense
+    from ckptsurgery.graph.layers import DenseSpec, dense
     from ckptsurgery.testing import assert_restores, assert_unchanged
 
     tf1 = tf.compat.v1

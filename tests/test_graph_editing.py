@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ckptsurgery.checkpoint import open_checkpoint
-from ckptsurgery.edit import cut, prune
 from ckptsurgery.errors import NotFoundError, RestoreError, SelectionError
-from ckptsurgery.layers import DenseSpec, dense, parse_dense
-from ckptsurgery.metagraph import import_meta_graph
-from ckptsurgery.models import build_mlp
-from ckptsurgery.restore import restore
-from ckptsurgery.select import CkptSurgeryWarning, resolve_tensor, select_variables
+from ckptsurgery.formats.checkpoint import open_checkpoint
+from ckptsurgery.graph.importer import import_meta_graph
+from ckptsurgery.graph.layers import DenseSpec, dense, parse_dense
+from ckptsurgery.graph.models import build_mlp
+from ckptsurgery.graph.restore import restore
+from ckptsurgery.graphdef.edit import cut, prune
+from ckptsurgery.graphdef.select import CkptSurgeryWarning, resolve_tensor, select_variables
 
 tf1 = tf.compat.v1
 

@@ -8,8 +8,8 @@ import pytest
 from conftest import run_cli
 from migrate_helpers import corpus_prefix, readable_entries
 
-from ckptsurgery.inspection import inspect_checkpoint
-from ckptsurgery.slots import classify
+from ckptsurgery.graphdef.slots import classify
+from ckptsurgery.migrate.inspection import inspect_checkpoint
 
 
 @pytest.mark.parametrize("entry", readable_entries())

@@ -7,9 +7,9 @@ import pytest
 from conftest import read_vars, run_cli
 from migrate_helpers import corpus_prefix, readable_entries, restore_values
 
-from ckptsurgery.checkpoint import open_checkpoint
 from ckptsurgery.errors import SelectionError, UserError
-from ckptsurgery.rewrite import RENAME_PRESETS, parse_map, plan_rename, rename_checkpoint
+from ckptsurgery.formats.checkpoint import open_checkpoint
+from ckptsurgery.migrate.rewrite import RENAME_PRESETS, parse_map, plan_rename, rename_checkpoint
 
 RNN = "Aplain__rnnRepo__model"
 ESTIMATOR = "jncharon__wine-classifier__estimator_ckpt-3374"

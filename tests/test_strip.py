@@ -10,10 +10,10 @@ from conftest import read_vars, run_cli
 from migrate_helpers import corpus_prefix, readable_entries, restore_values
 from safety_helpers import sha256_files
 
-from ckptsurgery.checkpoint import open_checkpoint
 from ckptsurgery.errors import OutputError, SelectionError
-from ckptsurgery.rewrite import plan_strip, rewrite_checkpoint, strip_checkpoint
-from ckptsurgery.slots import classify
+from ckptsurgery.formats.checkpoint import open_checkpoint
+from ckptsurgery.graphdef.slots import classify
+from ckptsurgery.migrate.rewrite import plan_strip, rewrite_checkpoint, strip_checkpoint
 
 IRIS = "irischang59__TransferLearning_MNIST__my_best_mnist_model_0_to_4"
 HANDSON = "haerfest__handson-ml__my_model_final"
@@ -141,7 +141,7 @@ def test_cli_strip(shared, tmp_path):
 
 
 def test_batches_are_bounded_by_bytes_not_count():
-    from ckptsurgery.stream import plan_batches
+    from ckptsurgery.formats.stream import plan_batches
 
     sizes = [("a", 30), ("b", 30), ("c", 30), ("big", 500), ("d", 60), ("e", 60)]
     assert plan_batches(sizes, 100) == [["a", "b", "c"], ["big"], ["d"], ["e"]]

@@ -5,18 +5,18 @@ from __future__ import annotations
 import pytest
 import tensorflow as tf
 
-from ckptsurgery.checkpoint import open_checkpoint
-from ckptsurgery.edit import cut
-from ckptsurgery.graft import GraftSpec
-from ckptsurgery.layers import DenseSpec
-from ckptsurgery.metagraph import import_meta_graph
+from ckptsurgery.formats.checkpoint import open_checkpoint
+from ckptsurgery.graft.build import GraftSpec
+from ckptsurgery.graft.job import GraftJob, run_graft
+from ckptsurgery.graph.importer import import_meta_graph
+from ckptsurgery.graph.layers import DenseSpec
+from ckptsurgery.graphdef.edit import cut
 from ckptsurgery.testing import (
     assert_changed,
     assert_no_gradient,
     assert_restores,
     assert_unchanged,
 )
-from ckptsurgery.workflow import GraftJob, run_graft
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,9 @@ import numpy as np
 
 
 def _cut_model(tmp_path, mlp_ckpt) -> str:
-    from ckptsurgery.graft import GraftSpec
-    from ckptsurgery.layers import DenseSpec
-    from ckptsurgery.workflow import GraftJob, run_graft
+    from ckptsurgery.graft.build import GraftSpec
+    from ckptsurgery.graft.job import GraftJob, run_graft
+    from ckptsurgery.graph.layers import DenseSpec
 
     out = str(tmp_path / "cut.ckpt")
     run_graft(GraftJob(mlp_ckpt, GraftSpec(at="hiddens3", layers=[DenseSpec("logits", 10)],
@@ -17,8 +17,8 @@ def _cut_model(tmp_path, mlp_ckpt) -> str:
 
 
 def test_uncut_removes_stop_gradient_and_rewires_consumers(tmp_path, mlp_ckpt):
-    from ckptsurgery.checkpoint import open_checkpoint
-    from ckptsurgery.edit import uncut
+    from ckptsurgery.formats.checkpoint import open_checkpoint
+    from ckptsurgery.graphdef.edit import uncut
 
     meta = open_checkpoint(_cut_model(tmp_path, mlp_ckpt)).meta_graph
     assert any(n.op == "StopGradient" for n in meta.graph_def.node)
@@ -33,9 +33,9 @@ def test_uncut_removes_stop_gradient_and_rewires_consumers(tmp_path, mlp_ckpt):
 def test_graft_with_uncut_trains_what_the_cut_froze(tmp_path, mlp_ckpt):
     import tensorflow as tf
 
-    from ckptsurgery.checkpoint import open_checkpoint
-    from ckptsurgery.graft import GraftSpec, build
-    from ckptsurgery.train import TrainConfig, add_training_ops
+    from ckptsurgery.formats.checkpoint import open_checkpoint
+    from ckptsurgery.graft.build import GraftSpec, build
+    from ckptsurgery.train.fit import TrainConfig, add_training_ops
 
     grafted = build(open_checkpoint(_cut_model(tmp_path, mlp_ckpt)),
                     GraftSpec(at="logits", layers=[], uncut=True))
@@ -53,8 +53,8 @@ def test_graft_with_uncut_trains_what_the_cut_froze(tmp_path, mlp_ckpt):
 
 
 def test_graft_without_uncut_keeps_the_cut(tmp_path, mlp_ckpt):
-    from ckptsurgery.checkpoint import open_checkpoint
-    from ckptsurgery.graft import GraftSpec, build
+    from ckptsurgery.formats.checkpoint import open_checkpoint
+    from ckptsurgery.graft.build import GraftSpec, build
 
     grafted = build(open_checkpoint(_cut_model(tmp_path, mlp_ckpt)),
                     GraftSpec(at="logits", layers=[]))

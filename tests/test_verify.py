@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import json
 import os
-import re
 
 import pytest
-from conftest import CORPUS, ROOT, corpus_entries
+from conftest import CORPUS, corpus_entries
 from safety_helpers import (
     assert_clean_error,
     copy_checkpoint,
@@ -21,7 +20,7 @@ DATA = ".data-00000-of-00001"
 
 
 def _offset_of(prefix: str, key: str) -> int:
-    from ckptsurgery.bundle import read_index
+    from ckptsurgery.formats.bundle import read_index
 
     return read_index(prefix + ".index").entries[key].offset
 
@@ -36,8 +35,8 @@ def test_intact_checkpoint_verifies(mlp_ckpt):
 
 @pytest.mark.parametrize("entry", corpus_entries())
 def test_every_corpus_checkpoint_verifies(shared, entry):
-    from ckptsurgery.checkpoint import open_checkpoint
-    from ckptsurgery.verify import verify_checkpoint
+    from ckptsurgery.formats.checkpoint import open_checkpoint
+    from ckptsurgery.safety.verify import verify_checkpoint
 
     record = json.load(open(os.path.join(CORPUS, entry, "record.json")))
     prefix = os.path.join(CORPUS, entry, record["prefix"])
@@ -73,7 +72,7 @@ def test_a_flipped_bit_names_the_variable_it_is_in(mlp_ckpt, tmp_path):
 
 
 def test_meta_against_data_names_shape_dtype_and_missing(mlp_ckpt, tmp_path):
-    from ckptsurgery.verify import verify_checkpoint
+    from ckptsurgery.safety.verify import verify_checkpoint
 
     report = verify_checkpoint(make_mismatched(mlp_ckpt, str(tmp_path)))
     found = {(p.kind, p.name): p.message for p in report.problems}
@@ -107,7 +106,7 @@ def test_a_staged_checkpoint_that_does_not_verify_never_moves_into_place(tmp_pat
     import tensorflow as tf
 
     from ckptsurgery.errors import InternalError
-    from ckptsurgery.output import staged_checkpoint
+    from ckptsurgery.safety.staging import staged_checkpoint
 
     graph = tf.Graph()
     with graph.as_default():
@@ -126,11 +125,11 @@ def test_a_staged_checkpoint_that_does_not_verify_never_moves_into_place(tmp_pat
 
 def test_graft_output_is_verified_before_the_rename(mlp_ckpt, tmp_path, monkeypatch):
     """export_checkpoint runs verify on the staged files: seen here by recording the call."""
-    import ckptsurgery.verify
+    import ckptsurgery.safety.verify
 
     seen = []
-    original = ckptsurgery.verify.check_written
-    monkeypatch.setattr(ckptsurgery.verify, "check_written",
+    original = ckptsurgery.safety.verify.check_written
+    monkeypatch.setattr(ckptsurgery.safety.verify, "check_written",
                         lambda p: (seen.append((p, os.path.exists(out + ".index"))), original(p)))
     out = str(tmp_path / "x.ckpt")
     code, _, _ = run_main("graft", mlp_ckpt, "--at", "hiddens3", "--dense", "logits:10",
@@ -139,10 +138,3 @@ def test_graft_output_is_verified_before_the_rename(mlp_ckpt, tmp_path, monkeypa
     (staged, final_existed), = seen
     assert staged != out and os.path.basename(staged) == "x.ckpt" and not final_existed
     assert run_main("verify", out)[0] == 0
-
-
-def test_the_example_in_docs_safety_runs(monkeypatch):
-    with open(os.path.join(ROOT, "docs", "safety.md"), encoding="utf-8") as f:
-        (block,) = re.findall(r"```python\n(.*?)```", f.read(), re.S)
-    monkeypatch.chdir(ROOT)
-    exec(compile(block, "docs/safety.md", "exec"), {})

@@ -4,6 +4,9 @@ Each subcommand lives in a module of this package with ``add_parser(subparsers)`
 import TensorFlow, so that ``--help`` is instant) and ``run(args) -> int``. Errors of the
 library's :class:`~ckptsurgery.errors.UserError` family become one line on stderr and exit 2;
 anything else exits 1 with a one-line message; ``--debug`` shows the traceback instead.
+:mod:`.crashguard` runs it all in a child process so that a crash of TensorFlow is one line too.
+
+May import: anything in the package (the CLI is the top layer); nothing imports it.
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ import warnings
 COMMANDS = ("graft", "demo", "verify", "audit", "inspect", "diff", "rename", "strip", "cast", "convert")
 
 PROG = "ckptsurgery"
+
+#: Help of the CKPT argument that every command reading a checkpoint takes.
+CKPT_HELP = "checkpoint prefix, one of its files, or a folder with a 'checkpoint' file"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
         p = module.add_parser(sub)
         p.add_argument("--debug", action="store_true",
                        help="show the full traceback of an error")
+        p.add_argument("--verbose", action="store_true",
+                       help="show TensorFlow's own log lines (hidden otherwise; also "
+                       "CKPTSURGERY_TF_LOGS=1)")
         p.set_defaults(_run=module.run)
     return parser
 
@@ -92,7 +101,7 @@ def quiet_tensorflow() -> None:
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
-    from ..select import CkptSurgeryWarning
+    from ..graphdef.select import CkptSurgeryWarning
 
     if issubclass(category, CkptSurgeryWarning):
         print(f"{PROG}: warning: {message}", file=sys.stderr)

@@ -32,7 +32,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from ..audit import audit_checkpoint
+    from ..safety.audit import audit_checkpoint
 
     report = audit_checkpoint(args.checkpoint)
     print(json.dumps(report.as_dict(), indent=2) if args.json else report)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..migrate.rewrite import FLOAT_DTYPES
 from .rewriting import add_rewrite_options, run_rewrite
 
 HELP = "store floating-point variables in another dtype (float16, bfloat16, float32, float64)"
@@ -24,13 +25,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     add_rewrite_options(p)
     p.add_argument("--dtype", required=True,
-                   choices=("float16", "bfloat16", "float32", "float64"))
+                   choices=FLOAT_DTYPES)
     p.add_argument("--only", metavar="REGEX", help="cast only the variables matching REGEX")
     return p
 
 
 def run(args) -> int:
-    from ..rewrite import plan_cast
+    from ..migrate.rewrite import plan_cast
 
     return run_rewrite(args, lambda checkpoint: plan_cast(checkpoint, args.dtype,
                                                           only=args.only))

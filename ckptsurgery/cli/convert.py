@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from . import add_output_options
-from .rewriting import CKPT_HELP
+from ..migrate.convert import FORMATS
+from . import CKPT_HELP, add_output_options
 
 HELP = "write a checkpoint's weights as npz, Keras HDF5, safetensors or a TF2 checkpoint"
 
@@ -30,7 +30,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("convert", help=HELP, description=HELP + ".", epilog=EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", metavar="CKPT", help=CKPT_HELP)
-    p.add_argument("--to", required=True, choices=("npz", "keras-h5", "safetensors", "tf2"))
+    p.add_argument("--to", required=True, choices=FORMATS)
     p.add_argument("--out", required=True, metavar="PATH",
                    help="output file (a checkpoint prefix for tf2)")
     p.add_argument("--include-slots", action="store_true",
@@ -46,8 +46,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from ..convert import convert_checkpoint
-    from ..rewrite import parse_map
+    from ..migrate.convert import convert_checkpoint
+    from ..migrate.rewrite import parse_map
 
     result = convert_checkpoint(
         args.checkpoint, args.to, args.out, include_slots=args.include_slots, only=args.only,

@@ -6,8 +6,8 @@ import argparse
 import json
 import sys
 
-# ckptsurgery.demo imports TensorFlow only when a step runs, so --help stays instant.
-from ..demo import STEP_NAMES, STEPS
+# ckptsurgery.graft.demo imports TensorFlow only when a step runs, so --help stays instant.
+from ..graft.demo import STEP_NAMES, STEPS
 
 HELP = "run the MNIST transfer-learning workflow (base, graft, freeze, cache, fine-tune), report"
 
@@ -50,9 +50,9 @@ def run(args) -> int:
     import os
     import time
 
-    from ..demo import DemoConfig, run_demo
     from ..errors import UserError
-    from ..report import render_table
+    from ..graft.demo import DemoConfig, run_demo
+    from ..graft.report import render_table
 
     if args.epochs < 1:
         raise UserError(f"--epochs {args.epochs}: give at least 1")

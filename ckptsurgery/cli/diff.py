@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from .rewriting import CKPT_HELP
+from . import CKPT_HELP
 
-HELP = "compare two checkpoints variable by variable (added, removed, reshaped, changed, identical)"
+HELP = "compare two checkpoints variable by variable (added, removed, reshaped, retyped, changed, identical)"
 
 EXAMPLES = """\
 examples:
@@ -36,9 +36,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def run(args) -> int:
     import re
 
-    from ..checkpoint import open_checkpoint
-    from ..diff import diff_checkpoints
     from ..errors import UserError
+    from ..formats.checkpoint import open_checkpoint
+    from ..migrate.diff import diff_checkpoints
 
     if args.atol < 0:
         raise UserError(f"--atol must be >= 0, not {args.atol}")
@@ -48,22 +48,5 @@ def run(args) -> int:
         raise UserError(f"--only '{args.only}': bad regex: {e}") from e
     a, b = open_checkpoint(args.a), open_checkpoint(args.b)
     result = diff_checkpoints(a, b, atol=args.atol, only=only)
-    if args.json:
-        print(json.dumps({"a": a.prefix, "b": b.prefix, "atol": args.atol, **result.as_dict()},
-                         indent=2))
-        return 0
-    print(f"A {a.prefix}\nB {b.prefix}")
-    print(f"identical {len(result.identical)}, changed {len(result.changed)}, reshaped "
-          f"{len(result.reshaped)}, added {len(result.added)}, removed {len(result.removed)}")
-    for name, delta in result.changed.items():
-        print(f"  changed   {name}  max |A-B| = {delta:.6g}")
-    for name in result.reshaped:
-        va, vb = a.variables[name], b.variables[name]
-        print(f"  reshaped  {name}  {list(va.shape)} {va.dtype} -> {list(vb.shape)} {vb.dtype}")
-    for name in result.added:
-        print(f"  added     {name}")
-    for name in result.removed:
-        print(f"  removed   {name}")
-    for name in result.identical:
-        print(f"  identical {name}")
+    print(json.dumps(result.as_dict(), indent=2) if args.json else "\n".join(result.lines()))
     return 0

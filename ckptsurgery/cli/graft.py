@@ -6,7 +6,9 @@ import argparse
 import json
 import sys
 
-from . import add_output_options
+from ..graph.layers import POOLS
+from ..train.optimizers import OPTIMIZERS
+from . import CKPT_HELP, add_output_options
 
 HELP = "put new dense layers on a tensor of a TF1 model, optionally freeze and train, export"
 
@@ -26,6 +28,20 @@ examples:
   # print the plan (reused, frozen, new, pruned variables) and write nothing
   ckptsurgery graft base/my_model.ckpt --at hiddens3 --dense logits:10 --dry-run --out x
 
+  # a CNN: flatten its last pooling output, freeze conv and batch norm, train on digits 5-9
+  ckptsurgery graft cnn/model.ckpt --at pool2/MaxPool --pool flatten --cut-after pool2/MaxPool \
+      --dense fc:64:relu --dense logits:5 --data mnist.npz --classes 5-9 --per-class 100 \
+      --out out/cnn59.ckpt
+
+  # an RNN whose initial state is a placeholder
+  ckptsurgery graft rnn/model.ckpt --at rnn/while/Exit_3 --inputs x --feed init_state=zeros \
+      --dense logits:10 --data mnist.npz --out out/rnn.ckpt
+
+Placeholders the graph needs besides inputs and labels get --feed values; a bool training
+switch (is_training, phase_train, ...) defaults to false, a scalar keep_prob to 1.0. In the
+output they become placeholder_with_default of those values, so serving needs no feeds.
+Batch-norm layers run in inference mode (moving statistics kept) unless --bn-train.
+
 REF is a collection key holding one tensor (hiddens3), a tensor name (dnn/hidden3/Relu:0)
 or an op name (dnn/hidden3/Relu). REGEX scopes match like get_collection(key, scope=REGEX).
 """
@@ -34,8 +50,7 @@ or an op name (dnn/hidden3/Relu). REGEX scopes match like get_collection(key, sc
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("graft", help=HELP, description=HELP + ".", epilog=EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", metavar="CKPT",
-                   help="checkpoint prefix, one of its files, or a folder with a 'checkpoint' file")
+    p.add_argument("checkpoint", metavar="CKPT", help=CKPT_HELP)
     p.add_argument("--at", required=True, metavar="REF", help="tensor to put the new layers on")
     p.add_argument("--dense", action="append", default=[], metavar="NAME:UNITS[:ACTIVATION]",
                    help="a new dense layer, bottom first; repeat for more (activation default "
@@ -62,16 +77,37 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    "'labels', else the only integer placeholder)")
     g.add_argument("--output-collection", default="logits", metavar="KEY",
                    help="collection for the new top layer's output (default: logits)")
+    m = p.add_argument_group("feature maps, switches and batch norm")
+    m.add_argument("--pool", choices=POOLS,
+                   help="turn a rank-3/4 --at (a feature map) into rows before the new layers: "
+                        "flatten (every value), avg or max (global pooling, one per channel)")
+    m.add_argument("--feed", action="append", default=[], metavar="NAME=VALUE",
+                   help="value of a placeholder the graph needs besides inputs and labels "
+                        "(true/false, a number, or zeros shaped like it with the batch size); "
+                        "repeat for more")
+    m.add_argument("--keep-placeholders", action="store_true",
+                   help="keep fed placeholders as placeholders in the output (default: they "
+                        "become placeholder_with_default of their value)")
+    m.add_argument("--bn-train", action="store_true",
+                   help="batch-norm layers that train use batch statistics and update their "
+                        "moving averages (default: inference mode, statistics kept)")
     t = p.add_argument_group("training (only with --data)")
-    t.add_argument("--data", metavar="NPZ", help="an .npz in Keras's mnist.npz layout, a folder "
-                   "of MNIST IDX files, or 'keras'; without it the graft is exported untrained")
+    t.add_argument("--data", metavar="DATA", help="an .npz with x_train, y_train (x_test, "
+                   "y_test), a folder of images in one sub-folder per class (train/<class>/*.png, "
+                   "optional test/<class>/), MNIST IDX files, or 'keras'; images are shaped to "
+                   "the input placeholder; without --data the graft is exported untrained")
     t.add_argument("--epochs", type=int, default=5)
     t.add_argument("--batch-size", type=int, default=50)
-    t.add_argument("--optimizer", choices=("sgd", "momentum", "adam"), default="adam")
+    t.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
     t.add_argument("--lr", type=float, default=0.001, help="learning rate (default 0.001)")
     t.add_argument("--seed", type=int, default=42)
     t.add_argument("--valid-size", type=int, default=5000,
-                   help="validation rows taken from the front of the training set (default 5000)")
+                   help="validation rows taken from the front of the training set (at random, "
+                        "by --seed, for a class folder) (default 5000)")
+    t.add_argument("--classes", metavar="LIST",
+                   help="keep only these labels, remapped to 0..k-1 (5-9, or 0,2,4)")
+    t.add_argument("--per-class", type=int, metavar="N",
+                   help="keep N training images per class (drawn by --seed): small-data transfer")
     t.add_argument("--cache-frozen", action="store_true",
                    help="compute the output of the frozen part (--cut-after) once, train on it")
     o = p.add_argument_group("output")
@@ -84,10 +120,16 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from ..graft import GraftSpec
-    from ..layers import parse_dense
-    from ..train import TrainConfig
-    from ..workflow import GraftJob, run_graft
+    from ..errors import UserError
+    from ..graft.build import GraftSpec
+    from ..graft.job import GraftJob, run_graft
+    from ..graph.layers import parse_dense
+    from ..graphdef.feeds import parse_feed
+    from ..train.data import parse_classes
+    from ..train.fit import TrainConfig
+
+    if args.per_class is not None and args.per_class < 1:
+        raise UserError(f"--per-class {args.per_class}: give a whole number of at least 1")
 
     job = GraftJob(
         checkpoint=args.checkpoint,
@@ -96,17 +138,20 @@ def run(args) -> int:
             uncut=args.uncut,
             train_scope=args.train_scope, restore_scope=args.restore_scope,
             keep_dead=args.keep_dead, inputs=args.inputs, labels=args.labels,
-            output_collection=args.output_collection, seed=args.seed,
+            output_collection=args.output_collection, seed=args.seed, pool=args.pool,
+            feeds=dict(parse_feed(f) for f in args.feed),
+            keep_placeholders=args.keep_placeholders, bn_train=args.bn_train,
         ),
         out=args.out, data=args.data,
         train=TrainConfig(optimizer=args.optimizer, lr=args.lr, epochs=args.epochs,
                           batch_size=args.batch_size, seed=args.seed,
                           cache_frozen=args.cache_frozen, progress=not args.quiet),
         valid_size=args.valid_size, strict=not args.lenient, force=args.force,
+        classes=parse_classes(args.classes) if args.classes else None, per_class=args.per_class,
         dry_run=args.dry_run, allow_unsafe_ops=args.allow_unsafe_ops,
     )
     log = sys.stderr if args.json else sys.stdout
     result = run_graft(job, log=lambda line: print(line, file=log, flush=True))
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps(result.as_dict(), indent=2))
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .rewriting import CKPT_HELP
+from . import CKPT_HELP
 
 HELP = "list a checkpoint's format, variables, optimizer slots, and its .meta's contents"
 
@@ -30,7 +30,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from ..inspection import inspect_checkpoint
+    from ..migrate.inspection import inspect_checkpoint
 
     result = inspect_checkpoint(args.checkpoint, check_import=not args.no_import_check)
     print(json.dumps(result.as_dict(), indent=2) if args.json else "\n".join(result.lines()))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..migrate.rewrite import RENAME_PRESETS
 from .rewriting import add_rewrite_options, run_rewrite
 
 HELP = "rename variables by regex, in the checkpoint and in its .meta"
@@ -32,14 +33,14 @@ def add_parser(sub) -> argparse.ArgumentParser:
     g = p.add_argument_group("renames (at least one)")
     g.add_argument("--map", action="append", default=[], metavar="REGEX=REPLACEMENT",
                    help="a regex rename; repeat for more")
-    g.add_argument("--preset", action="append", default=[], choices=("rnn-1.2",),
+    g.add_argument("--preset", action="append", default=[], choices=sorted(RENAME_PRESETS),
                    help="a named list of renames: rnn-1.2 = TF 1.2's RNN cell renames")
     return p
 
 
 def run(args) -> int:
     from ..errors import UserError
-    from ..rewrite import RENAME_PRESETS, parse_map, plan_rename
+    from ..migrate.rewrite import RENAME_PRESETS, parse_map, plan_rename
 
     maps = [m for name in args.preset for m in RENAME_PRESETS[name]]
     maps += [parse_map(m) for m in args.map]

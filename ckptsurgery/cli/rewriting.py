@@ -10,9 +10,7 @@ import argparse
 import json
 from collections.abc import Callable
 
-from . import add_output_options
-
-CKPT_HELP = "checkpoint prefix, one of its files, or a folder with a 'checkpoint' file"
+from . import CKPT_HELP, add_output_options
 
 
 def add_rewrite_options(p: argparse.ArgumentParser) -> None:
@@ -30,8 +28,8 @@ def add_rewrite_options(p: argparse.ArgumentParser) -> None:
 
 def run_rewrite(args, make_plan: Callable) -> int:
     """Open the checkpoint, make the plan, print it (``--dry-run``) or carry it out."""
-    from ..checkpoint import open_checkpoint
-    from ..rewrite import rewrite_checkpoint
+    from ..formats.checkpoint import open_checkpoint
+    from ..migrate.rewrite import rewrite_checkpoint
 
     checkpoint = open_checkpoint(args.checkpoint)
     plan = make_plan(checkpoint)

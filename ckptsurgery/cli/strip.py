@@ -41,7 +41,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     from ..errors import UserError
-    from ..rewrite import plan_strip
+    from ..migrate.rewrite import plan_strip
 
     if not (args.optimizer_slots or args.drop or args.keep):
         raise UserError("nothing to strip: give --optimizer-slots, --drop REGEX or --keep REGEX")

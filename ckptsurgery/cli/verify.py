@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .rewriting import CKPT_HELP
+from . import CKPT_HELP
 
 HELP = "check that a checkpoint is intact: every tensor reads back, checksums match, .meta fits"
 
@@ -28,7 +28,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     from ..errors import CheckpointCorruptError
-    from ..verify import verify_checkpoint
+    from ..safety.verify import verify_checkpoint
 
     report = verify_checkpoint(args.checkpoint)
     print(json.dumps(report.as_dict(), indent=2) if args.json else report)

@@ -1,0 +1,483 @@
+"""The checkpoint file formats, read in pure Python and checked before TensorFlow sees them.
+
+TensorFlow's C++ reader trusts a bundle's metadata: an SSTable footer whose block handle points
+past the end of the file, a tensor entry with an unknown dtype or a shape of 2**40 elements make
+it allocate without bound or fail a ``CHECK``, which aborts the whole process instead of raising.
+This module parses the ``.index`` file (a LevelDB table: footer, blocks each with a masked CRC32C
+checksum, prefix-compressed keys), the ``BundleHeaderProto`` and every ``BundleEntryProto``, and
+checks them against the data shards on disk, so that a damaged checkpoint becomes a
+:class:`~ckptsurgery.errors.CheckpointCorruptError` naming the file, the entry and the fix.
+The old V1 single-file format is a LevelDB table too; its footer, index and block bounds are
+checked (block checksums with ``thorough``).
+
+Nothing here imports TensorFlow: the two protos are decoded from the protobuf wire format, which
+is stable, so the check costs milliseconds and runs before TensorFlow is even loaded.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from ..errors import CheckpointCorruptError
+
+__all__ = [
+    "DTYPE_NAMES",
+    "BundleEntry",
+    "BundleIndex",
+    "crc32c",
+    "unmask_crc",
+    "read_table",
+    "read_index",
+    "check_bundle",
+]
+
+_TABLE_MAGIC = bytes.fromhex("57fb808b247547db")
+_FOOTER_SIZE = 48
+_TRAILER_SIZE = 5  # block type byte + masked crc32c
+_MAX_RANK = 254  # TensorShape::MaxDimensions()
+_COPY_AGAIN = "copy the checkpoint again from its source"
+
+#: TensorFlow ``DataType`` enum values that a checkpoint may hold: ``{value: (name, bytes per
+#: element)}``; 0 bytes means variable length (``string``, ``variant``).
+DTYPE_NAMES: dict[int, tuple[str, int]] = {
+    1: ("float32", 4), 2: ("float64", 8), 3: ("int32", 4), 4: ("uint8", 1), 5: ("int16", 2),
+    6: ("int8", 1), 7: ("string", 0), 8: ("complex64", 8), 9: ("int64", 8), 10: ("bool", 1),
+    11: ("qint8", 1), 12: ("quint8", 1), 13: ("qint32", 4), 14: ("bfloat16", 2),
+    15: ("qint16", 2), 16: ("quint16", 2), 17: ("uint16", 2), 18: ("complex128", 16),
+    19: ("float16", 2), 21: ("variant", 0), 22: ("uint32", 4), 23: ("uint64", 8),
+    24: ("float8_e5m2", 1), 25: ("float8_e4m3fn", 1), 26: ("float8_e4m3fnuz", 1),
+    27: ("float8_e4m3b11fnuz", 1), 28: ("float8_e5m2fnuz", 1), 29: ("int4", 1), 30: ("uint4", 1),
+    31: ("int2", 1), 32: ("uint2", 1), 33: ("float4_e2m1fn", 1),
+}
+
+
+@dataclass(frozen=True)
+class BundleEntry:
+    """One tensor's ``BundleEntryProto``: where its bytes are and what they must hash to.
+
+    ``crc32c`` is the masked checksum as stored; ``slices`` holds, for a partitioned variable,
+    one ``((start, length), ...)`` tuple per saved slice (length -1: to the end of the dim).
+    """
+
+    key: str
+    dtype: int
+    shape: tuple[int, ...]
+    shard_id: int
+    offset: int
+    size: int
+    crc32c: int
+    slices: tuple[tuple[tuple[int, int], ...], ...] = ()
+    unknown_rank: bool = False
+
+    @property
+    def dtype_name(self) -> str:
+        return DTYPE_NAMES.get(self.dtype, (f"<dtype {self.dtype}>", 0))[0]
+
+    @property
+    def num_elements(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+
+@dataclass(frozen=True)
+class BundleIndex:
+    """A V2 ``.index`` file: its header fields and its entries by key (the header excluded)."""
+
+    path: str
+    num_shards: int
+    endianness: int
+    producer: int
+    min_consumer: int
+    entries: dict[str, BundleEntry]
+
+
+# --- checksums --------------------------------------------------------------------------------
+
+def _crc_table() -> list[int]:
+    table = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        table.append(c)
+    return table
+
+
+_CRC_TABLE = _crc_table()
+
+
+def crc32c(data: bytes, crc: int = 0) -> int:
+    """CRC-32C (Castagnoli) of ``data``, extending ``crc``; pure Python (meant for metadata)."""
+    table = _CRC_TABLE
+    crc ^= 0xFFFFFFFF
+    for b in data:
+        crc = table[(crc ^ b) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+def unmask_crc(masked: int) -> int:
+    """Undo the masking LevelDB and TensorFlow apply to stored CRCs."""
+    rot = (masked - 0xA282EAD8) & 0xFFFFFFFF
+    return ((rot >> 17) | (rot << 15)) & 0xFFFFFFFF
+
+
+# --- the LevelDB table format -----------------------------------------------------------------
+
+class _Malformed(Exception):
+    """A structural problem, turned into a CheckpointCorruptError naming the file by the caller."""
+
+
+def _varint(buf: bytes, pos: int, limit: int | None = None) -> tuple[int, int]:
+    limit = len(buf) if limit is None else limit
+    result = shift = 0
+    while True:
+        if pos >= limit or shift > 63:
+            raise _Malformed("bad varint")
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, pos
+        shift += 7
+
+
+def _block_handle(buf: bytes, pos: int, file_size: int, what: str) -> tuple[int, int, int]:
+    offset, pos = _varint(buf, pos)
+    size, pos = _varint(buf, pos)
+    if offset + size + _TRAILER_SIZE > file_size:
+        raise _Malformed(f"{what} block ({size} bytes at offset {offset}) lies past the end of "
+                         f"the file ({file_size} bytes): truncated or damaged")
+    return offset, size, pos
+
+
+def _read_block(f, offset: int, size: int, what: str) -> bytes:
+    f.seek(offset)
+    raw = f.read(size + _TRAILER_SIZE)
+    if len(raw) != size + _TRAILER_SIZE:
+        raise _Malformed(f"{what} block at offset {offset} is cut short: truncated")
+    stored = unmask_crc(struct.unpack_from("<I", raw, size + 1)[0])
+    if crc32c(raw[: size + 1]) != stored:
+        raise _Malformed(f"{what} block at offset {offset} fails its checksum: bit-flipped or "
+                         "overwritten")
+    kind = raw[size]
+    if kind == 0:
+        return raw[:size]
+    if kind == 1:
+        return _snappy_decompress(raw[:size])
+    raise _Malformed(f"{what} block at offset {offset} has unknown compression type {kind}")
+
+
+def _block_entries(block: bytes) -> Iterator[tuple[bytes, bytes]]:
+    if len(block) < 4:
+        raise _Malformed("block too small to hold its restart array")
+    n_restarts = struct.unpack_from("<I", block, len(block) - 4)[0]
+    if n_restarts > (len(block) - 4) // 4:
+        raise _Malformed("block restart count exceeds its size")
+    limit = len(block) - 4 - 4 * n_restarts
+    pos, key = 0, b""
+    while pos < limit:
+        shared, pos = _varint(block, pos, limit)
+        unshared, pos = _varint(block, pos, limit)
+        vlen, pos = _varint(block, pos, limit)
+        if shared > len(key) or pos + unshared + vlen > limit:
+            raise _Malformed("block entry overruns its block")
+        key = key[:shared] + block[pos:pos + unshared]
+        pos += unshared
+        yield key, block[pos:pos + vlen]
+        pos += vlen
+
+
+def _snappy_decompress(data: bytes) -> bytes:
+    """Snappy's raw format (TensorFlow 1.1 wrote compressed index blocks)."""
+    n, pos = _varint(data, 0)
+    if n > 32 * len(data) + 64:  # copies expand at most ~21x: anything more is garbage
+        raise _Malformed("compressed block claims an impossible uncompressed size")
+    out = bytearray()
+    end = len(data)
+    while pos < end:
+        tag = data[pos]
+        pos += 1
+        kind = tag & 3
+        if kind == 0:
+            length = tag >> 2
+            if length >= 60:
+                width = length - 59
+                if pos + width > end:
+                    raise _Malformed("compressed block is cut short")
+                length = int.from_bytes(data[pos:pos + width], "little")
+                pos += width
+            length += 1
+            if pos + length > end:
+                raise _Malformed("compressed block is cut short")
+            out += data[pos:pos + length]
+            pos += length
+            continue
+        width = (0, 1, 2, 4)[kind]
+        if pos + width > end:
+            raise _Malformed("compressed block is cut short")
+        if kind == 1:
+            length = ((tag >> 2) & 7) + 4
+            back = ((tag >> 5) << 8) | data[pos]
+        else:
+            length = (tag >> 2) + 1
+            back = int.from_bytes(data[pos:pos + width], "little")
+        pos += width
+        if back == 0 or back > len(out) or len(out) + length > n:
+            raise _Malformed("compressed block has a bad back-reference")
+        start = len(out) - back
+        for i in range(length):  # may overlap its own output: byte by byte
+            out.append(out[start + i])
+    if len(out) != n:
+        raise _Malformed("compressed block decompresses to the wrong size")
+    return bytes(out)
+
+
+def _table_blocks(f, file_size: int) -> tuple[bytes, list[tuple[bytes, int, int]]]:
+    """The checked index block of an open table and its ``(last key, offset, size)`` handles."""
+    if file_size < _FOOTER_SIZE:
+        raise _Malformed(f"only {file_size} bytes, shorter than a table footer: truncated")
+    f.seek(file_size - _FOOTER_SIZE)
+    footer = f.read(_FOOTER_SIZE)
+    if footer[-8:] != _TABLE_MAGIC:
+        raise _Malformed("no table magic number at its end: truncated, or not this kind of file")
+    _, _, pos = _block_handle(footer, 0, file_size, "metaindex")
+    offset, size, _ = _block_handle(footer, pos, file_size, "index")
+    index = _read_block(f, offset, size, "index")
+    handles = []
+    for key, value in _block_entries(index):
+        block_offset, block_size, _ = _block_handle(value, 0, file_size, "data")
+        handles.append((key, block_offset, block_size))
+    return index, handles
+
+
+def read_table(path: str, *, thorough: bool = True) -> list[tuple[bytes, bytes]]:
+    """Every ``(key, value)`` of a LevelDB table file, checking its structure on the way.
+
+    Args:
+        path: the table (a V2 ``.index`` or a V1 checkpoint file).
+        thorough: also read the data blocks and check their checksums and key order; otherwise
+            only the footer, the index block and the bounds of the data blocks are checked, and
+            nothing is returned.
+
+    Raises:
+        CheckpointNotFoundError: the file does not exist.
+        CheckpointCorruptError: truncated, bit-flipped or not a table; the message says where.
+    """
+    try:
+        with open(path, "rb") as f:
+            file_size = os.fstat(f.fileno()).st_size
+            _, handles = _table_blocks(f, file_size)
+            if not thorough:
+                return []
+            entries: list[tuple[bytes, bytes]] = []
+            for _, offset, size in handles:
+                for key, value in _block_entries(_read_block(f, offset, size, "data")):
+                    if entries and key <= entries[-1][0]:
+                        raise _Malformed("keys out of order")
+                    entries.append((key, value))
+            return entries
+    except _Malformed as e:
+        raise CheckpointCorruptError(f"'{path}' is damaged: {e}; {_COPY_AGAIN}") from None
+    except FileNotFoundError as e:
+        from ..errors import CheckpointNotFoundError
+
+        raise CheckpointNotFoundError(f"no file '{path}'") from e
+    except OSError as e:
+        raise CheckpointCorruptError(f"cannot read '{path}': {e.strerror}") from e
+
+
+# --- the bundle protos (BundleHeaderProto, BundleEntryProto) ---------------------------------
+
+def _fields(buf: bytes) -> Iterator[tuple[int, int | bytes]]:
+    """``(field number, value)`` of a serialised proto: ints for varint and fixed fields."""
+    pos, end = 0, len(buf)
+    while pos < end:
+        tag, pos = _varint(buf, pos)
+        number, wire = tag >> 3, tag & 7
+        if wire == 0:
+            value, pos = _varint(buf, pos)
+        elif wire == 1:
+            if pos + 8 > end:
+                raise _Malformed("proto field cut short")
+            value, pos = struct.unpack_from("<Q", buf, pos)[0], pos + 8
+        elif wire == 2:
+            n, pos = _varint(buf, pos)
+            if pos + n > end:
+                raise _Malformed("proto field cut short")
+            value, pos = buf[pos:pos + n], pos + n
+        elif wire == 5:
+            if pos + 4 > end:
+                raise _Malformed("proto field cut short")
+            value, pos = struct.unpack_from("<I", buf, pos)[0], pos + 4
+        else:
+            raise _Malformed(f"proto wire type {wire} is not used by these messages")
+        if number == 0:
+            raise _Malformed("proto field number 0")
+        yield number, value
+
+
+def _signed(v: int) -> int:
+    return v - (1 << 64) if v >= 1 << 63 else v
+
+
+def _int(v) -> int:
+    if isinstance(v, bytes):
+        raise _Malformed("proto field has the wrong wire type")
+    return _signed(v)
+
+
+def _message(v) -> bytes:
+    if not isinstance(v, bytes):
+        raise _Malformed("proto field has the wrong wire type")
+    return v
+
+
+def _decode_entry(key: str, buf: bytes) -> BundleEntry:
+    fields = {"dtype": 0, "shard_id": 0, "offset": 0, "size": 0, "crc32c": 0}
+    shape: list[int] = []
+    unknown_rank = False
+    slices = []
+    for number, value in _fields(buf):
+        if number == 1:
+            fields["dtype"] = _int(value)
+        elif number == 2:
+            for n, v in _fields(_message(value)):
+                if n == 2:
+                    shape.append(next((_int(x) for m, x in _fields(_message(v)) if m == 1), 0))
+                elif n == 3:
+                    unknown_rank = bool(_int(v))
+        elif number in (3, 4, 5):
+            fields[("shard_id", "offset", "size")[number - 3]] = _int(value)
+        elif number == 6:
+            fields["crc32c"] = _int(value)
+        elif number == 7:
+            extents = []
+            for n, v in _fields(_message(value)):
+                if n == 1:
+                    start, length = 0, -1
+                    for m, x in _fields(_message(v)):
+                        if m == 1:
+                            start = _int(x)
+                        elif m == 2:
+                            length = _int(x)
+                    extents.append((start, length))
+            slices.append(tuple(extents))
+    return BundleEntry(key=key, shape=tuple(shape), slices=tuple(slices),
+                       unknown_rank=unknown_rank, **fields)
+
+
+def read_index(path: str) -> BundleIndex:
+    """Parse and check a V2 ``.index`` file (every block checksum, the header, every entry).
+
+    Raises:
+        CheckpointCorruptError: the file is damaged; the message names what and where.
+    """
+    table = read_table(path)
+    if not table or table[0][0] != b"":
+        raise CheckpointCorruptError(
+            f"'{path}' has no bundle header entry: not a checkpoint index, or damaged; "
+            f"{_COPY_AGAIN}")
+    header = {1: 0, 2: 0}
+    version = {1: 0, 2: 0}
+    entries: dict[str, BundleEntry] = {}
+    key = ""
+    try:
+        for number, value in _fields(table[0][1]):
+            if number in header:
+                header[number] = _int(value)
+            elif number == 3:
+                for n, v in _fields(_message(value)):
+                    if n in version:
+                        version[n] = _int(v)
+        for raw_key, value in table[1:]:
+            key = raw_key.decode("utf-8", errors="backslashreplace")
+            entries[key] = _decode_entry(key, value)
+    except _Malformed as e:
+        what = f"the entry of '{key}'" if key else "the bundle header"
+        raise CheckpointCorruptError(f"'{path}' is damaged: {what} does not parse ({e}); "
+                                     f"{_COPY_AGAIN}") from None
+    return BundleIndex(path, header[1], header[2], version[1], version[2], entries)
+
+
+# --- checking a checkpoint's files ------------------------------------------------------------
+
+def check_bundle(files, *, thorough: bool = False) -> BundleIndex | None:
+    """Check a checkpoint's files before TensorFlow reads them.
+
+    For V2: the ``.index`` (all of it), the header against the data shards found, and each entry
+    (dtype, shape, size, shard, byte range inside its shard). For V1: the table structure
+    (block checksums too with ``thorough``).
+
+    Args:
+        files: a :class:`~ckptsurgery.formats.checkpoint.CheckpointFiles`.
+        thorough: for V1, read every block (slow on big files); V2 is always checked fully
+            (its data bytes are checksummed by TensorFlow's reader, tensor by tensor).
+
+    Returns:
+        The parsed :class:`BundleIndex` (None for V1).
+
+    Raises:
+        CheckpointCorruptError: anything that does not hold; the message names the file, the
+            variable and the fix.
+    """
+    if files.format == "V1":
+        for path in files.data:
+            read_table(path, thorough=thorough)
+        return None
+    index = read_index(files.index)
+    if index.num_shards != len(files.data):
+        raise CheckpointCorruptError(
+            f"'{files.index}' says the checkpoint has {index.num_shards} data shard(s) but "
+            f"{len(files.data)} were found ({os.path.basename(files.data[0])}...); the index and "
+            f"the data files are from different saves or damaged; {_COPY_AGAIN}")
+    if index.endianness not in (0, 1):
+        raise CheckpointCorruptError(
+            f"'{files.index}' has an invalid byte-order field ({index.endianness}): damaged; "
+            f"{_COPY_AGAIN}")
+    sizes = [os.path.getsize(p) for p in files.data]
+    for entry in index.entries.values():
+        problem = _entry_problem(entry, sizes)
+        if problem:
+            shard = files.data[entry.shard_id] if 0 <= entry.shard_id < len(sizes) else None
+            where = f"'{shard}'" if shard and "data shard" in problem else f"'{files.index}'"
+            raise CheckpointCorruptError(
+                f"{where} is damaged: variable '{entry.key}' {problem}; {_COPY_AGAIN}")
+    return index
+
+
+def _entry_problem(entry: BundleEntry, shard_sizes: list[int]) -> str | None:
+    """What is wrong with one entry, or None."""
+    if entry.dtype not in DTYPE_NAMES:
+        return f"has an invalid dtype ({entry.dtype})"
+    if entry.unknown_rank or len(entry.shape) > _MAX_RANK or any(d < 0 for d in entry.shape):
+        return f"has an invalid shape {list(entry.shape)}"
+    n = entry.num_elements
+    if n >= 1 << 62:
+        return f"has an impossible shape {list(entry.shape)}"
+    for extents in entry.slices:
+        if len(extents) != len(entry.shape) or any(
+                s < 0 or length < -1 or (length >= 0 and s + length > d)
+                for (s, length), d in zip(extents, entry.shape, strict=True)):
+            return f"has a slice {list(extents)} that does not fit its shape {list(entry.shape)}"
+    if entry.slices:
+        return None  # a partitioned variable's slices are entries of their own
+    if not 0 <= entry.shard_id < len(shard_sizes):
+        return f"is in shard {entry.shard_id}, which does not exist"
+    if entry.offset < 0 or entry.size < 0:
+        return f"has a negative offset or size ({entry.offset}, {entry.size})"
+    _, width = DTYPE_NAMES[entry.dtype]
+    if width and entry.size != n * width:
+        return (f"is {entry.size} bytes for shape {list(entry.shape)} {entry.dtype_name}, "
+                f"which takes {n * width}")
+    if not width and entry.size < n:
+        return f"is {entry.size} bytes, too few for {n} {entry.dtype_name} elements"
+    end = entry.offset + entry.size
+    if end > shard_sizes[entry.shard_id]:
+        return (f"needs bytes {entry.offset}..{end} of its data shard, which has only "
+                f"{shard_sizes[entry.shard_id]}: truncated")
+    return None

@@ -1,0 +1,309 @@
+"""Opening TF1 checkpoints: find their files from whatever path the user gives, read variables.
+
+A checkpoint is named by its *prefix* (``model.ckpt``); the user may give the prefix, any of its
+files (``.meta``, ``.index``, ``.data-00000-of-00001``), a folder holding a ``checkpoint`` state
+file, or the old single-file (V1) format. :func:`locate` resolves all of these without importing
+TensorFlow; :func:`open_checkpoint` adds lazy, per-tensor reading (the safetensors idea: list
+cheaply, read one tensor at a time).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from functools import cached_property
+
+from ..errors import CheckpointCorruptError, CheckpointNotFoundError, first_line
+
+__all__ = [
+    "CheckpointFiles",
+    "VariableInfo",
+    "Checkpoint",
+    "locate",
+    "open_checkpoint",
+    "read_state_file",
+    "strip_suffix",
+]
+
+_SHARD_RE = re.compile(r"^(?P<prefix>.+)\.data-(?P<i>\d{5})-of-(?P<n>\d{5})$")
+_V1_SHARD_RE = re.compile(r"^(?P<prefix>.+)-(?P<i>\d{5})-of-(?P<n>\d{5})$")
+_STATE_RE = re.compile(r'^\s*model_checkpoint_path\s*:\s*"(?P<path>(?:[^"\\\n]|\\.)*)"', re.M)
+
+
+@dataclass(frozen=True)
+class CheckpointFiles:
+    """The files that make up one checkpoint.
+
+    ``format`` is ``"V2"`` (``.index`` + ``.data-*`` bundle) or ``"V1"`` (single file, the format
+    before TF 0.12). ``data`` lists the V2 data shards in order, or the V1 file(s).
+    """
+
+    prefix: str
+    format: str
+    index: str | None
+    data: tuple[str, ...]
+    meta: str | None
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        """Every file of the checkpoint that exists (inputs to protect from writes)."""
+        return tuple(p for p in (self.index, *self.data, self.meta) if p)
+
+
+@dataclass(frozen=True)
+class VariableInfo:
+    """One saved tensor: its checkpoint key, shape, dtype name (``float32``) and size in bytes."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    nbytes: int
+
+
+def read_state_file(folder: str) -> str:
+    """The prefix a folder's ``checkpoint`` state file names as the latest checkpoint.
+
+    Paths written on another machine (absolute, or relative to another folder) are looked up
+    by their base name in ``folder``, as people copy checkpoint folders around.
+
+    Raises:
+        CheckpointNotFoundError: no state file, or it names no checkpoint.
+    """
+    state = os.path.join(folder, "checkpoint")
+    if not os.path.isfile(state):
+        found = sorted(_prefixes_in(folder))
+        hint = f"; pass one of its checkpoints instead: {', '.join(found[:5])}" if found else ""
+        raise CheckpointNotFoundError(
+            f"folder '{folder}' has no 'checkpoint' state file{hint}"
+        )
+    with open(state, encoding="utf-8", errors="replace") as f:
+        m = _STATE_RE.search(f.read())
+    if not m:
+        raise CheckpointCorruptError(
+            f"state file '{state}' names no model_checkpoint_path; pass the checkpoint prefix instead"
+        )
+    path = m.group("path").encode().decode("unicode_escape")
+    candidates = [path if os.path.isabs(path) else os.path.join(folder, path),
+                  os.path.join(folder, os.path.basename(path))]
+    for c in candidates:
+        if _exists_as_prefix(c):
+            return c
+    raise CheckpointNotFoundError(
+        f"state file '{state}' names '{path}', which is not in '{folder}'; "
+        "pass the checkpoint prefix instead"
+    )
+
+
+def locate(path: str) -> CheckpointFiles:
+    """Resolve a user's path to the files of one checkpoint, without importing TensorFlow.
+
+    Raises:
+        CheckpointNotFoundError: nothing at ``path`` is a checkpoint; the message says what was
+            looked for, and whether a file was given where a prefix was meant or vice versa.
+    """
+    path = os.path.normpath(os.path.expanduser(path))
+    if os.path.isdir(path):
+        return locate(read_state_file(path))
+    prefix = strip_suffix(path)
+    if os.path.isfile(prefix + ".index"):
+        return _v2_files(prefix)
+    if os.path.isfile(prefix) and not prefix.endswith(".meta"):
+        if _looks_like_v1(prefix):
+            return CheckpointFiles(prefix, "V1", None, (prefix,), _meta_of(prefix))
+        raise CheckpointCorruptError(
+            f"'{prefix}' is neither a V2 checkpoint prefix (no '{prefix}.index') nor a V1 "
+            "checkpoint file; pass the checkpoint prefix, e.g. 'model.ckpt'"
+        )
+    v1_shards = _v1_shards(prefix)
+    if v1_shards:
+        return CheckpointFiles(prefix, "V1", None, v1_shards, _meta_of(prefix))
+    raise CheckpointNotFoundError(_not_found_message(path, prefix))
+
+
+def strip_suffix(path: str) -> str:
+    """The checkpoint prefix a file name implies: ``m.ckpt.index``, ``m.ckpt.meta`` and
+    ``m.ckpt.data-00000-of-00001`` all give ``m.ckpt``; anything else is returned as it is."""
+    m = _SHARD_RE.match(path)
+    if m:
+        return m.group("prefix")
+    for suffix in (".index", ".meta"):
+        if path.endswith(suffix):
+            return path[: -len(suffix)]
+    return path
+
+
+def _v2_files(prefix: str) -> CheckpointFiles:
+    index = prefix + ".index"
+    folder = os.path.dirname(prefix) or "."
+    base = os.path.basename(prefix)
+    shards: dict[int, str] = {}
+    total = None
+    for name in os.listdir(folder):
+        m = _SHARD_RE.match(name)
+        if m and m.group("prefix") == base:
+            shards[int(m.group("i"))] = os.path.join(folder, name)
+            total = int(m.group("n"))
+    if total is None:
+        raise CheckpointNotFoundError(
+            f"checkpoint '{prefix}' has an index but no data file '{base}.data-00000-of-NNNNN'; "
+            "copy the .data-* files next to the .index"
+        )
+    missing = [f"{base}.data-{i:05d}-of-{total:05d}" for i in range(total) if i not in shards]
+    if missing:
+        raise CheckpointNotFoundError(
+            f"checkpoint '{prefix}' is missing shard(s) {', '.join(missing)}; "
+            "copy every .data-* file of the checkpoint"
+        )
+    return CheckpointFiles(prefix, "V2", index, tuple(shards[i] for i in range(total)),
+                           _meta_of(prefix))
+
+
+def _meta_of(prefix: str) -> str | None:
+    meta = prefix + ".meta"
+    return meta if os.path.isfile(meta) else None
+
+
+def _looks_like_v1(path: str) -> bool:
+    """A V1 checkpoint is an SSTable: it ends with the LevelDB table magic number."""
+    try:
+        size = os.path.getsize(path)
+        if size < 48:
+            return False
+        with open(path, "rb") as f:
+            f.seek(size - 8)
+            return f.read(8) == bytes.fromhex("57fb808b247547db")
+    except OSError:
+        return False
+
+
+def _v1_shards(prefix: str) -> tuple[str, ...]:
+    folder = os.path.dirname(prefix) or "."
+    if not os.path.isdir(folder):
+        return ()
+    base = os.path.basename(prefix)
+    found = sorted(
+        os.path.join(folder, n) for n in os.listdir(folder)
+        if (m := _V1_SHARD_RE.match(n)) and m.group("prefix") == base
+    )
+    return tuple(found)
+
+
+def _exists_as_prefix(prefix: str) -> bool:
+    return os.path.isfile(prefix + ".index") or (os.path.isfile(prefix) and _looks_like_v1(prefix))
+
+
+def _prefixes_in(folder: str) -> set[str]:
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return set()
+    return {os.path.join(folder, n[: -len(".index")]) for n in names if n.endswith(".index")}
+
+
+def _not_found_message(path: str, prefix: str) -> str:
+    folder = os.path.dirname(prefix) or "."
+    if not os.path.isdir(folder):
+        return f"no checkpoint at '{path}': folder '{folder}' does not exist"
+    looked = f"looked for '{prefix}.index' (V2) and '{prefix}' (V1)"
+    if os.path.isfile(prefix + ".meta"):
+        return (f"'{prefix}.meta' exists but the checkpoint's weights ('{prefix}.index' and "
+                f"'.data-*') do not; {looked}")
+    found = sorted(_prefixes_in(folder))
+    if found:
+        return f"no checkpoint at '{path}' ({looked}); checkpoints in that folder: " + ", ".join(
+            found[:5])
+    return f"no checkpoint at '{path}' ({looked}); the folder holds none"
+
+
+@dataclass
+class Checkpoint:
+    """An opened checkpoint: its files, its variables (listed lazily), its meta-graph if any."""
+
+    files: CheckpointFiles
+
+    @property
+    def prefix(self) -> str:
+        return self.files.prefix
+
+    @cached_property
+    def reader(self):
+        """TensorFlow's checkpoint reader (``CheckpointReader``) for this prefix.
+
+        The files are checked in pure Python first (:func:`~ckptsurgery.formats.bundle.check_bundle`):
+        TensorFlow aborts the process on some malformed bundles instead of raising.
+        """
+        import tensorflow as tf
+
+        from .bundle import check_bundle
+
+        check_bundle(self.files)
+        try:
+            return tf.compat.v1.train.NewCheckpointReader(self.files.prefix)
+        except Exception as e:  # TF raises its own OpErrors and bare RuntimeErrors here
+            raise CheckpointCorruptError(
+                f"cannot read checkpoint '{self.files.prefix}': {first_line(e)}"
+            ) from e
+
+    @cached_property
+    def variables(self) -> dict[str, VariableInfo]:
+        """Every saved tensor by key, sorted by name (the ``_CHECKPOINTABLE_OBJECT_GRAPH``
+        bookkeeping entry of TF2 checkpoints is left out)."""
+        import numpy as np
+
+        shapes = self.reader.get_variable_to_shape_map()
+        dtypes = self.reader.get_variable_to_dtype_map()
+        out = {}
+        for name in sorted(shapes):
+            if name == "_CHECKPOINTABLE_OBJECT_GRAPH":
+                continue
+            dtype = dtypes[name]
+            shape = tuple(int(d) for d in shapes[name])
+            size = dtype.size if dtype.name != "string" else 0
+            out[name] = VariableInfo(name, shape, dtype.name, int(np.prod(shape, dtype=np.int64)) * size)
+        return out
+
+    def read(self, name: str):
+        """One tensor's value as a numpy array."""
+        from ..errors import NotFoundError, nearest
+
+        if name not in self.variables:
+            near = nearest(name, self.variables)
+            hint = f"; did you mean {', '.join(repr(n) for n in near)}?" if near else ""
+            raise NotFoundError(f"no variable '{name}' in checkpoint '{self.prefix}'{hint}")
+        try:
+            return self.reader.get_tensor(name)
+        except Exception as e:
+            raise CheckpointCorruptError(
+                f"cannot read variable '{name}' from '{self.prefix}': {first_line(e)}; its data "
+                "is damaged: copy the checkpoint again from its source"
+            ) from e
+
+    @cached_property
+    def meta_graph(self):
+        """The parsed ``MetaGraphDef`` of ``prefix.meta``, or None when there is no ``.meta``."""
+        if not self.files.meta:
+            return None
+        from .metafile import read_meta_graph
+
+        return read_meta_graph(self.files.meta)
+
+
+def open_checkpoint(path: str) -> Checkpoint:
+    """Locate the checkpoint at ``path`` (see :func:`locate`) and open it for lazy reading.
+
+    Raises:
+        CheckpointNotFoundError: see :func:`locate`.
+        UserError: one of its files cannot be opened for reading (permission denied).
+    """
+    files = locate(path)
+    for p in files.paths:
+        try:
+            with open(p, "rb"):
+                pass
+        except PermissionError as e:
+            from ..errors import UserError
+
+            raise UserError(f"cannot read '{p}': permission denied; get read access to the "
+                            "checkpoint's files (chmod u+r) or copy them somewhere readable") from e
+    return Checkpoint(files)

@@ -1,0 +1,407 @@
+"""Grafting: reuse the lower part of a TF1 model and put new dense layers on top.
+
+:func:`build` turns a checkpoint and a :class:`GraftSpec` into a :class:`Grafted` graph and a
+printable :class:`Plan` (what is reused, frozen, new, pruned) before anything runs or is written:
+``open -> plan -> edit -> train -> export``. The graph is edited at the protobuf level first
+(prune what the new outputs do not need, cut gradients), then imported into a new ``tf.Graph``
+that the caller owns, then the new layers are added.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+from ..errors import SelectionError, UserError
+from ..graph.importer import import_meta_graph
+from ..graph.layers import DenseSpec, dense, pool
+from ..graphdef.batchnorm import batch_norm_layers
+from ..graphdef.feeds import Feed, is_training_switch, resolve_feeds, with_defaults
+from ..graphdef.metagraph import op_name, placeholders
+from ..graphdef.select import (
+    CkptSurgeryWarning,
+    find_placeholder,
+    resolve_tensor,
+    select_variables,
+)
+from ..graphdef.walk import reachable
+
+__all__ = ["GraftSpec", "VariableRow", "Plan", "Grafted", "build"]
+
+
+@dataclass
+class GraftSpec:
+    """What to graft and how.
+
+    Attributes:
+        at: collection, tensor or op to put the new layers on (``hiddens3``).
+        layers: the new dense layers, bottom to top; none to reuse the model as it is up to
+            ``at`` (to fine-tune it, say), ``at`` then being the output.
+        cut_after: insert ``stop_gradient`` after this tensor (freezes everything below it).
+        uncut: remove the graph's ``stop_gradient`` ops first, so that what an earlier cut froze
+            trains again (fine-tuning a model frozen with ``cut_after``).
+        train_scope: regex of the variables that train (``hidden[34]|logits``); default all.
+        restore_scope: regex of the variables restored from the checkpoint; default all kept.
+        keep_dead: keep the old graph branch the new layers replace, instead of pruning it.
+        inputs, labels: the graph's input and label tensors, when the defaults do not find them.
+        output_collection: the collection that holds the new top layer's output.
+        seed: graph-level seed for the new layers' initialisers.
+        pool: ``flatten``, ``avg`` or ``max``: turn a rank-3/4 ``at`` (a feature map) into rows
+            before the first new layer (:data:`~ckptsurgery.graph.layers.POOLS`).
+        feeds: ``{placeholder: value}`` for placeholders the graph needs besides the inputs and
+            labels (``{"is_training": "false", "init_state": "zeros"}``); training switches and
+            keep probabilities have defaults (:mod:`ckptsurgery.graphdef.feeds`).
+        keep_placeholders: keep fed placeholders as placeholders in the output (by default they
+            become ``PlaceholderWithDefault`` of their value, so users of the export feed nothing).
+        bn_train: batch-norm layers that train use batch statistics and update their moving
+            averages (their ``update_ops`` run with each step); by default every batch-norm
+            layer runs in inference mode and its moving statistics stay as they are.
+    """
+
+    at: str
+    layers: list[DenseSpec]
+    cut_after: str | None = None
+    uncut: bool = False
+    train_scope: str | None = None
+    restore_scope: str | None = None
+    keep_dead: bool = False
+    inputs: str | None = None
+    labels: str | None = None
+    output_collection: str = "logits"
+    seed: int | None = 42
+    pool: str | None = None
+    feeds: dict[str, str] = field(default_factory=dict)
+    keep_placeholders: bool = False
+    bn_train: bool = False
+
+
+@dataclass(frozen=True)
+class VariableRow:
+    """A variable in a plan: name, shape, number of parameters."""
+
+    name: str
+    shape: tuple[int, ...]
+
+    @property
+    def params(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+
+@dataclass
+class Plan:
+    """What a graft will do, printable before anything runs (``--dry-run``)."""
+
+    source: str
+    at: str
+    cut: str | None
+    inputs: str
+    labels: str | None
+    output: str
+    layers: list[DenseSpec]
+    reused: list[VariableRow] = field(default_factory=list)
+    trained: list[VariableRow] = field(default_factory=list)
+    frozen: list[VariableRow] = field(default_factory=list)
+    new: list[VariableRow] = field(default_factory=list)
+    pruned: list[str] = field(default_factory=list)
+    pruned_ops: int = 0
+    uncut: list[str] = field(default_factory=list)
+    at_shape: list | None = None
+    pool: str | None = None
+    pooled_shape: list | None = None
+    feeds: list[Feed] = field(default_factory=list)
+    feeds_as_defaults: bool = True
+    batch_norm: list[tuple[str, str]] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        def block(title, rows):
+            total = sum(r.params for r in rows)
+            out = [f"{title} ({len(rows)} variables, {total:,} parameters)"]
+            out += [f"  {r.name:<40} {str(list(r.shape)):<14} {r.params:>10,}" for r in rows]
+            return out
+
+        lines = [
+            f"source:  {self.source}",
+            f"graft:   {' -> '.join(str(s) for s in self.layers) or '(no new layers)'} on {self.at}",
+            f"inputs:  {self.inputs}   labels: {self.labels or '(none)'}   output: {self.output}",
+        ]
+        if self.pool:
+            lines.append(f"pool:    {self.pool} {_shape(self.at_shape)} -> "
+                         f"{_shape(self.pooled_shape)}")
+        if self.feeds:
+            how = ("exported as placeholder defaults: users of the output feed nothing"
+                   if self.feeds_as_defaults else "kept as placeholders (--keep-placeholders)")
+            lines.append(f"feeds:   {', '.join(str(f) for f in self.feeds)}; {how}")
+        for scope, mode in self.batch_norm:
+            lines.append(f"batch norm {scope}: {mode}")
+        if self.cut:
+            lines.append(f"cut:     stop_gradient after {self.cut}")
+        if self.uncut:
+            lines.append(f"uncut:   removed stop_gradient {', '.join(self.uncut)}")
+        lines += block("reused (restored from checkpoint)", self.reused)
+        lines += block("trained", self.trained)
+        lines += block("frozen", self.frozen)
+        lines += block("new", self.new)
+        lines.append(f"pruned: {len(self.pruned)} variables, {self.pruned_ops} ops"
+                     + (f" ({', '.join(self.pruned)})" if self.pruned else ""))
+        return "\n".join(lines)
+
+    def as_dict(self) -> dict:
+        def rows(rs):
+            return [{"name": r.name, "shape": list(r.shape), "params": r.params} for r in rs]
+
+        return {
+            "source": self.source, "at": self.at, "cut": self.cut, "inputs": self.inputs,
+            "labels": self.labels, "output": self.output,
+            "layers": [str(s) for s in self.layers],
+            "reused": rows(self.reused), "trained": rows(self.trained),
+            "frozen": rows(self.frozen), "new": rows(self.new),
+            "pruned": self.pruned, "pruned_ops": self.pruned_ops, "uncut": self.uncut,
+            "at_shape": self.at_shape, "pool": self.pool, "pooled_shape": self.pooled_shape,
+            "feeds": [{"name": f.name, "value": f.value, "origin": f.origin} for f in self.feeds],
+            "feeds_as_defaults": self.feeds_as_defaults,
+            "batch_norm": [{"scope": s, "mode": m} for s, m in self.batch_norm],
+        }
+
+
+@dataclass
+class Grafted:
+    """A grafted graph, ready to restore, train and export.
+
+    ``feed_point`` is the tensor below which nothing trains (the cut), whose values may be
+    computed once and fed (``--cache-frozen``). ``feeds`` maps placeholders that every run
+    feeds to their :class:`~ckptsurgery.graphdef.feeds.Feed`; ``train_feeds`` overrides some
+    of them in training steps only (``--bn-train``: the training switch is true there);
+    ``update_ops`` are the batch-norm updates that run with each training step.
+    """
+
+    graph: object
+    plan: Plan
+    inputs: object
+    labels: object | None
+    output: object
+    restore_vars: list
+    train_vars: list
+    feed_point: object | None
+    feeds: dict = field(default_factory=dict)
+    train_feeds: dict = field(default_factory=dict)
+    update_ops: list = field(default_factory=list)
+
+
+def build(checkpoint, spec: GraftSpec, *, require_labels: bool = True) -> Grafted:
+    """Build the grafted graph for ``checkpoint`` (a :class:`~ckptsurgery.formats.checkpoint.Checkpoint`).
+
+    With ``require_labels`` False (nothing will train), several candidate label placeholders
+    are not an error: the graft keeps none of them. With it True and no integer placeholder in
+    the graph (one-hot float labels, Estimator queues), a new ``labels`` placeholder (int64,
+    class indices) is added and put in collection ``labels``.
+
+    Raises:
+        UserError: the checkpoint has no ``.meta``, a reference names nothing (nearest names
+            given), a regex selects nothing, a placeholder the graph needs has no value, a
+            feature map needs ``pool``, or the new layers cannot be built.
+    """
+    import tensorflow as tf
+
+    from ..graphdef.edit import cut, prune, uncut
+    from ..graphdef.walk import ancestors
+
+    meta = checkpoint.meta_graph
+    if meta is None:
+        raise UserError(
+            f"checkpoint '{checkpoint.prefix}' has no .meta file; graft needs the graph "
+            f"('{checkpoint.prefix}.meta')"
+        )
+    at = resolve_tensor(meta, spec.at)
+    below_at = ancestors(meta, [at])
+    inputs = find_placeholder(meta, spec.inputs, "inputs", "float", among=below_at,
+                              exclude=set(spec.feeds))
+    if inputs is None:
+        raise SelectionError(f"'{at}' depends on no float placeholder; name the input with --inputs")
+    try:
+        labels = find_placeholder(meta, spec.labels, "labels", "integer")
+    except SelectionError:
+        if require_labels or spec.labels:
+            raise
+        labels = None  # several candidates, and nothing to train: no need to choose
+    cut_at = None
+    if spec.cut_after:
+        cut_at = resolve_tensor(meta, spec.cut_after)
+        if op_name(cut_at) not in below_at:
+            raise UserError(
+                f"--cut-after '{spec.cut_after}' ({cut_at}) is not below --at '{spec.at}' ({at}); "
+                "cut a tensor the new layers depend on"
+            )
+    fixed = {op_name(t) for t in (inputs, labels) if t}
+    needed = [p for p in placeholders(meta) if p in below_at and p not in fixed]
+    feeds = resolve_feeds(meta, needed, spec.feeds)
+    unused = sorted(set(spec.feeds) - set(needed))
+    if unused:
+        warnings.warn(f"--feed {', '.join(unused)}: not used below --at '{spec.at}'; ignored",
+                      CkptSurgeryWarning, stacklevel=2)
+    norms = [layer for layer in batch_norm_layers(meta) if layer.statistics[0] in below_at]
+
+    removed_ops, removed_vars = 0, []
+    if not spec.keep_dead:
+        keep = [t for t in (at, inputs, labels) if t]
+        if spec.bn_train:  # the updates of batch-norm statistics are nobody's ancestors
+            keep += [u for layer in norms for u in layer.update_ops]
+        meta, info = prune(meta, keep)
+        removed_ops, removed_vars = len(info.removed_ops), info.removed_variables
+    removed_stops: dict[str, str] = {}
+    if spec.uncut:
+        meta, removed_stops = uncut(meta)
+        if op_name(at) in removed_stops:
+            at = removed_stops[op_name(at)]
+        if cut_at and op_name(cut_at) in removed_stops:
+            cut_at = removed_stops[op_name(cut_at)]
+    feed_name = None
+    if cut_at:
+        meta, feed_name = cut(meta, cut_at)
+        if cut_at == at:
+            at = feed_name
+    if feeds and not spec.keep_placeholders:
+        meta, _ = with_defaults(meta, feeds, inputs)
+
+    graph = tf.Graph()
+    graph.seed = spec.seed
+    import_meta_graph(meta, graph)
+    imported = {v.op.name for v in graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES)}
+    # New variables are of the kind the model already uses (resource or ref).
+    resource = any(graph.get_operation_by_name(n).type == "VarHandleOp" for n in imported)
+    out = graph.get_tensor_by_name(at)
+    at_shape = _shape_list(out)
+    if spec.pool:
+        if not spec.layers:
+            raise UserError("--pool shapes the input of new layers; give at least one --dense")
+        out = pool(out, spec.pool)
+    elif spec.layers and out.shape.rank not in (None, 2):
+        raise UserError(
+            f"--at '{spec.at}' is a feature map of shape {_shape(at_shape)}; dense layers take "
+            f"rows: add --pool flatten (keep every value), --pool avg or --pool max "
+            "(one value per channel)"
+        )
+    pooled_shape = _shape_list(out) if spec.pool else None
+    outputs = []
+    for layer in spec.layers:
+        out = dense(out, layer, use_resource=resource)
+        outputs.append((layer.name, out))
+    with graph.as_default():
+        if labels is None and require_labels:
+            added = tf.compat.v1.placeholder(tf.int64, (None,), name="labels")
+            graph.clear_collection("labels")
+            graph.add_to_collection("labels", added)
+            labels = added.name
+        graph.clear_collection(spec.output_collection)
+        for name, tensor in outputs[:-1]:
+            graph.add_to_collection(name, tensor)
+        graph.add_to_collection(spec.output_collection, out)
+
+    all_vars = graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES)
+    new_vars = [v for v in all_vars if v.op.name not in imported]
+    restore_vars = [v for v in all_vars if v.op.name in imported]
+    if spec.restore_scope:
+        chosen = select_variables(graph, spec.restore_scope, "variables", "--restore-scope")
+        restore_vars = [v for v in chosen if v.op.name in imported]
+        if not restore_vars:
+            raise SelectionError(
+                f"--restore-scope '{spec.restore_scope}' matches only new variables; nothing to restore"
+            )
+    feed_point = graph.get_tensor_by_name(feed_name) if feed_name else None
+    trainable = graph.get_collection(tf.compat.v1.GraphKeys.TRAINABLE_VARIABLES)
+    # Whatever a stop_gradient separates from the output is frozen: our cut or an earlier one.
+    live = _variables_feeding(out, trainable)
+    train_vars = [v for v in trainable if v.op.name in live]
+    if spec.train_scope:
+        chosen = {v.op.name for v in select_variables(
+            graph, spec.train_scope, "trainable_variables", "--train-scope")}
+        train_vars = [v for v in train_vars if v.op.name in chosen]
+        if not train_vars:
+            raise SelectionError(
+                f"--train-scope '{spec.train_scope}' selects no variable the output depends on "
+                "(only ones below a stop_gradient or off its path); nothing would train"
+            )
+    trained = {v.op.name for v in train_vars}
+    untrained_new = [v.op.name for v in new_vars if v.op.name not in trained]
+    if untrained_new:
+        warnings.warn(f"new variables {', '.join(untrained_new)} will not train "
+                      "(not selected by --train-scope)", CkptSurgeryWarning, stacklevel=2)
+    modes, update_ops = _batch_norm_modes(norms, trained, spec.bn_train)
+    update_ops = [graph.get_operation_by_name(u) for u in update_ops]
+    train_feeds = {}
+    if update_ops:  # their layers train in training mode: the switch is on in training steps
+        train_feeds = {graph.get_tensor_by_name(f"{n}:0"): True for n, f in feeds.items()
+                       if is_training_switch(n, f.dtype)}
+
+    def rows(vs):
+        return [VariableRow(v.op.name, tuple(v.shape.as_list())) for v in vs]
+
+    plan = Plan(
+        source=checkpoint.prefix, at=at, cut=cut_at, inputs=inputs, labels=labels,
+        output=out.name, layers=list(spec.layers),
+        reused=rows(restore_vars),
+        trained=rows(train_vars),
+        frozen=rows([v for v in trainable if v.op.name not in trained]),
+        new=rows(new_vars),
+        pruned=removed_vars, pruned_ops=removed_ops, uncut=sorted(removed_stops),
+        at_shape=at_shape, pool=spec.pool, pooled_shape=pooled_shape,
+        feeds=list(feeds.values()), feeds_as_defaults=not spec.keep_placeholders,
+        batch_norm=modes,
+    )
+    return Grafted(
+        graph=graph, plan=plan,
+        inputs=graph.get_tensor_by_name(inputs),
+        labels=graph.get_tensor_by_name(labels) if labels else None,
+        output=out, restore_vars=restore_vars, train_vars=train_vars, feed_point=feed_point,
+        feeds={graph.get_tensor_by_name(f"{n}:0"): f for n, f in feeds.items()},
+        train_feeds=train_feeds, update_ops=update_ops,
+    )
+
+
+def _batch_norm_modes(norms, trained: set[str], bn_train: bool):
+    """Each batch-norm layer's mode as the plan says it, and the update ops to run.
+
+    A layer trains when one of its variables (gamma, beta) does; by default it still runs in
+    inference mode (the Keras guidance for fine-tuning); with ``bn_train`` it uses batch
+    statistics and its update ops run with each training step.
+    """
+    modes, updates = [], []
+    for layer in norms:
+        kind = "fused" if layer.fused else "unfused"
+        if bn_train and trained & set(layer.variables):
+            if not layer.update_ops:
+                raise UserError(
+                    f"--bn-train: batch-norm layer '{layer.scope}' has no update ops in the "
+                    "graph's update_ops collection, so its moving statistics cannot follow; "
+                    "train it in inference mode (drop --bn-train)")
+            modes.append((layer.scope, f"training ({kind}): batch statistics, moving averages "
+                                       "updated"))
+            updates += layer.update_ops
+        else:
+            why = "frozen" if not trained & set(layer.variables) else "trains"
+            modes.append((layer.scope, f"inference ({kind}, {why}): moving statistics kept "
+                                       "bit-identical"))
+    if bn_train and not updates:
+        raise UserError("--bn-train: no batch-norm layer below --at trains; drop --bn-train or "
+                        "widen what trains (--train-scope, --cut-after)")
+    return modes, updates
+
+
+def _shape_list(tensor) -> list | None:
+    return tensor.shape.as_list() if tensor.shape.rank is not None else None
+
+
+def _shape(shape) -> str:
+    if shape is None:
+        return "(shape unknown)"
+    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+
+
+def _variables_feeding(tensor, variables) -> set[str]:
+    """The names of the variables among ``variables`` that ``tensor`` depends on through a
+    path with no ``StopGradient``: the ones a loss on ``tensor`` can train."""
+    ops = reachable([tensor.op], lambda op: [t.op for t in op.inputs],
+                    enter=lambda op: op.type != "StopGradient")
+    return {op.name for op in ops} & {v.op.name for v in variables}

@@ -1,0 +1,264 @@
+"""Where to graft: a model's inference outputs and the activations on the way to them.
+
+Users of old models rarely know their input and output names. :func:`find_graft_points` reads
+the graph: the inference outputs (output collections, the logits of a cross-entropy, softmax
+and argmax ops; never a loss, a metric, a summary, or anything that depends on a label), the
+input placeholders they depend on, and along the path between them the activations a graft can
+stand on (ReLU and friends, pooling, flattening, the final state of a TF1 loop), with their
+shapes, nearest to the output first. Each point carries the flags a graft there needs
+(``--inputs``, ``--pool``, ``--feed``). Shapes come from importing the graph into a scratch
+``tf.Graph``, so a graph this TensorFlow cannot import has no graft points.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..errors import CkptSurgeryError
+from ..graphdef.feeds import resolve_feeds
+from ..graphdef.metagraph import node_map, op_name, placeholder_shape, placeholders
+from ..graphdef.walk import ancestors, reachable
+from .importer import import_meta_graph
+
+__all__ = ["GraftPoint", "find_graft_points", "inference_outputs"]
+
+#: Op types whose output is an activation a new layer can stand on.
+ACTIVATION_OPS = frozenset({
+    "Relu", "Relu6", "Elu", "Selu", "LeakyRelu", "Tanh", "Sigmoid", "Softplus", "Softsign",
+    "MaxPool", "AvgPool", "MaxPoolV2", "MaxPool3D", "AvgPool3D", "Exit",
+    "Maximum",  # leaky ReLU written as tf.maximum(alpha * z, z)
+})
+_FLATTEN_OPS = frozenset({"Reshape", "Mean", "Max", "Squeeze"})  # flatten, global pooling
+_LOSS_OPS = frozenset({"SoftmaxCrossEntropyWithLogits", "SparseSoftmaxCrossEntropyWithLogits",
+                       "SigmoidCrossEntropyWithLogits"})
+_LAYER_OPS = frozenset({"MatMul", "Conv2D", "Conv1D", "Conv3D", "BatchMatMul", "BatchMatMulV2",
+                        "DepthwiseConv2dNative"})
+_PREDICTION_OPS = frozenset({"Softmax", "Sigmoid", "ArgMax", "TopKV2", "LogSoftmax"})
+_OUTPUT_COLLECTIONS = ("logits", "outputs", "output", "predictions", "prediction", "y_pred",
+                       "y_proba", "probabilities", "scores")
+_SKIP_SCOPES = ("gradients", "loss", "losses", "metrics", "eval", "accuracy", "summaries",
+                "save", "train", "optimizer", "Adam", "GradientDescent", "Momentum", "RMSProp",
+                "Adagrad", "cross_entropy", "xent")
+
+
+@dataclass(frozen=True)
+class GraftPoint:
+    """A tensor to graft on (``at``), its static ``shape`` (None for unknown dimensions) and
+    the ``flags`` a graft there needs besides ``--at`` and ``--dense``."""
+
+    at: str
+    op: str
+    shape: list | None
+    flags: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"at": self.at, "op": self.op, "shape": self.shape, "flags": self.flags}
+
+
+def inference_outputs(meta) -> list[str]:
+    """Tensors that are the model's inference outputs, most likely first: output collections,
+    the logits fed to a cross-entropy, then softmax/argmax-like ops; none that depends on a
+    label placeholder or sits in a loss, metric or training scope."""
+    nodes = node_map(meta)
+    consumers = _consumers(meta)
+    labels = _label_placeholders(meta, nodes)
+    tainted = reachable(labels, lambda n: consumers.get(n, ()))
+    found: list[str] = []
+
+    def add(ref: str) -> None:
+        ref = ref if ":" in ref else ref + ":0"
+        name = op_name(ref)
+        if name in nodes and name not in tainted and not _skipped(name) and ref not in found:
+            found.append(ref)
+
+    for key in _OUTPUT_COLLECTIONS:
+        col = meta.collection_def.get(key) if key in meta.collection_def else None
+        if col is not None and col.HasField("node_list"):
+            for ref in col.node_list.value:
+                add(ref)
+    for node in meta.graph_def.node:
+        if node.op in _LOSS_OPS and not node.name.startswith("gradients") and node.input:
+            add(node.input[0] if node.op != "SigmoidCrossEntropyWithLogits" else node.input[1])
+    predictions = [n.name for n in meta.graph_def.node if n.op in _PREDICTION_OPS
+                   and not _in_loop(n.name) and not _skipped(n.name)]
+    hidden = set()  # a sigmoid under another layer's weights is a hidden layer, not an output
+    for later in predictions:
+        below = ancestors(meta, [later])
+        layers = [m for m in below if nodes[m].op in _LAYER_OPS]
+        under = set().union(*(ancestors(meta, [m]) for m in layers)) if layers else set()
+        hidden |= {c for c in predictions if c != later and c in under}
+    for name in predictions:
+        if name not in hidden:
+            add(name)
+    return found
+
+
+def find_graft_points(meta, *, limit: int = 8) -> tuple[list[GraftPoint], str | None]:
+    """The graft points of ``meta``, nearest to its first inference output first.
+
+    Returns:
+        ``(points, why_none)``: ``why_none`` says why the list is empty (no inference output,
+        no float input below it, the graph does not import).
+    """
+    import tensorflow as tf
+
+    outputs = inference_outputs(meta)
+    if not outputs:
+        return [], "no inference output found (no output collection, cross-entropy or softmax)"
+    nodes = node_map(meta)
+    kinds = placeholders(meta)
+    output = op_name(outputs[0])
+    below = ancestors(meta, [output])
+    inputs = [p for p in kinds if p in below and _input_like(meta, p, kinds[p])]
+    if not inputs:  # an Estimator: inputs come from a queue, the features from a layer
+        inputs = [n for n in below if nodes[n].op in ("ConcatV2", "Concat")
+                  and n.endswith("input_layer/concat")]
+    if not inputs:
+        return [], f"'{outputs[0]}' depends on no float input placeholder or feature layer"
+    from_inputs = reachable(inputs, _consumers_fn(meta))
+    consumers = _consumers(meta)
+    path = [n for n in _by_distance(meta, output) if n in from_inputs and n != output
+            and (nodes[n].op in ACTIVATION_OPS or _is_flatten(nodes[n])
+                 or _linear_layer_end(nodes, n, consumers.get(n, ()), output))
+            and not _skipped(n) and (nodes[n].op == "Exit" or not _in_loop(n))]
+    graph = tf.Graph()
+    try:
+        import_meta_graph(meta, graph)
+    except CkptSurgeryError as e:
+        return [], f"the graph does not import: {e}"
+    collections = set(meta.collection_def)
+    points = []
+    for name in path:
+        tensor = graph.get_tensor_by_name(f"{name}:0")
+        shape = tensor.shape.as_list() if tensor.shape.rank is not None else None
+        if not tensor.dtype.is_floating or shape is None or len(shape) < 2 or len(shape) > 4:
+            continue
+        if len(shape) == 2 and shape[1] is None:
+            continue
+        flags = _flags(meta, kinds, nodes, name, shape, collections)
+        if flags is None:
+            continue
+        points.append(GraftPoint(f"{name}:0", nodes[name].op, shape, flags))
+        if len(points) >= limit:
+            break
+    return points, None if points else "no activation with a usable shape between input and output"
+
+
+def _flags(meta, kinds, nodes, name: str, shape: list, collections: set[str]) -> list[str] | None:
+    below = ancestors(meta, [name])
+    flags = []
+    inputs = sorted((p for p in kinds if p in below and _input_like(meta, p, kinds[p])),
+                    key=lambda p: _input_rank(meta, p))
+    if not inputs:
+        layers = sorted(n for n in below if n.endswith("input_layer/concat")
+                        and nodes[n].op in ("ConcatV2", "Concat"))
+        if not layers:
+            return None
+        flags += ["--inputs", layers[-1]]
+        inputs = []
+        chosen = layers[-1]
+    else:
+        chosen = inputs[0]
+    if len(inputs) > 1 and "inputs" not in collections:
+        flags += ["--inputs", chosen]
+    if len(shape) > 2:
+        flags += ["--pool", "flatten" if None not in shape[1:] else "avg"]
+    needed = [p for p in kinds if p in below and p != chosen and p not in ancestors(meta, [chosen])
+              and not (kinds[p].startswith(("int", "uint")))]
+    feeds = {}
+    for p in needed:
+        try:
+            resolve_feeds(meta, [p], {})
+        except CkptSurgeryError:
+            feeds[p] = "false" if kinds[p] == "bool" else (
+                "zeros" if placeholder_shape(meta, p) else "1.0")
+    for p in inputs[1:]:
+        feeds.setdefault(p, "zeros")
+    for p, value in sorted(feeds.items()):
+        flags += ["--feed", f"{p}={value}"]
+    return flags
+
+
+def _input_rank(meta, name: str) -> tuple:
+    """Sort key: the likeliest batch input first (highest rank, then a name that says input)."""
+    shape = placeholder_shape(meta, name)
+    rank = len(shape) if shape is not None else 0
+    leaf = name.rsplit("/", 1)[-1].lower()
+    named = leaf in ("x", "input", "inputs", "images", "image", "features") or "input" in leaf
+    return (-rank, not named, name)
+
+
+def _in_loop(name: str) -> bool:
+    """Inside a TF1 while loop's body (a step of the loop, not its result)."""
+    return "/while/" in name or name.startswith("while/")
+
+
+def _input_like(meta, name: str, dtype: str) -> bool:
+    return dtype.startswith(("float", "bfloat")) and placeholder_shape(meta, name) != ()
+
+
+def _label_placeholders(meta, nodes) -> list[str]:
+    """Placeholders that feed a loss as its labels, and integer placeholders (class labels)."""
+    kinds = placeholders(meta)
+    labels = {p for p, d in kinds.items() if d.startswith(("int", "uint"))}
+    for node in meta.graph_def.node:
+        if node.op in _LOSS_OPS and len(node.input) > 1 and not node.name.startswith("gradients"):
+            which = node.input[0] if node.op == "SigmoidCrossEntropyWithLogits" else node.input[1]
+            labels |= {n for n in ancestors(meta, [which]) if n in kinds}
+    return sorted(labels)
+
+
+def _consumers(meta) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for node in meta.graph_def.node:
+        for inp in node.input:
+            if not inp.startswith("^"):
+                out.setdefault(op_name(inp), []).append(node.name)
+    return out
+
+
+def _consumers_fn(meta):
+    consumers = _consumers(meta)
+    return lambda name: consumers.get(name, ())
+
+
+def _by_distance(meta, output: str) -> list[str]:
+    """Op names on data paths into ``output``, breadth first (nearest first)."""
+    nodes = node_map(meta)
+    seen, order, frontier = {output}, [output], [output]
+    while frontier:
+        nxt = []
+        for name in frontier:
+            for inp in nodes[name].input:
+                if inp.startswith("^"):
+                    continue
+                src = op_name(inp)
+                if src in nodes and src not in seen:
+                    seen.add(src)
+                    order.append(src)
+                    nxt.append(src)
+        frontier = nxt
+    return order
+
+
+def _linear_layer_end(nodes, name: str, consumers, output: str) -> bool:
+    """The output of a dense or conv layer with no activation (TFLearn's default, say): a
+    ``BiasAdd`` (or ``Add``) of a ``MatMul``/``Conv2D`` that no activation follows and that is
+    not the logits the output is made of."""
+    node = nodes[name]
+    if node.op not in ("BiasAdd", "Add", "AddV2") or not node.input:
+        return False
+    if nodes.get(op_name(node.input[0])) is None or nodes[op_name(node.input[0])].op not in _LAYER_OPS:
+        return False
+    return not any(nodes[c].op in ACTIVATION_OPS or c == output for c in consumers)
+
+
+def _is_flatten(node) -> bool:
+    return node.op in _FLATTEN_OPS and "flatten" in node.name.lower() or (
+        node.op in ("Mean", "Max") and "global" in node.name.lower())
+
+
+def _skipped(name: str) -> bool:
+    head = name.split("/", 1)[0]
+    return head in _SKIP_SCOPES or head.lower().startswith(
+        ("loss", "metric", "summar", "eval", "accuracy"))

@@ -1,0 +1,232 @@
+"""Placeholders a graph needs besides its inputs and labels, and the values to feed them.
+
+Most TF1 models have switches: a ``bool`` ``is_training`` (batch norm, dropout), a scalar
+``keep_prob``, an RNN's initial state. Training, validating and evaluating must feed them, and
+so must every user of an exported graph, unless the export makes them
+``PlaceholderWithDefault`` of the value used: :func:`with_defaults` does that at the protobuf
+level, so serving, tf2onnx and the next graft need no feeds. Values come from ``--feed
+NAME=VALUE`` (:func:`parse_feed`) or, for the two kinds whose meaning the name gives away, a
+default: a training switch is ``false``, a keep probability ``1.0``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ..errors import SelectionError, UserError, nearest
+from .metagraph import node_map, op_name, placeholder_shape, placeholders
+
+__all__ = ["Feed", "parse_feed", "resolve_feeds", "is_training_switch", "with_defaults",
+           "feed_array"]
+
+_TRAINING_RE = re.compile(r"(?:^|[/_])(?:is_?)?train(?:ing)?(?:_?(?:mode|phase|flag))?$|"
+                          r"(?:^|[/_])phase_?train$|(?:^|[/_])train_?mode$", re.I)
+_KEEP_PROB_RE = re.compile(r"keep_?prob", re.I)
+_TRUE, _FALSE = ("true", "yes", "1"), ("false", "no", "0")
+
+
+@dataclass(frozen=True)
+class Feed:
+    """The value fed to placeholder ``name`` (``dtype`` and ``shape`` as the graph declares
+    them, ``None`` for unknown dimensions): ``value`` is a bool or number, or None for zeros
+    shaped like the placeholder, its batch dimension taken from the batch fed to the inputs.
+    ``origin`` says where the value came from (``--feed`` or the default rule that chose it)."""
+
+    name: str
+    dtype: str
+    shape: tuple[int | None, ...] | None
+    value: bool | float | int | None
+    origin: str
+
+    def __str__(self) -> str:
+        shown = "zeros" if self.value is None else str(self.value).lower()
+        return f"{self.name}={shown} ({self.origin})"
+
+
+def parse_feed(text: str) -> tuple[str, str]:
+    """Split ``NAME=VALUE`` (``is_training=false``, ``keep_prob=1.0``, ``init_state=zeros``).
+
+    Raises:
+        UserError: no ``=``, or an empty name or value.
+    """
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip() or not value.strip():
+        raise UserError(f"--feed '{text}' is not NAME=VALUE (e.g. is_training=false, "
+                        "keep_prob=1.0, init_state=zeros)")
+    return op_name(name.strip()), value.strip()
+
+
+def is_training_switch(name: str, dtype: str) -> bool:
+    """A ``bool`` placeholder whose name says training (``is_training``, ``training``,
+    ``phase_train``, ``train_mode``...)."""
+    return dtype == "bool" and bool(_TRAINING_RE.search(name))
+
+
+def resolve_feeds(meta, needed: list[str], given: dict[str, str]) -> dict[str, Feed]:
+    """The value of every placeholder in ``needed``: from ``given`` (``{name: value text}``)
+    or from the default rules. Names in ``given`` must be placeholders of the graph; those not
+    in ``needed`` get no :class:`Feed` (the caller may warn that they are unused).
+
+    Raises:
+        SelectionError: ``given`` names no placeholder of the graph (nearest names given).
+        UserError: a value does not parse for its placeholder's dtype, ``zeros`` cannot be
+            shaped, or a needed placeholder has neither a value nor a default (the message
+            lists them with the ``--feed`` to write).
+    """
+    kinds = placeholders(meta)
+    for name in given:
+        if name not in kinds:
+            near = nearest(name, kinds)
+            raise SelectionError(
+                f"--feed names '{name}', which is not a placeholder of the graph"
+                + (f"; did you mean {', '.join(repr(n) for n in near)}?" if near else
+                   f"; its placeholders are {', '.join(sorted(kinds)) or '(none)'}"))
+    feeds, unfed = {}, []
+    for name in needed:
+        dtype, shape = kinds[name], placeholder_shape(meta, name)
+        if name in given:
+            feeds[name] = Feed(name, dtype, shape, _parse_value(name, dtype, shape, given[name]),
+                               "--feed")
+        elif is_training_switch(name, dtype) and shape in ((), None):
+            feeds[name] = Feed(name, dtype, (), False, "default: a training switch")
+        elif dtype.startswith("float") and shape in ((), None) and _KEEP_PROB_RE.search(name):
+            feeds[name] = Feed(name, dtype, (), 1.0, "default: a keep probability")
+        else:
+            unfed.append((name, dtype, shape))
+    if unfed:
+        listed = ", ".join(f"{n} ({d} {_shape_text(s)})" for n, d, s in unfed)
+        hints = " ".join(f"--feed {n}={_suggest(d, s)}" for n, d, s in unfed)
+        raise UserError(f"the graph needs placeholder(s) {listed} fed besides the inputs and "
+                        f"labels; give their values, e.g. {hints}")
+    return feeds
+
+
+def feed_array(feed: Feed, batch: int):
+    """The numpy value to feed for a batch of ``batch`` rows."""
+    import numpy as np
+
+    dtype = np.dtype(feed.dtype) if feed.dtype != "bfloat16" else np.float32
+    if feed.value is not None:
+        return np.full(feed.shape or (), feed.value, dtype)
+    return np.zeros(_zeros_shape(feed, batch), dtype)
+
+
+def with_defaults(meta, feeds: dict[str, Feed], inputs: str):
+    """A copy of ``meta`` in which each fed placeholder is a ``PlaceholderWithDefault`` of its
+    value; zeros take their batch dimension from the batch fed to ``inputs`` at run time.
+
+    Returns:
+        ``(new_meta, {placeholder name: name of its default's tensor})``.
+    """
+    import tensorflow as tf
+
+    tf1 = tf.compat.v1
+    new = type(meta)()
+    new.CopyFrom(meta)
+    nodes = node_map(new)
+    taken = set(nodes)
+    defaults = {}
+    input_dtype = tf.as_dtype(nodes[op_name(inputs)].attr["dtype"].type)
+    for name, feed in feeds.items():
+        scratch = tf.Graph()
+        with scratch.as_default():
+            x = tf1.placeholder(input_dtype, name="scratch_inputs")
+            dtype = tf.as_dtype(feed.dtype)
+            if feed.value is None and feed.shape and None in feed.shape:
+                dims = [tf1.shape(x)[0] if d is None else d for d in _zeros_shape(feed, None)]
+                tf1.fill(tf1.stack(dims), tf1.constant(0, dtype), name="default")
+            else:
+                tf1.constant(feed_array(feed, 1), dtype, name="default")
+        prefix = _free(f"{name}/default", taken)
+        renames = {n.name: (prefix if n.name == "default" else f"{prefix}/{n.name}")
+                   for n in scratch.as_graph_def().node if n.name != "scratch_inputs"}
+        for node in scratch.as_graph_def().node:
+            if node.name == "scratch_inputs":
+                continue
+            added = new.graph_def.node.add()
+            added.CopyFrom(node)
+            added.name = renames[node.name]
+            taken.add(added.name)
+            inputs_of = [_retarget(i, renames, inputs) for i in added.input]
+            del added.input[:]
+            added.input.extend(inputs_of)
+        holder = nodes[name]
+        holder.op = "PlaceholderWithDefault"
+        del holder.input[:]
+        holder.input.append(prefix)
+        # The shape as read (old graphs leave the attr empty for "unknown", which the new op
+        # would take for a scalar).
+        holder.attr["shape"].shape.Clear()
+        if feed.shape is None:
+            holder.attr["shape"].shape.unknown_rank = True
+        for d in feed.shape or ():
+            holder.attr["shape"].shape.dim.add().size = -1 if d is None else d
+        defaults[name] = f"{prefix}:0"
+    return new, defaults
+
+
+def _zeros_shape(feed: Feed, batch: int | None) -> list:
+    """The shape of zeros for ``feed``: its first unknown dimension is the batch."""
+    if feed.shape is None:
+        raise UserError(f"--feed {feed.name}=zeros: the placeholder's shape is unknown; "
+                        "give a number instead")
+    unknown = [i for i, d in enumerate(feed.shape) if d is None]
+    if len(unknown) > 1:
+        raise UserError(f"--feed {feed.name}=zeros: shape {_shape_text(feed.shape)} has several "
+                        "unknown dimensions; only the batch may be unknown")
+    return [batch if d is None else d for d in feed.shape]
+
+
+def _parse_value(name: str, dtype: str, shape, text: str):
+    lowered = text.lower()
+    if lowered == "zeros":
+        feed = Feed(name, dtype, shape, None, "--feed")
+        _zeros_shape(feed, 1)  # raises when it cannot be shaped
+        return None
+    if dtype == "bool":
+        if lowered in _TRUE or lowered in _FALSE:
+            return lowered in _TRUE
+        raise UserError(f"--feed {name}={text}: '{name}' is a bool placeholder; give true or false")
+    try:
+        number = float(text)
+    except ValueError:
+        raise UserError(f"--feed {name}={text}: cannot read '{text}' as a value for {dtype} "
+                        f"placeholder '{name}'; give a number or zeros") from None
+    if dtype.startswith(("int", "uint")):
+        if not number.is_integer():
+            raise UserError(f"--feed {name}={text}: '{name}' is {dtype}; give a whole number")
+        return int(number)
+    return number
+
+
+def _suggest(dtype: str, shape) -> str:
+    if dtype == "bool":
+        return "false"
+    if shape:
+        return "zeros"
+    return "0"
+
+
+def _shape_text(shape) -> str:
+    if shape is None:
+        return "shape unknown"
+    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+
+
+def _free(name: str, taken: set[str]) -> str:
+    candidate, i = name, 1
+    while candidate in taken:
+        candidate, i = f"{name}_{i}", i + 1
+    return candidate
+
+
+def _retarget(ref: str, renames: dict[str, str], inputs: str) -> str:
+    caret = "^" if ref.startswith("^") else ""
+    name = op_name(ref)
+    rest = ref[len(caret) + len(name):]
+    if name == "scratch_inputs":
+        target = op_name(inputs)
+        index = inputs.rpartition(":")[2] if ":" in inputs else "0"
+        return caret + target + (rest if rest else (f":{index}" if index != "0" else ""))
+    return caret + renames.get(name, name) + rest

@@ -1,0 +1,84 @@
+"""Reading a ``MetaGraphDef``'s graph without importing it: names, nodes, placeholders, versions.
+
+Everything here works on the serialised graph, never on a live ``tf.Graph``, so it also works on
+graphs this TensorFlow cannot import (the graph_def_editor approach). Parsing the file is
+:mod:`ckptsurgery.formats.metafile`'s; collections are :mod:`.collections`'.
+"""
+
+from __future__ import annotations
+
+__all__ = ["op_name", "node_map", "placeholders", "placeholder_shape", "tf_version",
+           "unregistered_ops", "set_repeated"]
+
+
+def op_name(ref: str) -> str:
+    """The op name of a node or tensor reference: ``^a``, ``a:0`` and ``a`` all give ``a``."""
+    ref = ref.lstrip("^")
+    head, sep, tail = ref.rpartition(":")
+    return head if sep and tail.isdigit() else ref
+
+
+def node_map(meta) -> dict:
+    """The graph's nodes by name."""
+    return {n.name: n for n in meta.graph_def.node}
+
+
+def placeholders(meta) -> dict[str, str]:
+    """The graph's placeholders, ``{name: dtype name}`` (``float32``, ``int64``...)."""
+    from tensorflow.python.framework import dtypes
+
+    return {
+        n.name: dtypes.as_dtype(n.attr["dtype"].type).name
+        for n in meta.graph_def.node
+        if n.op == "Placeholder"
+    }
+
+
+def placeholder_shape(meta, name: str) -> tuple[int | None, ...] | None:
+    """Placeholder ``name``'s declared shape, ``None`` for unknown dimensions; None when the
+    rank is unknown too. TensorFlow before 1.2 set the ``shape`` attr only for fully known
+    shapes and left it empty otherwise (which later versions read as a scalar): there an empty
+    shape is unknown, unless ``_output_shapes`` records the real one."""
+    node = next(n for n in meta.graph_def.node if n.name == name)
+    shape = None
+    if "shape" in node.attr and not node.attr["shape"].shape.unknown_rank:
+        shape = tuple(d.size if d.size >= 0 else None for d in node.attr["shape"].shape.dim)
+    if shape == () and _before_1_2(meta):
+        shape = None
+    if shape is None and "_output_shapes" in node.attr and node.attr["_output_shapes"].list.shape:
+        first = node.attr["_output_shapes"].list.shape[0]
+        if not first.unknown_rank and (first.dim or not _before_1_2(meta)):
+            shape = tuple(d.size if d.size >= 0 else None for d in first.dim)
+    return shape
+
+
+def _before_1_2(meta) -> bool:
+    version = tf_version(meta)
+    if version is None:
+        return True
+    try:
+        major, minor = (int(p) for p in version.split(".")[:2])
+    except ValueError:
+        return False
+    return (major, minor) < (1, 2)
+
+
+def tf_version(meta) -> str | None:
+    """The TensorFlow version that wrote the graph, when it says (graphs before 1.0 do not)."""
+    return meta.meta_info_def.tensorflow_version or None
+
+
+def unregistered_ops(meta) -> list[str]:
+    """Op types used by the graph that this TensorFlow does not register."""
+    from tensorflow.python.framework import op_def_registry
+
+    used = {n.op for n in meta.graph_def.node}
+    used |= {n.op for f in meta.graph_def.library.function for n in f.node_def}
+    defined = {f.signature.name for f in meta.graph_def.library.function}
+    return sorted(op for op in used - defined if op_def_registry.get(op) is None)
+
+
+def set_repeated(field, values) -> None:
+    """Set a repeated protobuf field to ``values``, in place."""
+    del field[:]
+    field.extend(values)

@@ -1,0 +1,153 @@
+"""Finding things in graphs: tensors by collection, tensor or op name; variables by scope regex.
+
+A miss never returns an empty list: it raises :class:`NotFoundError` or :class:`SelectionError`
+with the nearest names, so that asking for ``hidden3`` in a model that saved ``hiddens3`` says so.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+
+from ..errors import NotFoundError, SelectionError, nearest
+from ..formats.metafile import VARIABLE_COLLECTIONS
+from .metagraph import node_map, op_name, placeholder_shape, placeholders
+
+__all__ = [
+    "CkptSurgeryWarning",
+    "resolve_tensor",
+    "find_placeholder",
+    "select_variables",
+    "scope_matches",
+]
+
+
+class CkptSurgeryWarning(UserWarning):
+    """Something the user asked for works, but probably not as they meant."""
+
+
+def resolve_tensor(meta, ref: str) -> str:
+    """The tensor name (``op:index``) that ``ref`` names in a ``MetaGraphDef``.
+
+    ``ref`` is tried as a collection key (holding exactly one tensor), then as a tensor name
+    (``dnn/hidden3/Relu:0``), then as an op name (its first output).
+
+    Raises:
+        NotFoundError: nothing is called ``ref``; the message lists the nearest collections and ops.
+        SelectionError: ``ref`` is a collection holding other than one tensor.
+    """
+    nodes = node_map(meta)
+    if ref in meta.collection_def and ref not in VARIABLE_COLLECTIONS:
+        col = meta.collection_def[ref]
+        items = list(col.node_list.value) if col.HasField("node_list") else []
+        if len(items) != 1:
+            raise SelectionError(
+                f"collection '{ref}' holds {len(items)} tensors, not one"
+                + (f" ({', '.join(items[:5])}); name one of them instead" if items else "")
+            )
+        return _as_tensor_name(items[0])
+    name = op_name(ref)
+    if name in nodes:
+        tensor = ref if ref != name else f"{name}:0"
+        index = int(tensor.rpartition(":")[2])
+        n_out = _num_outputs(nodes[name])
+        if n_out is not None and index >= n_out:
+            raise NotFoundError(f"op '{name}' has {n_out} output(s); '{ref}' does not exist")
+        return tensor
+    raise NotFoundError(_miss_message(ref, meta, nodes))
+
+
+def find_placeholder(meta, ref: str | None, collection: str, kind: str,
+                     among: set[str] | None = None, exclude: set[str] = frozenset()) -> str | None:
+    """The graph's input (``kind='float'``) or label (``kind='integer'``) tensor name.
+
+    Order: ``ref`` if given; else the single-tensor collection ``collection``; else the only
+    placeholder of that kind (within ``among`` op names when given, never one in ``exclude``).
+    A scalar is never the input (it is a ``keep_prob`` or a learning rate), nor a ``bool``
+    placeholder either kind. Returns None when the graph has no such placeholder.
+
+    Raises:
+        SelectionError: several placeholders fit; the message lists them and the option to use.
+    """
+    if ref is not None:
+        return resolve_tensor(meta, ref)
+    if collection in meta.collection_def:
+        return resolve_tensor(meta, collection)
+    fits = sorted(
+        name for name, dtype in placeholders(meta).items()
+        if (among is None or name in among) and name not in exclude
+        and (dtype.startswith(("float", "bfloat")) and placeholder_shape(meta, name) != ()
+             if kind == "float" else dtype.startswith(("int", "uint")))
+    )
+    if len(fits) > 1:
+        option = "--inputs" if kind == "float" else "--labels"
+        raise SelectionError(
+            f"the graph has {len(fits)} {kind} placeholders ({', '.join(fits)}) and no "
+            f"'{collection}' collection; say which one with {option} NAME"
+            + (" (and give the others values with --feed NAME=VALUE)" if kind == "float" else "")
+        )
+    return f"{fits[0]}:0" if fits else None
+
+
+def scope_matches(regex: str, name: str) -> re.Match | None:
+    """Whether ``name`` is in scope ``regex``, exactly as ``get_collection(key, scope=regex)``
+    decides it (``re.match``: anchored at the start, not at the end)."""
+    return re.match(regex, name)
+
+
+def select_variables(graph, regex: str, collection: str = "variables", what: str = "--scope"):
+    """The variables of ``collection`` in ``graph`` whose name is in scope ``regex``.
+
+    Semantics are those of ``tf.compat.v1.get_collection(collection, scope=regex)``. A regex that
+    matches only part of a scope name (``hidden1`` catching ``hidden10/kernel``) gives a
+    :class:`CkptSurgeryWarning`.
+
+    Raises:
+        SelectionError: ``regex`` is invalid or matches no variable (never a silent no-op).
+    """
+    try:
+        re.compile(regex)
+    except re.error as e:
+        raise SelectionError(f"{what} '{regex}' is not a valid regular expression: {e}") from e
+    variables = graph.get_collection(collection)
+    chosen = graph.get_collection(collection, scope=regex)
+    if not chosen:
+        scopes = sorted({v.op.name.split("/")[0] for v in variables})
+        raise SelectionError(
+            f"{what} '{regex}' matches no variable in collection '{collection}'; "
+            f"top-level scopes are: {', '.join(scopes) or '(none)'}"
+        )
+    for v in chosen:
+        m = scope_matches(regex, v.op.name)
+        end = m.end()
+        name = v.op.name
+        if 0 < end < len(name) and name[end] != "/" and name[end - 1] != "/":
+            warnings.warn(
+                f"{what} '{regex}' matches '{name}' only through part of a scope name; "
+                f"anchor it (e.g. '{regex}/') if that is not what you meant",
+                CkptSurgeryWarning,
+                stacklevel=2,
+            )
+    return chosen
+
+
+def _as_tensor_name(item: str) -> str:
+    return item if op_name(item) != item else f"{item}:0"
+
+
+def _num_outputs(node) -> int | None:
+    shapes = node.attr.get("_output_shapes")
+    return len(shapes.list.shape) if shapes is not None and shapes.list.shape else None
+
+
+def _miss_message(ref: str, meta, nodes) -> str:
+    keys = [k for k in meta.collection_def if k not in VARIABLE_COLLECTIONS]
+    near_keys = nearest(ref, keys, n=2)
+    near_ops = nearest(op_name(ref), nodes, n=3)
+    hints = [f"collection '{k}'" for k in near_keys] + [f"op '{o}'" for o in near_ops]
+    msg = f"no collection or tensor '{ref}'"
+    if hints:
+        msg += f"; did you mean {' or '.join(hints[:3])}?"
+    else:
+        msg += f"; collections are: {', '.join(sorted(keys)) or '(none)'}"
+    return msg

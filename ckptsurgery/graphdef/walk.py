@@ -1,0 +1,57 @@
+"""Walking graphs: the one reachability walk, and what a set of tensors depends on.
+
+:func:`reachable` serves every walk of the package, over op names of a ``GraphDef`` or over the
+ops of a live ``tf.Graph``; :func:`ancestors` is the walk over a ``MetaGraphDef``'s inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import TypeVar
+
+from ..errors import NotFoundError
+from .collections import variable_defs
+from .metagraph import node_map, op_name
+
+__all__ = ["reachable", "ancestors"]
+
+T = TypeVar("T")
+
+
+def reachable(starts: Iterable[T], neighbours: Callable[[T], Iterable[T]],
+              enter: Callable[[T], bool] = lambda _: True) -> set[T]:
+    """Everything reachable from ``starts`` through ``neighbours``, ``starts`` included,
+    entering (and going on from) only the nodes ``enter`` accepts."""
+    seen: set[T] = set()
+    stack = list(starts)
+    while stack:
+        node = stack.pop()
+        if node in seen or not enter(node):
+            continue
+        seen.add(node)
+        stack.extend(neighbours(node))
+    return seen
+
+
+def ancestors(meta, refs: list[str]) -> set[str]:
+    """The op names that the tensors or ops ``refs`` depend on, themselves included, plus the
+    initialisers of every variable among them.
+
+    Raises:
+        NotFoundError: a ref names no op of the graph.
+    """
+    nodes = node_map(meta)
+    vdefs = variable_defs(meta)
+    starts = [op_name(r) for r in refs]
+    for name in starts:
+        if name not in nodes:
+            raise NotFoundError(f"no op '{name}' in the graph")
+
+    def inputs(name: str):
+        yield from (op_name(i) for i in nodes[name].input)
+        vdef = vdefs.get(name)
+        if vdef is not None:
+            yield from (op_name(n) for n in (vdef.initializer_name, vdef.snapshot_name,
+                                             vdef.initial_value_name) if n)
+
+    return reachable(starts, inputs, enter=lambda name: name in nodes)

@@ -1,0 +1,402 @@
+"""Looking inside a checkpoint: its format, variables and their roles, and what its ``.meta`` holds.
+
+Variables are listed from the checkpoint's index (no tensor is read but the step counter), so
+inspecting a checkpoint of any size is instant. The ``.meta`` is read as a protobuf; whether this
+TensorFlow can import it is answered by looking for op types it does not register and then, in a
+fresh graph, by trying the plain ``tf.compat.v1.train.import_meta_graph`` a user would run, so the
+report can say why it fails (an unregistered op, a collection naming an op the graph does not
+have) instead of crashing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+from ..graphdef.slots import VariableRole, classify
+from ..graphdef.walk import reachable
+
+__all__ = ["MetaSummary", "Inspection", "inspect_checkpoint", "import_check"]
+
+_OBJECT_GRAPH = "_CHECKPOINTABLE_OBJECT_GRAPH"
+_TRAINING_SCOPES = ("gradients", "Adam", "GradientDescent", "Momentum", "RMSProp", "Adagrad",
+                    "Ftrl", "Adadelta", "train", "optimizer", "report_uninitialized_variables",
+                    "save", "loss", "Loss", "metrics", "accuracy", "Accuracy", "summaries")
+_BOOKKEEPING_OPS = ("NoOp", "Assign", "AssignAdd", "AssignSub", "AssignVariableOp", "Const",
+                    "ScalarSummary", "HistogramSummary", "MergeSummary", "Placeholder",
+                    "PlaceholderWithDefault", "VariableV2", "Variable", "VarHandleOp",
+                    "IsVariableInitialized", "VarIsInitializedOp", "Shape", "Size", "Rank")
+
+
+@dataclass
+class MetaSummary:
+    """What a ``.meta`` holds, and whether this TensorFlow imports it.
+
+    ``importable`` is None when the import was not tried; ``import_error`` is TensorFlow's own
+    message, ``import_explanation`` what it means and what to do.
+    """
+
+    path: str
+    tf_version: str | None
+    n_ops: int
+    op_types: dict[str, int]
+    collections: dict[str, dict]
+    placeholders: list[dict]
+    likely_outputs: list[str]
+    saver: dict
+    devices: list[str]
+    unregistered_ops: list[str]
+    stale_collection_entries: dict[str, list[str]]
+    importable: bool | None = None
+    import_error: str | None = None
+    import_explanation: str | None = None
+    graft_points: list[dict] = field(default_factory=list)
+    graft_points_note: str | None = None
+
+
+@dataclass
+class Inspection:
+    """A checkpoint as :func:`inspect_checkpoint` sees it; :meth:`as_dict` is the ``--json``
+    form, :meth:`lines` the text form."""
+
+    prefix: str
+    format: str
+    shards: int
+    files: list[dict]
+    variables: list[dict]
+    totals: dict
+    optimizers: dict[str, dict]
+    global_step: dict | None
+    object_based: bool
+    meta: MetaSummary | None = None
+    roles: dict[str, VariableRole] = field(default_factory=dict, repr=False)
+
+    def as_dict(self) -> dict:
+        out = asdict(self)
+        out.pop("roles")
+        return out
+
+    def lines(self) -> list[str]:
+        fmt = ("V1 single file (the format before TF 0.12)" if self.format == "V1" else
+               f"V2 bundle: .index + {self.shards} data shard{'s' if self.shards != 1 else ''}")
+        disk = sum(f["bytes"] for f in self.files)
+        t = self.totals
+        kinds = ", ".join(f"{k} {v['count']} ({v['bytes']:,} B)" for k, v in t["by_kind"].items())
+        out = [f"checkpoint   {self.prefix}",
+               f"format       {fmt}, {disk:,} bytes on disk"
+               + (", TF2 object-based" if self.object_based else ""),
+               f"variables    {t['count']} tensors, {t['bytes']:,} bytes: {kinds}",
+               "dtypes       " + ", ".join(f"{d} {n}" for d, n in t["by_dtype"].items())]
+        if self.optimizers:
+            out.append("optimizer    " + "; ".join(
+                f"{name}: {o['slots']} slot(s) ({', '.join(o['slot_names'])})"
+                + (f", state {', '.join(o['state'])}" if o["state"] else "")
+                for name, o in self.optimizers.items()))
+        else:
+            out.append("optimizer    no slots (saved without optimizer state)")
+        gs = self.global_step
+        out.append(f"global_step  {gs['name']} = {gs['value']} ({gs['dtype']})" if gs
+                   else "global_step  none")
+        out.append("")
+        width = max([len(v["name"]) for v in self.variables] + [4])
+        out.append(f"  {'NAME':<{width}}  {'SHAPE':<16} {'DTYPE':<8} {'BYTES':>12}  ROLE")
+        for v in self.variables:
+            out.append(f"  {v['name']:<{width}}  {str(v['shape']):<16} {v['dtype']:<8} "
+                       f"{v['bytes']:>12,}  {v['role']}")
+        if self.meta is not None:
+            out.append("")
+            out += _meta_lines(self.meta)
+        else:
+            out.append("")
+            out.append("meta-graph   none (no .meta beside the checkpoint)")
+        return out
+
+
+def inspect_checkpoint(path: str, *, check_import: bool = True) -> Inspection:
+    """Describe the checkpoint at ``path`` (prefix, any of its files, or a folder).
+
+    Args:
+        check_import: try importing the ``.meta`` in a fresh graph (it is never imported into
+            the caller's graph); False skips that.
+
+    Raises:
+        CheckpointNotFoundError, CheckpointCorruptError: see
+            :func:`~ckptsurgery.formats.checkpoint.open_checkpoint`.
+    """
+    from ..formats.checkpoint import open_checkpoint
+
+    ckpt = open_checkpoint(path)
+    infos = dict(ckpt.variables)
+    object_based = bool(ckpt.reader.has_tensor(_OBJECT_GRAPH))
+    names = list(infos) + ([_OBJECT_GRAPH] if object_based else [])
+    roles = classify(names)
+    variables = []
+    for name in sorted(names):
+        if name == _OBJECT_GRAPH:
+            size = len(ckpt.reader.get_tensor(name))
+            variables.append({"name": name, "shape": [], "dtype": "string", "bytes": size,
+                              "role": "bookkeeping"})
+            continue
+        info = infos[name]
+        variables.append({"name": name, "shape": list(info.shape), "dtype": info.dtype,
+                          "bytes": info.nbytes, "role": _role_text(roles[name])})
+    files = [{"path": p, "bytes": os.path.getsize(p)} for p in ckpt.files.paths]
+    result = Inspection(
+        prefix=ckpt.prefix, format=ckpt.files.format, shards=len(ckpt.files.data), files=files,
+        variables=variables, totals=_totals(variables, roles), optimizers=_optimizers(roles),
+        global_step=_global_step(ckpt, roles), object_based=object_based, roles=roles,
+    )
+    if ckpt.files.meta:
+        result.meta = summarize_meta(ckpt.meta_graph, ckpt.files.meta, check_import=check_import)
+    return result
+
+
+def summarize_meta(meta, path: str, *, check_import: bool = True) -> MetaSummary:
+    """A :class:`MetaSummary` of a parsed ``MetaGraphDef`` read from ``path``."""
+    from ..graphdef.collections import collection_items, collection_kind
+    from ..graphdef.metagraph import tf_version, unregistered_ops
+
+    nodes = meta.graph_def.node
+    summary = MetaSummary(
+        path=path, tf_version=tf_version(meta), n_ops=len(nodes),
+        op_types=dict(Counter(n.op for n in nodes).most_common()),
+        collections={k: {"kind": collection_kind(meta, k),
+                         "items": collection_items(meta, k)}
+                     for k in sorted(meta.collection_def)},
+        placeholders=_placeholders(meta), likely_outputs=_likely_outputs(meta),
+        saver=_saver_summary(meta), devices=sorted({n.device for n in nodes if n.device}),
+        unregistered_ops=unregistered_ops(meta),
+        stale_collection_entries=_stale_entries(meta),
+    )
+    if check_import:
+        summary.importable, summary.import_error, summary.import_explanation = import_check(
+            meta, summary)
+        if not summary.unregistered_ops:  # ckptsurgery's import drops stale entries first
+            from ..graph.graftpoints import find_graft_points
+
+            points, summary.graft_points_note = find_graft_points(meta)
+            summary.graft_points = [p.as_dict() for p in points]
+    return summary
+
+
+def import_check(meta, summary: MetaSummary | None = None) -> tuple[bool, str | None, str | None]:
+    """Whether plain ``tf.compat.v1.train.import_meta_graph`` imports ``meta`` (tried in a fresh
+    graph), TensorFlow's error if not, and an explanation.
+
+    Returns:
+        ``(importable, error, explanation)``.
+    """
+    import tensorflow as tf
+
+    from ..graphdef.metagraph import tf_version, unregistered_ops
+
+    written = f"written by TensorFlow {tf_version(meta) or 'unknown (before 1.0?)'}"
+    missing = summary.unregistered_ops if summary else unregistered_ops(meta)
+    if missing:
+        return False, f"unregistered op(s): {', '.join(missing)}", (
+            f"the graph ({written}) uses op(s) TensorFlow {tf.__version__} no longer registers; "
+            "inspect, diff, rename, strip, cast and convert do not import it and still work")
+    stale = summary.stale_collection_entries if summary else _stale_entries(meta)
+    try:
+        with tf.Graph().as_default():
+            tf.compat.v1.train.import_meta_graph(meta, clear_devices=True)
+    except Exception as e:  # TF raises KeyError, ValueError, TypeError, OpErrors here
+        error = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}"
+        if stale:
+            key, refs = next(iter(stale.items()))
+            return False, error, (
+                f"collection '{key}' names {', '.join(repr(r) for r in refs[:3])}, which "
+                f"{'is' if len(refs) == 1 else 'are'} not in the graph ({written}; TFLearn, for "
+                "one, saves Python objects in collections and their names point nowhere); "
+                "import_meta_graph looks every collection entry up and fails. ckptsurgery's "
+                "rename, strip and cast drop such entries, so their .meta imports")
+        return False, error, f"TensorFlow {tf.__version__} rejects the graph ({written})"
+    return True, None, None
+
+
+def _role_text(role: VariableRole) -> str:
+    if role.kind == "slot":
+        return f"slot {role.slot} ({role.optimizer}) of {role.primary}"
+    if role.kind == "optimizer":
+        return f"optimizer state ({role.optimizer})" if role.optimizer else "optimizer state"
+    return role.kind
+
+
+def _totals(variables: list[dict], roles: dict[str, VariableRole]) -> dict:
+    by_kind: dict[str, dict] = {}
+    by_dtype: Counter = Counter()
+    for v in variables:
+        kind = roles[v["name"]].kind
+        entry = by_kind.setdefault(kind, {"count": 0, "bytes": 0})
+        entry["count"] += 1
+        entry["bytes"] += v["bytes"]
+        by_dtype[v["dtype"]] += 1
+    return {"count": len(variables), "bytes": sum(v["bytes"] for v in variables),
+            "by_kind": by_kind, "by_dtype": dict(by_dtype.most_common())}
+
+
+def _optimizers(roles: dict[str, VariableRole]) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for name, role in roles.items():
+        if role.kind not in ("slot", "optimizer"):
+            continue
+        entry = out.setdefault(role.optimizer or "unknown",
+                               {"slots": 0, "slot_names": [], "state": []})
+        if role.kind == "slot":
+            entry["slots"] += 1
+            if role.slot not in entry["slot_names"]:
+                entry["slot_names"].append(role.slot)
+        else:
+            entry["state"].append(name)
+    return out
+
+
+def _global_step(ckpt, roles: dict[str, VariableRole]) -> dict | None:
+    steps = [n for n, r in roles.items() if r.kind == "step" and n in ckpt.variables]
+    if not steps:
+        return None
+    name = next((n for n in steps if "global_step" in n.lower()), steps[0])
+    info = ckpt.variables[name]
+    value = ckpt.read(name) if not info.shape else None
+    if value is not None:
+        value = value.item()
+        value = int(value) if float(value).is_integer() else value
+    return {"name": name, "value": value, "dtype": info.dtype}
+
+
+def _placeholders(meta) -> list[dict]:
+    from ..graphdef.metagraph import placeholder_shape, placeholders
+
+    out = []
+    for name, dtype in placeholders(meta).items():
+        shape = placeholder_shape(meta, name)
+        out.append({"name": name, "dtype": dtype, "shape": None if shape is None else list(shape)})
+    return out
+
+
+def _stale_entries(meta) -> dict[str, list[str]]:
+    """Collection entries (node lists) naming ops the graph does not have."""
+    from ..graphdef.metagraph import op_name
+
+    names = {n.name for n in meta.graph_def.node}
+    stale = {}
+    for key in sorted(meta.collection_def):
+        col = meta.collection_def[key]
+        if col.HasField("node_list"):
+            refs = [v for v in col.node_list.value if op_name(v) not in names]
+            if refs:
+                stale[key] = refs
+    return stale
+
+
+def _likely_outputs(meta) -> list[str]:
+    """The model's inference outputs (:func:`~ckptsurgery.graph.graftpoints.inference_outputs`);
+    without any, the ops that end the forward pass (what depends on a variable outside training
+    scopes and feeds nothing but losses and metrics)."""
+    from ..graph.graftpoints import inference_outputs
+    from ..graphdef.metagraph import op_name
+
+    found = inference_outputs(meta)
+    if found:
+        return found[:8]
+    consumers: dict[str, list[str]] = {}
+    for node in meta.graph_def.node:
+        for inp in node.input:
+            if not inp.startswith("^"):
+                consumers.setdefault(op_name(inp), []).append(node.name)
+    forward = _forward_nodes(meta, consumers)
+    return [f"{node.name}:0" for node in meta.graph_def.node
+            if node.name in forward and node.op not in _BOOKKEEPING_OPS
+            and not _loss_scope(node.name)
+            and not any(c in forward and not _loss_scope(c) for c in consumers.get(node.name, ()))
+            ][:8]
+
+
+def _loss_scope(name: str) -> bool:
+    """Names of losses and metrics, which consume a model's outputs but are not outputs."""
+    head = name.split("/", 1)[0].lower()
+    return any(w in head for w in ("loss", "entropy", "xent", "accuracy", "eval", "metric",
+                                   "mean_squared_error"))
+
+
+def _training_scope(name: str) -> bool:
+    head = name.split("/", 1)[0]
+    return head in _TRAINING_SCOPES or head.startswith(("gradients", "save_", "train"))
+
+
+def _forward_nodes(meta, consumers: dict[str, list[str]]) -> set[str]:
+    """Nodes that depend on a variable through data edges, outside training scopes."""
+    from ..graphdef.saver import VARIABLE_OPS
+
+    nodes = {n.name: n for n in meta.graph_def.node}
+    seen = reachable(
+        [n.name for n in meta.graph_def.node if n.op in VARIABLE_OPS],
+        lambda name: consumers.get(name, ()),
+        enter=lambda name: not (_training_scope(name) or nodes[name].op in _BOOKKEEPING_OPS[:6]))
+    return {n for n in seen if nodes[n].op not in VARIABLE_OPS}
+
+
+def _saver_summary(meta) -> dict:
+    from ..graphdef.saver import UnsupportedSaverError, saved_variables, saver_scope
+
+    if not meta.HasField("saver_def"):
+        return {"present": False}
+    sd = meta.saver_def
+    out = {"present": True, "scope": saver_scope(meta),
+           "version": type(sd).CheckpointFormatVersion.Name(sd.version),
+           "sharded": bool(sd.sharded)}
+    try:
+        out["tensors"] = len(saved_variables(meta))
+    except UnsupportedSaverError as e:
+        out["tensors"] = None
+        out["note"] = str(e)
+    return out
+
+
+def _meta_lines(m: MetaSummary) -> list[str]:
+    saver = m.saver
+    saver_text = ("no saver" if not saver.get("present") else
+                  f"saver {saver['version']}{', sharded' if saver['sharded'] else ''}, "
+                  f"{saver.get('tensors')} tensors")
+    out = [f"meta-graph   {m.path}: {m.n_ops} ops, written by TensorFlow "
+           f"{m.tf_version or 'unknown (before 1.0?)'}, {saver_text}"]
+    if m.importable is None:
+        out.append("imports      not checked")
+    elif m.importable:
+        out.append("imports      yes, with plain tf.compat.v1.train.import_meta_graph")
+    else:
+        out.append(f"imports      NO: {m.import_error}")
+        if m.import_explanation:
+            out.append(f"             {m.import_explanation}")
+    if m.devices:
+        out.append(f"devices      {', '.join(m.devices)} (cleared on import by ckptsurgery)")
+    inputs = ", ".join(f"{p['name']} {p['dtype']} {_shape_text(p['shape'])}"
+                       for p in m.placeholders[:8]) or "none"
+    if len(m.placeholders) > 8:
+        inputs += f", ... ({len(m.placeholders)} in all)"
+    out.append(f"inputs       (placeholders) {inputs}")
+    out.append(f"outputs      (inference) {', '.join(m.likely_outputs) or 'none found'}")
+    if m.graft_points:
+        out.append("graft points (nearest to the output first; add --dense NAME:UNITS and --out)")
+        for p in m.graft_points:
+            out.append(f"  --at {p['at']:<36} {_shape_text(p['shape']):<18} {' '.join(p['flags'])}")
+    elif m.graft_points_note:
+        out.append(f"graft points none: {m.graft_points_note}")
+    out.append("collections")
+    for key, col in m.collections.items():
+        items = col["items"]
+        shown = ", ".join(items[:4]) + (f", ... ({len(items)} in all)" if len(items) > 4 else "")
+        stale = m.stale_collection_entries.get(key)
+        note = f"  [not in the graph: {', '.join(stale)}]" if stale else ""
+        out.append(f"  {key} ({col['kind']}): {shown}{note}")
+    top = list(m.op_types.items())[:15]
+    out.append("op types     " + ", ".join(f"{op} {n}" for op, n in top)
+               + (f", ... ({len(m.op_types)} types)" if len(m.op_types) > 15 else ""))
+    return out
+
+
+def _shape_text(shape) -> str:
+    if shape is None:
+        return "(shape unknown)"
+    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"

@@ -1,0 +1,241 @@
+"""Checking a checkpoint end to end: its files, every tensor's checksum, the ``.meta`` against the data.
+
+:func:`verify_checkpoint` does not stop at the first problem: it returns a :class:`VerifyReport`
+that names each one (the variable, the file, what was expected), the way PyTorch's
+``load_state_dict`` reports missing and mismatched keys. What is checked:
+
+1. the structure of the files, in pure Python (:func:`~ckptsurgery.formats.bundle.check_bundle`), before
+   TensorFlow reads anything;
+2. every tensor, read through TensorFlow's reader, which recomputes the CRC32C of the tensor's
+   bytes and compares it with the one stored in its bundle entry (``DataLoss: Checksum does not
+   match``); V1 checkpoints are covered by their per-block checksums instead;
+3. the ``.meta``: it parses as a ``MetaGraphDef``, and every tensor its saver restores exists in
+   the data with the dtype the restore op reads and the shape of the variable it goes into.
+
+:func:`check_written` is the same check as a gate: ``export_checkpoint`` runs it on every
+checkpoint it writes, before moving it into place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..errors import CheckpointCorruptError, CkptSurgeryError, InternalError
+
+__all__ = ["Problem", "VerifyReport", "verify_checkpoint", "check_written"]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a checkpoint.
+
+    ``kind`` is ``files`` (structure, unreadable), ``data`` (a tensor does not read back, e.g. a
+    checksum mismatch), ``meta`` (the ``.meta`` does not parse), ``missing`` (the saver restores
+    a key the data lacks), ``shape`` or ``dtype`` (the data does not fit the variable).
+    """
+
+    kind: str
+    name: str
+    message: str
+
+    def __str__(self) -> str:
+        if self.kind in ("files", "meta"):  # the message names the file
+            return f"{self.kind}: {self.message}"
+        return f"{self.kind}: '{self.name}': {self.message}"
+
+
+@dataclass
+class VerifyReport:
+    """What :func:`verify_checkpoint` checked and found."""
+
+    prefix: str
+    format: str = ""
+    files: list[str] = field(default_factory=list)
+    tensors_read: int = 0
+    bytes_read: int = 0
+    meta_checked: bool = False
+    restored_checked: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def summary(self) -> str:
+        """One line: OK, or how many problems and the first."""
+        if self.ok:
+            return f"checkpoint '{self.prefix}' is intact"
+        more = f" (and {len(self.problems) - 1} more)" if len(self.problems) > 1 else ""
+        return (f"checkpoint '{self.prefix}' is broken: {self.problems[0]}{more}; copy it "
+                "again from its source, or rewrite it from a good copy")
+
+    def __str__(self) -> str:
+        lines = [f"checkpoint: {self.prefix} ({self.format or 'unknown format'}, "
+                 f"{len(self.files)} file(s))",
+                 f"tensors:    {self.tensors_read} read back, {self.bytes_read:,} bytes"
+                 + (", checksums match" if self.tensors_read and not self._has("data") else "")]
+        if self.meta_checked and self.tensors_read:
+            lines.append(f"meta:       {self.restored_checked} tensor(s) the saver restores "
+                         "checked against the data")
+        elif self.meta_checked:
+            lines.append("meta:       parsed; not checked against the unreadable data")
+        elif not self._has("meta"):
+            lines.append("meta:       none (no .meta file)")
+        if self.ok:
+            lines.append("OK")
+        else:
+            lines.append(f"PROBLEMS ({len(self.problems)}):")
+            lines += [f"  {p}" for p in self.problems]
+        return "\n".join(lines)
+
+    def as_dict(self) -> dict:
+        return {
+            "prefix": self.prefix, "format": self.format, "files": self.files, "ok": self.ok,
+            "tensors_read": self.tensors_read, "bytes_read": self.bytes_read,
+            "meta_checked": self.meta_checked, "restored_checked": self.restored_checked,
+            "problems": [{"kind": p.kind, "name": p.name, "message": p.message}
+                         for p in self.problems],
+        }
+
+    def _has(self, kind: str) -> bool:
+        return any(p.kind == kind for p in self.problems)
+
+
+def verify_checkpoint(path: str) -> VerifyReport:
+    """Check the checkpoint at ``path`` (prefix, one of its files, or a folder).
+
+    Returns:
+        A :class:`VerifyReport`; ``report.ok`` is False when anything is wrong.
+
+    Raises:
+        CheckpointNotFoundError: there is no checkpoint at ``path`` (nothing to verify).
+        UserError: its files cannot be read (permission denied): not a verdict on the data.
+    """
+    from ..formats.bundle import check_bundle
+    from ..formats.checkpoint import open_checkpoint
+
+    ckpt = open_checkpoint(path)
+    files = ckpt.files
+    report = VerifyReport(files.prefix, files.format, list(files.paths))
+    saved = None
+    try:
+        check_bundle(files, thorough=True)
+        saved = ckpt.variables
+    except CkptSurgeryError as e:
+        report.problems.append(Problem("files", files.index or files.prefix, str(e)))
+    for name, info in (saved or {}).items():
+        try:
+            ckpt.read(name)
+        except CkptSurgeryError as e:
+            report.problems.append(Problem("data", name, _tf_detail(e)))
+            continue
+        report.tensors_read += 1
+        report.bytes_read += info.nbytes
+    if files.meta:
+        _check_meta(ckpt, saved, report)
+    return report
+
+
+def check_written(prefix: str) -> None:
+    """Verify a checkpoint just written (the check ``staged_checkpoint`` runs before the rename).
+
+    Raises:
+        CheckpointCorruptError: only its ``.meta`` disagrees with its data, which happens when a
+            ``.meta`` carried over from a damaged input says other shapes or dtypes than the data.
+        InternalError: the data does not read back (a bug, or a failing disk).
+        Either way nothing is moved into place.
+    """
+    report = verify_checkpoint(prefix)
+    if report.ok:
+        return
+    first = report.problems[0]
+    if all(p.kind in _META_VS_DATA for p in report.problems):
+        raise CheckpointCorruptError(
+            f"the checkpoint written does not verify: its .meta does not fit its data ({first}); "
+            "a .meta carried over from the input says so too: check the input with 'ckptsurgery "
+            "verify'. Nothing was moved into place")
+    raise InternalError(
+        f"the checkpoint just written does not verify ({first}); nothing was moved into place: "
+        "check the disk, then report this")
+
+
+_META_VS_DATA = ("shape", "dtype", "missing")
+
+
+def _check_meta(ckpt, saved, report: VerifyReport) -> None:
+    try:
+        meta = ckpt.meta_graph
+    except CkptSurgeryError as e:
+        report.problems.append(Problem("meta", ckpt.files.meta, str(e)))
+        return
+    report.meta_checked = True
+    if saved is None:
+        return
+    try:
+        restored = _saver_tensors(meta)
+    except Exception as e:  # a damaged graph can break the walk anywhere: that is the finding
+        report.problems.append(Problem(
+            "meta", ckpt.files.meta, f"'{ckpt.files.meta}': its saver cannot be read ({e})"))
+        return
+    for key, dtype, shape in restored:
+        report.restored_checked += 1
+        info = saved.get(key)
+        if info is None:
+            report.problems.append(Problem(
+                "missing", key, "the .meta's saver restores it, but the data has no such tensor"))
+        elif dtype != info.dtype:
+            report.problems.append(Problem(
+                "dtype", key, f"the .meta's saver reads it as {dtype}, the data holds "
+                f"{info.dtype}"))
+        elif shape is not None and tuple(shape) != tuple(info.shape):
+            report.problems.append(Problem(
+                "shape", key, f"the .meta's variable has shape {list(shape)}, the data "
+                f"{list(info.shape)}"))
+
+
+def _saver_tensors(meta) -> list[tuple[str, str, tuple[int, ...] | None]]:
+    """``(checkpoint key, dtype name, full shape or None)`` of each tensor the graph's saver
+    saves and restores (:func:`~ckptsurgery.graphdef.saver.saved_variables`), once per key."""
+    from ..formats.bundle import DTYPE_NAMES
+    from ..graphdef.metagraph import node_map
+    from ..graphdef.saver import UnsupportedSaverError, saved_variables
+
+    try:
+        saved = saved_variables(meta)
+    except UnsupportedSaverError:  # it saves something else than variables: not checkable
+        return []
+    nodes = node_map(meta)
+    out = {}
+    for v in saved:
+        enum = v.stored_dtype or v.dtype
+        enum = enum - 100 if enum > 100 else enum  # reference types
+        dtype = DTYPE_NAMES.get(enum, (f"<dtype {enum}>", 0))[0]
+        out.setdefault(v.key, (v.key, dtype, _full_shape(v.slice_spec)
+                               or _variable_shape(nodes.get(v.node))))
+    return list(out.values())
+
+
+def _tf_detail(e: Exception) -> str:
+    text = str(e)
+    if "Checksum does not match" in text:
+        return ("the checksum of its bytes does not match the one stored when it was saved: "
+                "the data shard was damaged")
+    return text
+
+
+def _full_shape(spec: str) -> tuple[int, ...] | None:
+    """The full shape a ``"784 300 0,392:0,300"`` shape-and-slice spec gives, if any."""
+    parts = spec.split()
+    try:
+        return tuple(int(p) for p in parts[:-1]) if len(parts) >= 2 else None
+    except ValueError:
+        return None
+
+
+def _variable_shape(node) -> tuple[int, ...] | None:
+    if node is None or "shape" not in node.attr:
+        return None
+    shape = node.attr["shape"].shape
+    if shape.unknown_rank or any(d.size < 0 for d in shape.dim):
+        return None
+    return tuple(int(d.size) for d in shape.dim)

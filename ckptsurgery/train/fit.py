@@ -1,0 +1,252 @@
+"""Training a classifier graph: loss, accuracy and optimizer ops, then a minibatch loop.
+
+Works on any graph with a float input, integer labels and logits: a grafted one or the demo's
+base model. Validation accuracy is measured after each epoch and the best epoch's weights are
+kept. ``feed_point`` (a cut tensor) enables caching: the frozen part runs once over the data set
+and the upper layers train on its fed outputs, as the original write-up does with hidden2.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import DataError, UserError
+from ..graph.restore import assign
+from ..graphdef.walk import reachable
+from .optimizers import OPTIMIZERS, make_optimizer
+
+__all__ = ["TrainConfig", "TrainingOps", "EpochResult", "History",
+           "add_training_ops", "fit", "evaluate"]
+
+
+
+@dataclass
+class TrainConfig:
+    """How to train: optimizer (``sgd``, ``momentum`` with 0.9, ``adam``), learning rate,
+    epochs, batch size, seed of the shuffling, and whether to cache the frozen part's output."""
+
+    optimizer: str = "adam"
+    lr: float = 0.001
+    epochs: int = 5
+    batch_size: int = 50
+    seed: int = 42
+    cache_frozen: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for option, value in (("--epochs", self.epochs), ("--batch-size", self.batch_size)):
+            if value < 1:
+                raise UserError(f"{option} {value}: give a whole number of at least 1")
+        if not self.lr > 0:
+            raise UserError(f"--lr {self.lr:g}: the learning rate must be a positive number")
+
+
+@dataclass
+class TrainingOps:
+    """The ops :func:`add_training_ops` adds: mean cross-entropy, accuracy, one training step;
+    and what every run feeds besides inputs and labels (``feeds``: placeholder tensor ->
+    :class:`~ckptsurgery.graphdef.feeds.Feed`; ``train_feeds``: overrides in training steps)."""
+
+    inputs: object
+    labels: object
+    logits: object
+    loss: object
+    accuracy: object
+    train_op: object
+    var_list: list
+    feed_point: object | None = None
+    feeds: dict = field(default_factory=dict)
+    train_feeds: dict = field(default_factory=dict)
+
+
+@dataclass
+class EpochResult:
+    epoch: int
+    valid_accuracy: float
+    seconds: float
+
+
+@dataclass
+class History:
+    """Per-epoch results; the best epoch's weights are what the session holds after :func:`fit`."""
+
+    epochs: list[EpochResult] = field(default_factory=list)
+    best_epoch: int = 0
+    best_valid_accuracy: float = 0.0
+    test_accuracy: float | None = None
+
+    def as_dict(self) -> dict:
+        return {
+            "valid_accuracy": [e.valid_accuracy for e in self.epochs],
+            "seconds": [e.seconds for e in self.epochs],
+            "best_epoch": self.best_epoch,
+            "final_valid_accuracy": self.best_valid_accuracy,
+            "test_accuracy": self.test_accuracy,
+        }
+
+
+def add_training_ops(inputs, labels, logits, var_list, config: TrainConfig,
+                     feed_point=None, *, feeds=None, train_feeds=None,
+                     update_ops=()) -> TrainingOps:
+    """Add loss (``loss/``), accuracy (``eval/``) and a training step (``train/``) to the graph
+    of ``logits``; only ``var_list`` is trained. ``update_ops`` (batch-norm statistics) run
+    with each step, as control dependencies of it.
+
+    Raises:
+        UserError: unknown optimizer, no label tensor, or nothing to train.
+    """
+    import tensorflow as tf
+
+    tf1 = tf.compat.v1
+    if labels is None:
+        raise UserError("the graph has no integer label placeholder; name it with --labels NAME")
+    if not labels.dtype.is_integer:
+        raise UserError(
+            f"label tensor '{labels.name}' is {labels.dtype.name}; training needs integer class "
+            "labels (a one-hot float placeholder cannot be fed from the data's labels); "
+            "name an integer placeholder with --labels, or omit --labels and graft adds one"
+        )
+    if config.optimizer not in OPTIMIZERS:
+        raise UserError(f"unknown optimizer '{config.optimizer}'; use one of {', '.join(OPTIMIZERS)}")
+    if not var_list:
+        raise UserError("no variable would train; widen --train-scope")
+    with logits.graph.as_default():
+        with tf1.name_scope("loss"):
+            xentropy = tf1.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+            loss = tf1.reduce_mean(xentropy, name="loss")
+        with tf1.name_scope("eval"):
+            correct = tf1.nn.in_top_k(logits, labels, 1)
+            accuracy = tf1.reduce_mean(tf1.cast(correct, tf1.float32), name="accuracy")
+        with tf1.name_scope("train"):
+            opt = make_optimizer(config.optimizer, config.lr)
+            with tf1.control_dependencies(list(update_ops)):
+                train_op = opt.minimize(loss, var_list=var_list)
+        tf1.add_to_collection(tf1.GraphKeys.TRAIN_OP, train_op)
+    return TrainingOps(inputs, labels, logits, loss, accuracy, train_op, list(var_list), feed_point,
+                       dict(feeds or {}), dict(train_feeds or {}))
+
+
+def evaluate(session, ops: TrainingOps, x: np.ndarray, y: np.ndarray, *, fed=None,
+             batch: int = 5000) -> float:
+    """Accuracy of the graph on ``(x, y)``; ``fed`` holds cached feed-point values instead of x."""
+    correct = 0.0
+    for start in range(0, len(y), batch):
+        feed = _feed(ops, x, y, fed, slice(start, start + batch))
+        correct += session.run(ops.accuracy, feed) * len(y[start:start + batch])
+    return float(correct / len(y))
+
+
+def fit(session, ops: TrainingOps, data, config: TrainConfig,
+        on_epoch: Callable[[EpochResult], None] | None = None) -> History:
+    """Train with minibatches, validate each epoch, keep the best epoch's weights.
+
+    Args:
+        session: session of the graph, variables initialised or restored.
+        ops: from :func:`add_training_ops`.
+        data: a :class:`~ckptsurgery.train.data.Split`.
+        config: the :class:`TrainConfig`; ``cache_frozen`` needs ``ops.feed_point``.
+        on_epoch: called after each epoch (the CLI prints a line).
+    """
+    from tqdm import tqdm
+
+    _check_data(ops, data)
+    fed = {}
+    if config.cache_frozen:
+        if ops.feed_point is None:
+            raise UserError("--cache-frozen needs a cut (--cut-after REF): its output is what is cached")
+        fed = {name: _run_in_chunks(session, ops, x) for name, x in
+               (("train", data.x_train), ("valid", data.x_valid), ("test", data.x_test))
+               if x is not None}
+    rng = np.random.RandomState(config.seed)
+    history = History()
+    best = None
+    n = len(data.y_train)
+    for epoch in range(1, config.epochs + 1):
+        start = time.perf_counter()
+        order = rng.permutation(n)
+        batches = range(0, n, config.batch_size)
+        bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False,
+                   disable=None if config.progress else True)
+        for i in bar:
+            idx = order[i:i + config.batch_size]
+            session.run(ops.train_op, _feed(ops, data.x_train, data.y_train, fed.get("train"), idx,
+                                            training=True))
+        bar.close()
+        acc = evaluate(session, ops, data.x_valid, data.y_valid, fed=fed.get("valid"))
+        result = EpochResult(epoch, acc, time.perf_counter() - start)
+        history.epochs.append(result)
+        if best is None or acc > history.best_valid_accuracy:
+            history.best_epoch, history.best_valid_accuracy = epoch, acc
+            best = session.run(ops.var_list)
+        if on_epoch:
+            on_epoch(result)
+    if best is not None:
+        for var, value in zip(ops.var_list, best, strict=True):
+            assign(session, var, value)
+    if data.x_test is not None:
+        history.test_accuracy = evaluate(session, ops, data.x_test, data.y_test, fed=fed.get("test"))
+    return history
+
+
+def _feed(ops, x, y, fed, idx, training: bool = False):
+    labels = y[idx].astype(ops.labels.dtype.as_numpy_dtype)
+    if fed is not None:
+        return {ops.feed_point: fed[idx], ops.labels: labels}
+    return {ops.inputs: x[idx], ops.labels: labels, **_switches(ops, len(labels), training)}
+
+
+def _switches(ops, n: int, training: bool) -> dict:
+    """Values of the placeholders fed besides inputs and labels, for a batch of ``n`` rows."""
+    from ..graphdef.feeds import feed_array
+
+    out = {t: feed_array(f, n) for t, f in ops.feeds.items()}
+    if training:
+        out.update({t: np.asarray(v) for t, v in ops.train_feeds.items()})
+    return out
+
+
+def _run_in_chunks(session, ops, x, chunk: int = 5000) -> np.ndarray:
+    return np.concatenate([
+        session.run(ops.feed_point, {ops.inputs: x[i:i + chunk],
+                                     **_switches(ops, len(x[i:i + chunk]), False)})
+        for i in range(0, len(x), chunk)])
+
+
+def _check_data(ops, data) -> None:
+    """Fail before training, with the fix, on data or graphs that cannot train."""
+    want = ops.inputs.shape
+    have = data.x_train.shape[1:]
+    if want.rank is not None and (len(have) != want.rank - 1 or any(
+            w is not None and w != h for w, h in zip(want.as_list()[1:], have, strict=True))):
+        raise DataError(
+            f"the data's images are {list(have)} but input '{ops.inputs.name}' takes "
+            f"{want.as_list()[1:]} per row; use data that matches the model (load it with "
+            "ckptsurgery.train.data.load_dataset(..., input_shape=...) to shape it)"
+        )
+    classes = ops.logits.shape[-1]
+    top = int(max(data.y_train.max(), data.y_valid.max()))
+    if classes is not None and top >= classes:
+        raise DataError(
+            f"labels go up to {top} but output '{ops.logits.name}' has {classes} units; "
+            f"make the top layer at least {top + 1} wide (e.g. --dense logits:{top + 1})"
+        )
+    fed = {ops.inputs.op.name, ops.labels.op.name} | {t.op.name for t in ops.feeds}
+    if ops.feed_point is not None:
+        fed.add(ops.feed_point.op.name)
+    unfed = sorted(op.name for op in _placeholders_below(ops.train_op, fed))
+    if unfed:
+        raise UserError(
+            f"training needs placeholder(s) {', '.join(unfed)} fed besides the inputs and "
+            "labels (dropout or batch-norm switches?); graft above them or give them defaults"
+        )
+
+
+def _placeholders_below(op, stop: set[str]) -> list:
+    """The ``Placeholder`` ops that ``op`` depends on, not looking below ops named in ``stop``."""
+    ops = reachable([op], lambda o: [t.op for t in o.inputs] + list(o.control_inputs),
+                    enter=lambda o: o.name not in stop)
+    return [o for o in ops if o.type == "Placeholder"]
