@@ -76,15 +76,13 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
         if args.debug:
             raise
-        from ..errors import CkptSurgeryError, UserError
+        from ..errors import CkptSurgeryError, UserError, first_line
 
         if isinstance(e, CkptSurgeryError):
             label = "error" if isinstance(e, UserError) else "internal error"
             print(f"{PROG}: {label}: {' '.join(str(e).splitlines())}", file=sys.stderr)
             return e.exit_code
-        # TensorFlow's OpErrors keep the useful text in .message, not in str()'s first line.
-        first = (str(getattr(e, "message", e)).strip().splitlines() or [""])[0]
-        print(f"{PROG}: internal error: {type(e).__name__}: {first} "
+        print(f"{PROG}: internal error: {type(e).__name__}: {first_line(e)} "
               "(rerun with --debug for the traceback)", file=sys.stderr)
         return 1
 

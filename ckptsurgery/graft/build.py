@@ -214,6 +214,7 @@ def build(checkpoint, spec: GraftSpec, *, require_labels: bool = True) -> Grafte
             f"checkpoint '{checkpoint.prefix}' has no .meta file; graft needs the graph "
             f"('{checkpoint.prefix}.meta')"
         )
+    source_meta = meta
     at = resolve_tensor(meta, spec.at)
     below_at = ancestors(meta, [at])
     inputs = find_placeholder(meta, spec.inputs, "inputs", "float", among=below_at,
@@ -328,12 +329,13 @@ def build(checkpoint, spec: GraftSpec, *, require_labels: bool = True) -> Grafte
     if untrained_new:
         warnings.warn(f"new variables {', '.join(untrained_new)} will not train "
                       "(not selected by --train-scope)", CkptSurgeryWarning, stacklevel=2)
-    modes, update_ops = _batch_norm_modes(norms, trained, spec.bn_train)
+    switches = [n for n, f in feeds.items() if is_training_switch(n, f.dtype)]
+    modes, update_ops = _batch_norm_modes(norms, trained, spec.bn_train,
+                                          _switched_by(source_meta, norms, switches))
     update_ops = [graph.get_operation_by_name(u) for u in update_ops]
     train_feeds = {}
     if update_ops:  # their layers train in training mode: the switch is on in training steps
-        train_feeds = {graph.get_tensor_by_name(f"{n}:0"): True for n, f in feeds.items()
-                       if is_training_switch(n, f.dtype)}
+        train_feeds = {graph.get_tensor_by_name(f"{n}:0"): True for n in switches}
 
     def rows(vs):
         return [VariableRow(v.op.name, tuple(v.shape.as_list())) for v in vs]
@@ -360,14 +362,32 @@ def build(checkpoint, spec: GraftSpec, *, require_labels: bool = True) -> Grafte
     )
 
 
-def _batch_norm_modes(norms, trained: set[str], bn_train: bool):
+def _switched_by(meta, norms, switches: list[str]) -> dict[str, set[str]]:
+    """``{layer scope: the training switches its ops depend on}``."""
+    from ..graphdef.walk import ancestors
+
+    out = {}
+    for layer in norms:
+        own = [n.name for n in meta.graph_def.node if n.name.startswith(layer.scope + "/")]
+        out[layer.scope] = ancestors(meta, own) & set(switches) if own and switches else set()
+    return out
+
+
+def _batch_norm_modes(norms, trained: set[str], bn_train: bool,
+                      switched_by: dict[str, set[str]]):
     """Each batch-norm layer's mode as the plan says it, and the update ops to run.
 
     A layer trains when one of its variables (gamma, beta) does; by default it still runs in
     inference mode (the Keras guidance for fine-tuning); with ``bn_train`` it uses batch
-    statistics and its update ops run with each training step.
+    statistics and its update ops run with each training step. A frozen layer that shares its
+    training switch with one that trains uses batch statistics in training steps too (the
+    switch is on), but its moving statistics still do not move: the plan says so.
     """
     modes, updates = [], []
+    training_switches = set()
+    for layer in norms:
+        if bn_train and trained & set(layer.variables):
+            training_switches |= switched_by.get(layer.scope, set())
     for layer in norms:
         kind = "fused" if layer.fused else "unfused"
         if bn_train and trained & set(layer.variables):
@@ -381,8 +401,24 @@ def _batch_norm_modes(norms, trained: set[str], bn_train: bool):
             updates += layer.update_ops
         else:
             why = "frozen" if not trained & set(layer.variables) else "trains"
-            modes.append((layer.scope, f"inference ({kind}, {why}): moving statistics kept "
-                                       "bit-identical"))
+            shared = sorted(switched_by.get(layer.scope, set()) & training_switches)
+            if layer.batch_statistics == "always":
+                modes.append((layer.scope, f"batch statistics always ({kind}, {why}: the graph "
+                                           "was built with training=True and has no switch); "
+                                           "moving statistics kept bit-identical"))
+            elif layer.batch_statistics == "unknown" or (
+                    layer.batch_statistics == "switch" and not switched_by.get(layer.scope)):
+                modes.append((layer.scope, f"as the graph sets it ({kind}, {why}: its mode is "
+                                           "not switched by a placeholder ckptsurgery feeds); "
+                                           "moving statistics kept bit-identical"))
+            elif shared:
+                modes.append((layer.scope, f"batch statistics in training steps ({kind}, {why}; "
+                                           f"shares {', '.join(shared)} with a layer that "
+                                           "trains), inference when evaluating; moving "
+                                           "statistics kept bit-identical"))
+            else:
+                modes.append((layer.scope, f"inference ({kind}, {why}): moving statistics "
+                                           "kept bit-identical"))
     if bn_train and not updates:
         raise UserError("--bn-train: no batch-norm layer below --at trains; drop --bn-train or "
                         "widen what trains (--train-scope, --cut-after)")

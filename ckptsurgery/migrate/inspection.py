@@ -189,6 +189,7 @@ def import_check(meta, summary: MetaSummary | None = None) -> tuple[bool, str | 
     """
     import tensorflow as tf
 
+    from ..errors import first_line
     from ..graphdef.metagraph import tf_version, unregistered_ops
 
     written = f"written by TensorFlow {tf_version(meta) or 'unknown (before 1.0?)'}"
@@ -202,7 +203,7 @@ def import_check(meta, summary: MetaSummary | None = None) -> tuple[bool, str | 
         with tf.Graph().as_default():
             tf.compat.v1.train.import_meta_graph(meta, clear_devices=True)
     except Exception as e:  # TF raises KeyError, ValueError, TypeError, OpErrors here
-        error = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}"
+        error = f"{type(e).__name__}: {first_line(e)}"
         if stale:
             key, refs = next(iter(stale.items()))
             return False, error, (
