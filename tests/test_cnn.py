@@ -120,6 +120,7 @@ def test_cnn_transfer_keeps_conv_and_batch_norm_bit_identical(transfer):
     assert [(f.name, f.value) for f in result.plan.feeds] == [("is_training", False)]
 
 
+@pytest.mark.slow
 def test_the_export_runs_in_plain_tensorflow_without_feeding_is_training(transfer):
     out, _ = transfer
     code = ("import sys, numpy as np, tensorflow as tf\n"
@@ -136,6 +137,7 @@ def test_the_export_runs_in_plain_tensorflow_without_feeding_is_training(transfe
     assert proc.stdout.strip() == "(3, 5) PlaceholderWithDefault"
 
 
+@pytest.mark.slow
 def test_tf2onnx_converts_the_export_and_agrees(transfer, tmp_path):
     pytest.importorskip("tf2onnx")
     ort = pytest.importorskip("onnxruntime")
@@ -187,6 +189,7 @@ def test_bn_train_updates_the_moving_statistics_of_the_layers_that_train(tmp_pat
     assert len(result.training.epochs) == 5
 
 
+@pytest.mark.slow
 def test_rnn_grafts_and_trains_with_a_zero_initial_state(tmp_path):
     out = str(tmp_path / "rnn.ckpt")
     result = run_graft(GraftJob(

@@ -62,6 +62,7 @@ def test_debug_shows_the_traceback(tmp_path):
     assert r.returncode != 0 and "Traceback" in r.stderr and "CheckpointNotFoundError" in r.stderr
 
 
+@pytest.mark.slow
 def test_a_tensorflow_abort_becomes_one_line_with_exit_1(ckpt):
     """Bypass the pure-Python check and let TensorFlow's reader hit a negative dimension: it
     aborts (SIGABRT); the guard reports it in one line with TensorFlow's failed check."""
@@ -82,6 +83,7 @@ def test_a_tensorflow_abort_becomes_one_line_with_exit_1(ckpt):
     assert "please report it" in line
 
 
+@pytest.mark.slow
 def test_the_same_index_through_the_cli_is_caught_before_tensorflow(ckpt):
     craft_index(ckpt, "hidden1/bias", entry_bytes(1, [-5], size=1200))
     r = run_cli("verify", ckpt, process=True)
@@ -125,6 +127,7 @@ def test_no_space_left_while_moving_into_place(mlp_ckpt, tmp_path, monkeypatch):
     assert os.listdir(tmp_path / "o") == []
 
 
+@pytest.mark.slow
 def test_permission_denied_on_the_output_folder(mlp_ckpt, tmp_path):
     locked = tmp_path / "locked"
     locked.mkdir()

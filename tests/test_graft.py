@@ -64,6 +64,7 @@ def grafted(tmp_path_factory, request):
     return results
 
 
+@pytest.mark.slow
 def test_pruned_graft_loads_in_plain_tensorflow(grafted):
     loaded = plain_tf_load(grafted["pruned"])
     assert loaded["variables"] == {
@@ -78,6 +79,7 @@ def test_pruned_graft_loads_in_plain_tensorflow(grafted):
     assert loaded["logits_shape"] == [3, 10]
 
 
+@pytest.mark.slow
 def test_keep_dead_graft_keeps_old_branch_and_loads(grafted):
     loaded = plain_tf_load(grafted["keep"])
     names = set(loaded["variables"])
@@ -165,6 +167,7 @@ def test_bad_dense_spec_is_a_clean_error(mlp_ckpt, tmp_path):
     assert "--dense 'hidden4:twenty' is not NAME:UNITS[:ACTIVATION]" in proc.stderr
 
 
+@pytest.mark.slow
 def test_tf2onnx_output_matches_tensorflow(grafted, tmp_path):
     pytest.importorskip("tf2onnx")
     ort = pytest.importorskip("onnxruntime")
@@ -319,6 +322,7 @@ def test_fine_tune_without_new_layers_uncuts_a_frozen_model(mlp_ckpt, tmp_path):
     assert plan["output"] == "logits/BiasAdd:0"
 
 
+@pytest.mark.slow
 def test_closed_stdout_pipe_is_not_an_error(mlp_ckpt, tmp_path):
     """`ckptsurgery graft ... | head -1`: the reader leaves early; no error message."""
     proc = subprocess.Popen(

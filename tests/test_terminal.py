@@ -80,12 +80,14 @@ def verbose_run() -> subprocess.CompletedProcess:
     return proc
 
 
+@pytest.mark.slow
 def test_verbose_lets_tensorflow_log_lines_through(verbose_run):
     assert verbose_run.stdout.rstrip().endswith("OK")
     assert any(line.startswith(("WARNING: All log messages", "I0000", "E0000", "W0000"))
                for line in verbose_run.stderr.splitlines())
 
 
+@pytest.mark.slow
 def test_the_command_prints_no_tensorflow_line_on_a_pipe(verbose_run):
     proc = subprocess.run([sys.executable, "-m", "ckptsurgery", "verify", FIXTURE_MLP],
                           capture_output=True, text=True, cwd=ROOT, timeout=300,
@@ -95,6 +97,7 @@ def test_the_command_prints_no_tensorflow_line_on_a_pipe(verbose_run):
     assert proc.stdout == verbose_run.stdout
 
 
+@pytest.mark.slow
 def test_on_a_terminal_progress_bars_draw_and_log_lines_do_not(verbose_run, tmp_path):
     """stderr a terminal: the child gets a pseudo-terminal of its own, so tqdm still draws."""
     master, slave = pty.openpty()

@@ -1,0 +1,37 @@
+"""The pytest plugin: installed with the package (``pytest11`` entry point), its fixtures work
+in a user's suite that imports nothing from it; ``examples/`` is such a suite."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+
+
+def test_the_plugin_is_registered_with_pytest():
+    names = {e.name: e.value for e in importlib.metadata.entry_points(group="pytest11")}
+    assert names.get("ckptsurgery") == "ckptsurgery.pytest_plugin"
+
+
+def test_the_fixtures_give_a_graph_a_session_and_a_trained_checkpoint(tf1_graph, tf1_session,
+                                                                       mlp_checkpoint, ckpt):
+    assert tf1_session.graph is tf1_graph
+    shapes = ckpt.assert_restores(mlp_checkpoint)
+    assert shapes["hidden1/kernel"] == [784, 300] and shapes["logits/kernel"] == [50, 10]
+
+
+def test_an_assertion_failure_names_the_variables(mlp_checkpoint, ckpt, tmp_path):
+    with pytest.raises(AssertionError, match="hidden1/kernel"):
+        ckpt.assert_changed(mlp_checkpoint, mlp_checkpoint, scope="hidden1/")
+
+
+@pytest.mark.slow
+def test_the_example_suite_passes_with_only_the_plugin():
+    proc = subprocess.run([sys.executable, "-m", "pytest", "examples", "-q", "-n", "0",
+                           "-p", "no:cacheprovider"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "2 passed" in proc.stdout
