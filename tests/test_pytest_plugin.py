@@ -1,5 +1,6 @@
-"""The pytest plugin: installed with the package (``pytest11`` entry point), its fixtures work
-in a user's suite that imports nothing from it; ``examples/`` is such a suite."""
+"""Fitting the ecosystem: the pytest plugin is installed with the package (``pytest11`` entry
+point) and its fixtures work in a user's suite that imports nothing from it (``examples/`` is
+such a suite); installing beside ``tensorflow`` adds no second TensorFlow."""
 
 from __future__ import annotations
 
@@ -35,3 +36,20 @@ def test_the_example_suite_passes_with_only_the_plugin():
                           timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert "2 passed" in proc.stdout
+
+
+@pytest.mark.slow
+def test_installing_beside_tensorflow_adds_no_second_tensorflow(tmp_path):
+    """The environment has the ``tensorflow`` wheel: pip's plan for this package installs the
+    package alone, no ``tensorflow-cpu`` or other TensorFlow distribution."""
+    import json
+
+    report = tmp_path / "report.json"
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--quiet",
+                           "--no-build-isolation", "--report", str(report), "-e", "."],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    names = [item["metadata"]["name"].lower()
+             for item in json.loads(report.read_text())["install"]]
+    assert not [n for n in names if n.startswith(("tensorflow", "tf-nightly", "intel-tensorflow"))]
+    assert "ckptsurgery" in names

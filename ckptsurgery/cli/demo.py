@@ -43,6 +43,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar or step log, only the "
                    "final table")
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    p.add_argument("--logdir", metavar="DIR", help="TensorBoard events of each step in DIR/STEP: "
+                   "its graph, train/loss and valid/accuracy per epoch")
     return p
 
 
@@ -58,7 +60,7 @@ def run(args) -> int:
         raise UserError(f"--epochs {args.epochs}: give at least 1")
     out = args.out or os.path.join("runs", "demo-" + time.strftime("%Y%m%d-%H%M%S"))
     config = DemoConfig(out=out, data=args.data, epochs=args.epochs, seed=args.seed,
-                        force=args.force, progress=not args.quiet)
+                        force=args.force, progress=not args.quiet, logdir=args.logdir)
     stream = sys.stderr if args.json else sys.stdout
 
     def log(line: str) -> None:

@@ -80,6 +80,11 @@ class DemoConfig:
     batch_size: int = 50
     force: bool = False
     progress: bool = True
+    logdir: str | None = None  # TensorBoard events, one sub-folder per step
+
+
+def _logdir(config: DemoConfig, step: str) -> str | None:
+    return os.path.join(config.logdir, step) if config.logdir else None
 
 
 def graft_job(step: str, config: DemoConfig, source: str | None = None) -> GraftJob:
@@ -123,7 +128,7 @@ def graft_job(step: str, config: DemoConfig, source: str | None = None) -> Graft
         train=TrainConfig(optimizer=s.optimizer, lr=s.lr, epochs=config.epochs,
                           batch_size=config.batch_size, seed=config.seed,
                           cache_frozen=s.cache_frozen, progress=config.progress),
-        force=config.force,
+        force=config.force, logdir=_logdir(config, step),
     )
 
 
@@ -288,6 +293,7 @@ def _train_base(config: DemoConfig, data, log: Callable[[str], None]) -> tuple[d
 
     from ..graph.export import export_checkpoint
     from ..graph.models import build_mlp
+    from ..train.events import EventLog
     from ..train.fit import TrainConfig, add_training_ops, fit
 
     tf1 = tf.compat.v1
@@ -303,11 +309,19 @@ def _train_base(config: DemoConfig, data, log: Callable[[str], None]) -> tuple[d
         f" ({len(variables)} variables, {n_params:,} parameters), {train.optimizer} "
         f"lr {train.lr}, batch {train.batch_size}")
     ops = add_training_ops(mlp.inputs, mlp.labels, mlp.logits, variables, train)
+    events = EventLog(_logdir(config, "base"), graph) if config.logdir else None
+
+    def on_epoch(e):
+        log(f"epoch {e.epoch}/{train.epochs}: valid accuracy {e.valid_accuracy:.4f}, train loss "
+            f"{e.train_loss:.4f} ({e.seconds:.1f}s)")
+        if events:
+            events.epoch(e)
+
     with tf1.Session(graph=graph) as sess:
         sess.run(tf1.global_variables_initializer())
-        history = fit(sess, ops, data, train, on_epoch=lambda e: log(
-            f"epoch {e.epoch}/{train.epochs}: valid accuracy {e.valid_accuracy:.4f} "
-            f"({e.seconds:.1f}s)"))
+        history = fit(sess, ops, data, train, on_epoch=on_epoch)
+        if events:
+            events.close()
         log(f"best epoch {history.best_epoch}: valid accuracy {history.best_valid_accuracy:.4f}"
             + (f", test accuracy {history.test_accuracy:.4f}"
                if history.test_accuracy is not None else ""))

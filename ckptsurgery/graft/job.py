@@ -29,6 +29,7 @@ class GraftJob:
     valid_size: int = 5000
     classes: list[int] | None = None  # keep only these labels, remapped to 0..k-1
     per_class: int | None = None  # keep this many training images per class
+    logdir: str | None = None  # TensorBoard events: the grafted graph, loss and accuracy
     strict: bool = True
     force: bool = False
     dry_run: bool = False
@@ -74,6 +75,7 @@ def run_graft(job: GraftJob, log: Callable[[str], None] = print) -> GraftResult:
     from ..formats.output import check_output_prefix
     from ..graph.export import export_checkpoint
     from ..graph.restore import restore
+    from ..train.events import EventLog
     from ..train.fit import add_training_ops, fit
     from .build import build
 
@@ -107,15 +109,25 @@ def run_graft(job: GraftJob, log: Callable[[str], None] = print) -> GraftResult:
         report = restore(sess, grafted.restore_vars, source, strict=job.strict)
         log(str(report))
         result.restore = report
+        events = EventLog(job.logdir, grafted.graph) if job.logdir else None
         if ops is not None:
-            history = fit(sess, ops, data, job.train, on_epoch=lambda e: log(
-                f"epoch {e.epoch}/{job.train.epochs}: valid accuracy {e.valid_accuracy:.4f} "
-                f"({e.seconds:.1f}s)"))
+            def on_epoch(e):
+                log(f"epoch {e.epoch}/{job.train.epochs}: valid accuracy {e.valid_accuracy:.4f}, "
+                    f"train loss {e.train_loss:.4f} ({e.seconds:.1f}s)")
+                if events:
+                    events.epoch(e)
+
+            history = fit(sess, ops, data, job.train, on_epoch=on_epoch)
             log(f"best epoch {history.best_epoch}: valid accuracy "
                 f"{history.best_valid_accuracy:.4f}"
                 + (f", test accuracy {history.test_accuracy:.4f}"
                    if history.test_accuracy is not None else ""))
+            if events and history.test_accuracy is not None:
+                events.scalars(job.train.epochs, test_accuracy=history.test_accuracy)
             result.training = history
+        if events:
+            events.close()
+            log(f"TensorBoard events in {job.logdir} (tensorboard --logdir {job.logdir})")
         exported = export_checkpoint(sess, grafted.graph, job.out,
                                      inputs=source.files.paths, force=job.force)
     log(f"wrote {exported.prefix} ({exported.n_variables} variables)")

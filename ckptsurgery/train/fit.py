@@ -65,9 +65,12 @@ class TrainingOps:
 
 @dataclass
 class EpochResult:
+    """One epoch: its number, validation accuracy, seconds, and mean training loss."""
+
     epoch: int
     valid_accuracy: float
     seconds: float
+    train_loss: float = float("nan")
 
 
 @dataclass
@@ -83,6 +86,7 @@ class History:
         return {
             "valid_accuracy": [e.valid_accuracy for e in self.epochs],
             "seconds": [e.seconds for e in self.epochs],
+            "train_loss": [e.train_loss for e in self.epochs],
             "best_epoch": self.best_epoch,
             "final_valid_accuracy": self.best_valid_accuracy,
             "test_accuracy": self.test_accuracy,
@@ -171,13 +175,16 @@ def fit(session, ops: TrainingOps, data, config: TrainConfig,
         batches = range(0, n, config.batch_size)
         bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False,
                    disable=None if config.progress else True)
+        total_loss = 0.0
         for i in bar:
             idx = order[i:i + config.batch_size]
-            session.run(ops.train_op, _feed(ops, data.x_train, data.y_train, fed.get("train"), idx,
-                                            training=True))
+            _, loss = session.run([ops.train_op, ops.loss],
+                                  _feed(ops, data.x_train, data.y_train, fed.get("train"), idx,
+                                        training=True))
+            total_loss += float(loss) * len(idx)
         bar.close()
         acc = evaluate(session, ops, data.x_valid, data.y_valid, fed=fed.get("valid"))
-        result = EpochResult(epoch, acc, time.perf_counter() - start)
+        result = EpochResult(epoch, acc, time.perf_counter() - start, total_loss / n)
         history.epochs.append(result)
         if best is None or acc > history.best_valid_accuracy:
             history.best_epoch, history.best_valid_accuracy = epoch, acc
