@@ -19,7 +19,8 @@ import sys
 import warnings
 
 #: Subcommand modules, in the order ``--help`` lists them.
-COMMANDS = ("graft", "demo", "verify", "audit", "inspect", "diff", "rename", "strip", "cast", "convert")
+COMMANDS = ("graft", "demo", "verify", "audit", "inspect", "diff", "rename", "strip", "cast",
+            "convert", "graph")
 
 PROG = "ckptsurgery"
 

@@ -116,6 +116,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="run the graph even if it has ops that touch files, the network or run "
                         "code (see 'ckptsurgery audit'); only for graphs you trust")
     o.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
+    o.add_argument("--graph", metavar="FILE", help="draw the graft: layers reused, frozen, "
+                   "trained, new and pruned, shapes on the edges (.dot; .svg or .png with "
+                   "Graphviz); written with --dry-run too")
     o.add_argument("--logdir", metavar="DIR",
                    help="write TensorBoard events there: the grafted graph, and train/loss and "
                         "valid/accuracy per epoch (tensorboard --logdir DIR)")
@@ -151,7 +154,7 @@ def run(args) -> int:
                           cache_frozen=args.cache_frozen, progress=not args.quiet),
         valid_size=args.valid_size, strict=not args.lenient, force=args.force,
         classes=parse_classes(args.classes) if args.classes else None, per_class=args.per_class,
-        logdir=args.logdir,
+        logdir=args.logdir, graph=args.graph,
         dry_run=args.dry_run, allow_unsafe_ops=args.allow_unsafe_ops,
     )
     log = sys.stderr if args.json else sys.stdout

@@ -26,7 +26,7 @@ from ..graphdef.select import (
 )
 from ..graphdef.walk import reachable
 
-__all__ = ["GraftSpec", "VariableRow", "Plan", "Grafted", "build"]
+__all__ = ["GraftSpec", "VariableRow", "Plan", "Grafted", "build", "graft_picture"]
 
 
 @dataclass
@@ -371,6 +371,20 @@ def _switched_by(meta, norms, switches: list[str]) -> dict[str, set[str]]:
         own = [n.name for n in meta.graph_def.node if n.name.startswith(layer.scope + "/")]
         out[layer.scope] = ancestors(meta, own) & set(switches) if own and switches else set()
     return out
+
+
+def graft_picture(grafted: Grafted, *, around: str | None = None, depth: int = 2) -> str:
+    """The DOT picture of a graft: the grafted graph's layers coloured reused, frozen, trained
+    and new, the pruned ones beside them, shapes on the edges, the cut in red."""
+    from ..graphdef.picture import layer_graph, to_dot
+
+    plan = grafted.plan
+    roles = {r.name: "reused" for r in plan.reused}
+    for role, rows in (("frozen", plan.frozen), ("trained", plan.trained), ("new", plan.new)):
+        roles.update({r.name: role for r in rows})
+    layers = layer_graph(grafted.graph.as_graph_def(add_shapes=True), roles, around=around,
+                         depth=depth, pruned=plan.pruned)
+    return to_dot(layers, title=f"graft of {plan.source} on {plan.at}")
 
 
 def _batch_norm_modes(norms, trained: set[str], bn_train: bool,

@@ -30,6 +30,7 @@ class GraftJob:
     classes: list[int] | None = None  # keep only these labels, remapped to 0..k-1
     per_class: int | None = None  # keep this many training images per class
     logdir: str | None = None  # TensorBoard events: the grafted graph, loss and accuracy
+    graph: str | None = None  # a picture of the graft (.dot, .svg, .png), dry run or not
     strict: bool = True
     force: bool = False
     dry_run: bool = False
@@ -75,9 +76,10 @@ def run_graft(job: GraftJob, log: Callable[[str], None] = print) -> GraftResult:
     from ..formats.output import check_output_prefix
     from ..graph.export import export_checkpoint
     from ..graph.restore import restore
+    from ..graphdef.picture import write_picture
     from ..train.events import EventLog
     from ..train.fit import add_training_ops, fit
-    from .build import build
+    from .build import build, graft_picture
 
     source = open_checkpoint(job.checkpoint)
     if not job.dry_run:
@@ -90,6 +92,9 @@ def run_graft(job: GraftJob, log: Callable[[str], None] = print) -> GraftResult:
     grafted = build(source, job.spec, require_labels=training)
     log(str(grafted.plan))
     result = GraftResult(grafted.plan)
+    if job.graph:
+        written = write_picture(graft_picture(grafted), job.graph, force=job.force)
+        log(f"picture of the graft: {written}")
     if job.dry_run:
         log("dry run: nothing written")
         return result
