@@ -43,25 +43,9 @@ def tf1_session(tf1_graph):
 @pytest.fixture
 def mlp_checkpoint(tmp_path) -> str:
     """The prefix of a small trained MLP checkpoint in ``tmp_path`` (``.meta`` included)."""
-    import numpy as np
-    import tensorflow as tf
+    from .train.sample import sample_mlp_checkpoint
 
-    from .graph.export import export_checkpoint
-    from .graph.models import build_mlp
-    from .train.fit import TrainConfig, add_training_ops
-
-    graph = tf.Graph()
-    graph.seed = 42
-    mlp = build_mlp(graph)
-    ops = add_training_ops(mlp.inputs, mlp.labels, mlp.logits,
-                           graph.get_collection("trainable_variables"),
-                           TrainConfig(optimizer="sgd", lr=0.01))
-    rng = np.random.RandomState(42)
-    with tf.compat.v1.Session(graph=graph) as session:
-        session.run(tf.compat.v1.global_variables_initializer())
-        session.run(ops.train_op, {mlp.inputs: rng.rand(50, 784).astype(np.float32),
-                                   mlp.labels: rng.randint(0, 10, 50)})
-        return export_checkpoint(session, graph, str(tmp_path / "mlp" / "model.ckpt")).prefix
+    return sample_mlp_checkpoint(str(tmp_path / "mlp" / "model.ckpt"))
 
 
 @pytest.fixture

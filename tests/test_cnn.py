@@ -94,6 +94,23 @@ def _by_hand(data) -> float:
     return best
 
 
+def _run_in_plain_tensorflow(prefix: str, x_shape: tuple, switch: str) -> str:
+    """Import and restore ``prefix`` in a fresh process with plain TensorFlow, run its logits
+    feeding only ``x:0`` zeros of ``x_shape``: "<output shape> <op type of switch>"."""
+    code = ("import sys, numpy as np, tensorflow as tf\n"
+            "tf1 = tf.compat.v1\n"
+            "g = tf.Graph()\n"
+            "with g.as_default(), tf1.Session(graph=g) as s:\n"
+            "    tf1.train.import_meta_graph(sys.argv[1] + '.meta').restore(s, sys.argv[1])\n"
+            "    out = s.run(g.get_collection('logits')[0], "
+            "{'x:0': np.zeros(eval(sys.argv[2]), np.float32)})\n"
+            "    print(out.shape, g.get_operation_by_name(sys.argv[3]).type)\n")
+    proc = subprocess.run([sys.executable, "-c", code, prefix, repr(x_shape), switch],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout.strip()
+
+
 def test_cnn_transfer_matches_plain_tensorflow_by_hand(transfer):
     _, result = transfer
     dataset = select_classes(load_dataset(BUILTIN_SUBSET, input_shape=[None, 28, 28, 1]),
@@ -123,18 +140,8 @@ def test_cnn_transfer_keeps_conv_and_batch_norm_bit_identical(transfer):
 @pytest.mark.slow
 def test_the_export_runs_in_plain_tensorflow_without_feeding_is_training(transfer):
     out, _ = transfer
-    code = ("import sys, numpy as np, tensorflow as tf\n"
-            "tf1 = tf.compat.v1\n"
-            "g = tf.Graph()\n"
-            "with g.as_default(), tf1.Session(graph=g) as s:\n"
-            "    tf1.train.import_meta_graph(sys.argv[1] + '.meta').restore(s, sys.argv[1])\n"
-            "    out = s.run(g.get_collection('logits')[0], {'x:0': np.zeros((3, 28, 28, 1), "
-            "np.float32)})\n"
-            "    print(out.shape, g.get_operation_by_name('is_training').type)\n")
-    proc = subprocess.run([sys.executable, "-c", code, out], capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.strip() == "(3, 5) PlaceholderWithDefault"
+    assert _run_in_plain_tensorflow(out, (3, 28, 28, 1), "is_training") == \
+        "(3, 5) PlaceholderWithDefault"
 
 
 @pytest.mark.slow
@@ -199,17 +206,9 @@ def test_rnn_grafts_and_trains_with_a_zero_initial_state(tmp_path):
         log=lambda line: None)
     assert result.plan.inputs == "x:0"
     assert result.training.best_valid_accuracy > 0.3
-    code = ("import sys, numpy as np, tensorflow as tf\n"
-            "tf1 = tf.compat.v1\n"
-            "g = tf.Graph()\n"
-            "with g.as_default(), tf1.Session(graph=g) as s:\n"
-            "    tf1.train.import_meta_graph(sys.argv[1] + '.meta').restore(s, sys.argv[1])\n"
-            "    print(s.run(g.get_collection('logits')[0], "
-            "{'x:0': np.zeros((3, 28, 28), np.float32)}).shape)\n")
-    proc = subprocess.run([sys.executable, "-c", code, out], capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.strip() == "(3, 10)", "the state defaults to zeros of the batch's size"
+    # the state defaults to zeros of the batch's size
+    assert _run_in_plain_tensorflow(out, (3, 28, 28), "init_state") == \
+        "(3, 10) PlaceholderWithDefault"
 
 
 def test_a_class_folder_of_images_trains_end_to_end(tmp_path):
