@@ -36,7 +36,7 @@ _EXPORTS = {
     "inspect_checkpoint": "migrate.inspection", "diff_checkpoints": "migrate.diff",
     "rename_checkpoint": "migrate.rewrite", "strip_checkpoint": "migrate.rewrite",
     "cast_checkpoint": "migrate.rewrite", "RENAME_PRESETS": "migrate.rewrite",
-    "convert_checkpoint": "migrate.convert", "classify": "graphdef.slots",
+    "convert_checkpoint": "migrate.convert", "classify": "graphdef.roles",
     # integrity and safety
     "verify_checkpoint": "safety.verify", "audit_checkpoint": "safety.audit",
     # errors

@@ -11,7 +11,7 @@ from migrate_helpers import corpus_prefix, readable_entries, restore_values, wri
 
 from ckptsurgery.errors import SelectionError, UserError
 from ckptsurgery.formats.checkpoint import open_checkpoint
-from ckptsurgery.graphdef.slots import classify
+from ckptsurgery.graphdef.slots import classify_by_name as classify
 from ckptsurgery.migrate.rewrite import cast_checkpoint, plan_cast
 
 HANDSON = "haerfest__handson-ml__my_model_final"

@@ -10,7 +10,8 @@ from conftest import read_vars, run_cli
 from migrate_helpers import corpus_prefix, readable_entries
 
 from ckptsurgery.errors import SelectionError, UserError
-from ckptsurgery.graphdef.slots import classify, clean_name
+from ckptsurgery.graphdef.slots import classify_by_name as classify
+from ckptsurgery.graphdef.slots import clean_name
 from ckptsurgery.migrate.convert import convert_checkpoint
 
 IRIS = "irischang59__TransferLearning_MNIST__my_best_mnist_model_0_to_4"

@@ -65,3 +65,44 @@ def test_cli_diff_json_and_text(pair):
     assert proc.returncode == 0, proc.stderr
     assert "identical 1, changed 0, reshaped 1" in proc.stdout
     assert "reshaped  grown  [2] float32 -> [3] float32" in proc.stdout
+
+
+def test_against_a_meta_lists_every_planted_mismatch(mlp_ckpt, tmp_path):
+    """The MLP fixture's saver against data where hidden1/bias is reshaped, hidden2/kernel
+    retyped, hidden2/bias missing, hidden3/kernel renamed hidden3/weights, plus an extra."""
+    import tensorflow as tf
+
+    reader = tf.train.load_checkpoint(mlp_ckpt)
+    tensors = {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()}
+    tensors["hidden1/bias"] = np.zeros(301, np.float32)
+    tensors["hidden2/kernel"] = tensors["hidden2/kernel"].astype(np.float64)
+    del tensors["hidden2/bias"]
+    tensors["hidden3/weights"] = tensors.pop("hidden3/kernel")
+    tensors["extra_thing"] = np.ones(4, np.float32)
+    data = write_checkpoint(str(tmp_path / "d" / "model.ckpt"), tensors)
+    proc = run_cli("diff", data, "--against", mlp_ckpt + ".meta", "--json")
+    assert proc.returncode == 1, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["missing"] == ["hidden2/bias"]
+    assert report["extra"] == ["extra_thing"]
+    assert report["reshaped"] == {"hidden1/bias": [[300], [301]]}
+    assert report["retyped"] == {"hidden2/kernel": ["float32", "float64"]}
+    assert report["renamed"] == {"hidden3/kernel": "hidden3/weights"}
+    assert report["matched"] == 8 and report["ok"] is False
+    text = run_cli("diff", data, "--against", mlp_ckpt)  # a checkpoint: its .meta
+    assert text.returncode == 1
+    assert "renamed   hidden3/kernel -> hidden3/weights  (ckptsurgery rename --map" in text.stdout
+
+
+def test_against_its_own_meta_a_checkpoint_restores_as_it_is(mlp_ckpt):
+    proc = run_cli("diff", mlp_ckpt, "--against", mlp_ckpt + ".meta")
+    assert proc.returncode == 0, proc.stderr
+    assert "matched 12, missing 0, extra 0" in proc.stdout and "restores as it is" in proc.stdout
+
+
+def test_diff_needs_b_or_against_not_both(mlp_ckpt):
+    from safety_helpers import assert_clean_error
+
+    for args in ((mlp_ckpt,), (mlp_ckpt, mlp_ckpt, "--against", mlp_ckpt)):
+        r = run_cli("diff", *args)
+        assert_clean_error(r.returncode, r.stderr, 2, "--against")

@@ -8,7 +8,7 @@ import pytest
 from conftest import run_cli
 from migrate_helpers import corpus_prefix, readable_entries
 
-from ckptsurgery.graphdef.slots import classify
+from ckptsurgery.graphdef.slots import classify_by_name as classify
 from ckptsurgery.migrate.inspection import inspect_checkpoint
 
 

@@ -12,7 +12,7 @@ from safety_helpers import sha256_files
 
 from ckptsurgery.errors import OutputError, SelectionError
 from ckptsurgery.formats.checkpoint import open_checkpoint
-from ckptsurgery.graphdef.slots import classify
+from ckptsurgery.graphdef.slots import classify_by_name as classify
 from ckptsurgery.migrate.rewrite import plan_strip, rewrite_checkpoint, strip_checkpoint
 
 IRIS = "irischang59__TransferLearning_MNIST__my_best_mnist_model_0_to_4"

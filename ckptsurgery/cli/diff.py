@@ -11,6 +11,9 @@ HELP = "compare two checkpoints variable by variable (added, removed, reshaped, 
 
 EXAMPLES = """\
 examples:
+  # why does this checkpoint not restore into that graph? every mismatch, not the first
+  ckptsurgery diff old/model.ckpt --against new/model.ckpt.meta
+
   # prove that fine-tuning left the frozen layers alone
   ckptsurgery diff base/model.ckpt tuned/model.ckpt --only '^hidden[12]/'
 
@@ -25,7 +28,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("diff", help=HELP, description=HELP + ".", epilog=EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("a", metavar="A", help=CKPT_HELP)
-    p.add_argument("b", metavar="B", help="the checkpoint to compare A with")
+    p.add_argument("b", metavar="B", nargs="?", help="the checkpoint to compare A with")
+    p.add_argument("--against", metavar="META",
+                   help="instead of B: compare A's data with what this .meta's saver (or another "
+                        "checkpoint's .meta, or A's own) restores: missing, extra, reshaped, "
+                        "retyped and likely renamed variables; exit 1 when they disagree")
     p.add_argument("--atol", type=float, default=0.0, metavar="X",
                    help="largest absolute difference counted as identical (default 0: bitwise)")
     p.add_argument("--only", metavar="REGEX", help="compare only the variables matching REGEX")
@@ -46,7 +53,29 @@ def run(args) -> int:
         only = re.compile(args.only).search if args.only else None
     except re.error as e:
         raise UserError(f"--only '{args.only}': bad regex: {e}") from e
+    if (args.b is None) == (args.against is None):
+        raise UserError("give a checkpoint B to compare A with, or --against META (not both)")
+    if args.against is not None:
+        return _against(open_checkpoint(args.a), args.against, args.json)
     a, b = open_checkpoint(args.a), open_checkpoint(args.b)
     result = diff_checkpoints(a, b, atol=args.atol, only=only)
     print(json.dumps(result.as_dict(), indent=2) if args.json else "\n".join(result.lines()))
     return 0
+
+
+def _against(checkpoint, against: str, as_json: bool) -> int:
+    from ..errors import UserError
+    from ..formats.checkpoint import open_checkpoint
+    from ..formats.metafile import read_meta_graph
+    from ..migrate.diff import diff_against_meta
+
+    if against.endswith(".meta"):
+        meta, path = read_meta_graph(against), against
+    else:
+        other = open_checkpoint(against)
+        if other.meta_graph is None:
+            raise UserError(f"--against '{against}': that checkpoint has no .meta; give a .meta")
+        meta, path = other.meta_graph, other.files.meta
+    result = diff_against_meta(checkpoint, meta, path)
+    print(json.dumps(result.as_dict(), indent=2) if as_json else "\n".join(result.lines()))
+    return 0 if result.ok else 1

@@ -28,6 +28,8 @@ __all__ = [
     "saved_variables",
     "remove_saver",
     "replace_saver",
+    "trace_variable",
+    "saver_tensors",
 ]
 
 #: Op types that hold a variable's value (ref variables, resource handles).
@@ -113,7 +115,7 @@ def saved_variables(meta) -> list[SavedVariable]:
         stored = list(save.attr["dtypes" if save.op == "SaveV2" else "T"].list.type)
         stored += [None] * (len(keys) - len(stored))
         for key, spec, ref, dtype in zip(keys, slices, inputs[first:], stored, strict=False):
-            var = _trace_variable(nodes, ref)
+            var = trace_variable(nodes, ref)
             if var is None:
                 src = nodes.get(op_name(ref))
                 raise UnsupportedSaverError(
@@ -253,7 +255,8 @@ class _SaverBuilder:
                                                                           shape=array.shape))
 
 
-def _trace_variable(nodes: dict, ref: str):
+def trace_variable(nodes: dict, ref: str):
+    """The variable node that tensor ``ref`` reads, through identities and reads, or None."""
     name = op_name(ref)
     for _ in range(16):
         node = nodes.get(name)
@@ -328,3 +331,40 @@ def _free_scope(meta, base: str) -> str:
         scope = f"{base}_{i}"
     return scope
 
+
+def saver_tensors(meta) -> list[tuple[str, str, tuple[int, ...] | None]]:
+    """``(checkpoint key, dtype name, full shape or None)`` of each tensor the graph's saver
+    saves and restores (:func:`saved_variables`), once per key."""
+    from ..formats.bundle import DTYPE_NAMES
+
+    try:
+        saved = saved_variables(meta)
+    except UnsupportedSaverError:  # it saves something else than variables: not checkable
+        return []
+    nodes = node_map(meta)
+    out = {}
+    for v in saved:
+        enum = v.stored_dtype or v.dtype
+        enum = enum - 100 if enum > 100 else enum  # reference types
+        dtype = DTYPE_NAMES.get(enum, (f"<dtype {enum}>", 0))[0]
+        out.setdefault(v.key, (v.key, dtype, _full_shape(v.slice_spec)
+                               or _variable_shape(nodes.get(v.node))))
+    return list(out.values())
+
+
+def _full_shape(spec: str) -> tuple[int, ...] | None:
+    """The full shape a ``"784 300 0,392:0,300"`` shape-and-slice spec gives, if any."""
+    parts = spec.split()
+    try:
+        return tuple(int(p) for p in parts[:-1]) if len(parts) >= 2 else None
+    except ValueError:
+        return None
+
+
+def _variable_shape(node) -> tuple[int, ...] | None:
+    if node is None or "shape" not in node.attr:
+        return None
+    shape = node.attr["shape"].shape
+    if shape.unknown_rank or any(d.size < 0 for d in shape.dim):
+        return None
+    return tuple(int(d.size) for d in shape.dim)

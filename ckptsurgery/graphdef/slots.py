@@ -19,7 +19,7 @@ __all__ = [
     "SLOT_NAMES",
     "TRAINING_STATE",
     "VariableRole",
-    "classify",
+    "classify_by_name",
     "clean_name",
 ]
 
@@ -57,14 +57,17 @@ class VariableRole:
 
     ``kind`` is ``"model"``, ``"slot"`` (``primary`` is the weight it shadows, ``slot`` its slot
     name), ``"optimizer"`` (state of an optimizer that belongs to no weight), ``"step"``
-    (``global_step``, ``save_counter``) or ``"bookkeeping"`` (TF2's object graph entry).
-    ``optimizer`` names the optimizer where it is known.
+    (``global_step``, ``save_counter``), ``"ema"`` (an ``ExponentialMovingAverage`` shadow;
+    ``primary`` is the averaged weight) or ``"bookkeeping"`` (TF2's object graph entry).
+    ``optimizer`` names the optimizer where it is known; ``source`` is ``"name"`` or
+    ``"graph"`` (read from the ops, :mod:`ckptsurgery.graphdef.roles`).
     """
 
     kind: str
     optimizer: str | None = None
     primary: str | None = None
     slot: str | None = None
+    source: str = "name"
 
 
 def clean_name(key: str) -> str:
@@ -72,8 +75,9 @@ def clean_name(key: str) -> str:
     return key[: -len(_TF2_SUFFIX)] if key.endswith(_TF2_SUFFIX) else key
 
 
-def classify(names: Iterable[str]) -> dict[str, VariableRole]:
-    """The role of every key in ``names`` (the keys of one checkpoint), by name.
+def classify_by_name(names: Iterable[str]) -> dict[str, VariableRole]:
+    """The role of every key in ``names`` (the keys of one checkpoint), by name only (what
+    :func:`ckptsurgery.graphdef.roles.classify` falls back to without a graph).
 
     Returns:
         ``{key: VariableRole}`` in the order of ``names``.

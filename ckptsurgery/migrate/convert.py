@@ -37,7 +37,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ..errors import SelectionError, UserError
-from ..graphdef.slots import classify, clean_name
+from ..graphdef.roles import classify
+from ..graphdef.slots import clean_name
 
 __all__ = [
     "FORMATS",
@@ -108,7 +109,7 @@ def plan_names(checkpoint, *, include_slots: bool = False, only: str | None = No
     from .rewrite import compile_renames
 
     keys = list(checkpoint.variables)
-    roles = classify(keys)
+    roles = classify(keys, checkpoint.meta_graph)
     pattern = re.compile(only) if only else None
     if pattern is not None and not any(pattern.search(k) for k in keys):
         raise SelectionError(f"--only '{only}' matches no variable of '{checkpoint.prefix}'")

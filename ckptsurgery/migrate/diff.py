@@ -1,4 +1,5 @@
-"""Comparing two checkpoints variable by variable: how a user proves frozen layers did not move.
+"""Comparing two checkpoints variable by variable (how a user proves frozen layers did not
+move), and a checkpoint against the graph that should restore it (every mismatch at once).
 
 Reads one tensor pair at a time, so memory stays at the largest variable.
 """
@@ -9,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["CheckpointDiff", "diff_checkpoints"]
+__all__ = ["CheckpointDiff", "diff_checkpoints", "MetaDiff", "diff_against_meta"]
 
 
 @dataclass
@@ -95,4 +96,82 @@ def diff_checkpoints(a, b, *, atol: float = 0.0, only=None) -> CheckpointDiff:
             result.identical.append(name)
         else:
             result.changed[name] = delta
+    return result
+
+
+@dataclass
+class MetaDiff:
+    """A checkpoint's data against what a ``.meta``'s saver expects: ``missing`` (the saver
+    restores it, the data lacks it), ``extra`` (in the data, restored by nothing),
+    ``reshaped`` / ``retyped`` (``{key: (expected, held)}``), ``renamed`` (likely renames:
+    ``{expected key: held key}``, same shape and dtype, similar name) and how many ``matched``."""
+
+    checkpoint: str = ""
+    meta: str = ""
+    matched: int = 0
+    missing: list[str] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)
+    reshaped: dict[str, tuple] = field(default_factory=dict)
+    retyped: dict[str, tuple] = field(default_factory=dict)
+    renamed: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.extra or self.reshaped or self.retyped or self.renamed)
+
+    def as_dict(self) -> dict:
+        return {"checkpoint": self.checkpoint, "meta": self.meta, "ok": self.ok,
+                "matched": self.matched, "missing": self.missing, "extra": self.extra,
+                "reshaped": {k: [list(a), list(b)] for k, (a, b) in self.reshaped.items()},
+                "retyped": {k: list(v) for k, v in self.retyped.items()},
+                "renamed": self.renamed}
+
+    def lines(self) -> list[str]:
+        """The report for people: counts, then one line per mismatch with what to do."""
+        out = [f"checkpoint {self.checkpoint}", f"against    {self.meta}",
+               f"matched {self.matched}, missing {len(self.missing)}, extra {len(self.extra)}, "
+               f"reshaped {len(self.reshaped)}, retyped {len(self.retyped)}, likely renamed "
+               f"{len(self.renamed)}" + ("  (restores as it is)" if self.ok else "")]
+        out += [f"  renamed   {a} -> {b}  (ckptsurgery rename --map '^{a}$={b}')"
+                for a, b in self.renamed.items()]
+        out += [f"  missing   {k}" for k in self.missing]
+        out += [f"  extra     {k}" for k in self.extra]
+        out += [f"  reshaped  {k}  expected {list(a)}, holds {list(b)}"
+                for k, (a, b) in self.reshaped.items()]
+        out += [f"  retyped   {k}  expected {a}, holds {b}" for k, (a, b) in self.retyped.items()]
+        return out
+
+
+def diff_against_meta(checkpoint, meta, meta_path: str = "") -> MetaDiff:
+    """Compare ``checkpoint``'s tensors with what ``meta``'s saver restores (keys, shapes,
+    dtypes), and pair missing with extra keys of the same shape and dtype whose names are alike
+    (the renames of RNN cells in TF 1.2, a scope changed): every reason a restore would fail,
+    not only TensorFlow's first."""
+    import difflib
+
+    from ..graphdef.saver import saver_tensors
+
+    held = checkpoint.variables
+    result = MetaDiff(checkpoint=checkpoint.prefix, meta=meta_path)
+    expected = {key: (dtype, shape) for key, dtype, shape in saver_tensors(meta)}
+    for key, (dtype, shape) in sorted(expected.items()):
+        info = held.get(key)
+        if info is None:
+            result.missing.append(key)
+        elif shape is not None and tuple(shape) != tuple(info.shape):
+            result.reshaped[key] = (tuple(shape), tuple(info.shape))
+        elif dtype != info.dtype:
+            result.retyped[key] = (dtype, info.dtype)
+        else:
+            result.matched += 1
+    result.extra = sorted(k for k in held if k not in expected)
+    for key in list(result.missing):
+        dtype, shape = expected[key]
+        fits = [k for k in result.extra if held[k].dtype == dtype
+                and (shape is None or tuple(held[k].shape) == tuple(shape))]
+        best = difflib.get_close_matches(key, fits, n=1, cutoff=0.5)
+        if best:
+            result.renamed[key] = best[0]
+            result.missing.remove(key)
+            result.extra.remove(best[0])
     return result

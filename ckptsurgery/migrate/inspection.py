@@ -14,7 +14,8 @@ import os
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
-from ..graphdef.slots import VariableRole, classify
+from ..graphdef.roles import classify
+from ..graphdef.slots import VariableRole
 from ..graphdef.walk import reachable
 
 __all__ = ["MetaSummary", "Inspection", "inspect_checkpoint", "import_check"]
@@ -95,6 +96,10 @@ class Inspection:
                 for name, o in self.optimizers.items()))
         else:
             out.append("optimizer    no slots (saved without optimizer state)")
+        sources = Counter(v.get("role_source", "name") for v in self.variables)
+        out.append("roles        " + ("read from the graph's ops for "
+                                      f"{sources['graph']}, by name for {sources['name']}"
+                                      if sources["graph"] else "by name (no .meta, or it shows none)"))
         gs = self.global_step
         out.append(f"global_step  {gs['name']} = {gs['value']} ({gs['dtype']})" if gs
                    else "global_step  none")
@@ -130,7 +135,7 @@ def inspect_checkpoint(path: str, *, check_import: bool = True) -> Inspection:
     infos = dict(ckpt.variables)
     object_based = bool(ckpt.reader.has_tensor(_OBJECT_GRAPH))
     names = list(infos) + ([_OBJECT_GRAPH] if object_based else [])
-    roles = classify(names)
+    roles = classify(names, ckpt.meta_graph)
     variables = []
     for name in sorted(names):
         if name == _OBJECT_GRAPH:
@@ -140,7 +145,8 @@ def inspect_checkpoint(path: str, *, check_import: bool = True) -> Inspection:
             continue
         info = infos[name]
         variables.append({"name": name, "shape": list(info.shape), "dtype": info.dtype,
-                          "bytes": info.nbytes, "role": _role_text(roles[name])})
+                          "bytes": info.nbytes, "role": _role_text(roles[name]),
+                          "role_source": roles[name].source})
     files = [{"path": p, "bytes": os.path.getsize(p)} for p in ckpt.files.paths]
     result = Inspection(
         prefix=ckpt.prefix, format=ckpt.files.format, shards=len(ckpt.files.data), files=files,
@@ -221,6 +227,8 @@ def _role_text(role: VariableRole) -> str:
         return f"slot {role.slot} ({role.optimizer}) of {role.primary}"
     if role.kind == "optimizer":
         return f"optimizer state ({role.optimizer})" if role.optimizer else "optimizer state"
+    if role.kind == "ema":
+        return f"moving average of {role.primary}" if role.primary else "moving average"
     return role.kind
 
 

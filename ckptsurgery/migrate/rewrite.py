@@ -21,7 +21,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import CheckpointCorruptError, SelectionError, UserError, nearest
-from ..graphdef.slots import TRAINING_STATE, classify
+from ..graphdef.roles import classify
+from ..graphdef.slots import TRAINING_STATE
 
 __all__ = [
     "RENAME_PRESETS",
@@ -250,7 +251,7 @@ def plan_strip(checkpoint, *, optimizer_slots: bool = False, drop: Sequence[str]
         _require_match(p, keys, "--keep", checkpoint.prefix)
     for p in drops:
         _require_match(p, keys, "--drop", checkpoint.prefix)
-    roles = classify(keys) if optimizer_slots else {}
+    roles = classify(keys, checkpoint.meta_graph) if optimizer_slots else {}
     targets: dict[str, str | None] = {}
     for k in keys:
         gone = ((keeps and not any(p.search(k) for p in keeps))
@@ -278,7 +279,7 @@ def plan_cast(checkpoint, dtype: str, *, only: str | None = None) -> RewritePlan
     pattern = _compile([only], "--only")[0] if only else None
     if pattern is not None:
         _require_match(pattern, keys, "--only", checkpoint.prefix)
-    roles = classify(keys)
+    roles = classify(keys, checkpoint.meta_graph)
     casts = {}
     for k in keys:
         info = checkpoint.variables[k]

@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..errors import CheckpointCorruptError, CkptSurgeryError, InternalError
+from ..graphdef.saver import saver_tensors
 
 __all__ = ["Problem", "VerifyReport", "verify_checkpoint", "check_written"]
 
@@ -172,7 +173,7 @@ def _check_meta(ckpt, saved, report: VerifyReport) -> None:
     if saved is None:
         return
     try:
-        restored = _saver_tensors(meta)
+        restored = saver_tensors(meta)
     except Exception as e:  # a damaged graph can break the walk anywhere: that is the finding
         report.problems.append(Problem(
             "meta", ckpt.files.meta, f"'{ckpt.files.meta}': its saver cannot be read ({e})"))
@@ -193,49 +194,9 @@ def _check_meta(ckpt, saved, report: VerifyReport) -> None:
                 f"{list(info.shape)}"))
 
 
-def _saver_tensors(meta) -> list[tuple[str, str, tuple[int, ...] | None]]:
-    """``(checkpoint key, dtype name, full shape or None)`` of each tensor the graph's saver
-    saves and restores (:func:`~ckptsurgery.graphdef.saver.saved_variables`), once per key."""
-    from ..formats.bundle import DTYPE_NAMES
-    from ..graphdef.metagraph import node_map
-    from ..graphdef.saver import UnsupportedSaverError, saved_variables
-
-    try:
-        saved = saved_variables(meta)
-    except UnsupportedSaverError:  # it saves something else than variables: not checkable
-        return []
-    nodes = node_map(meta)
-    out = {}
-    for v in saved:
-        enum = v.stored_dtype or v.dtype
-        enum = enum - 100 if enum > 100 else enum  # reference types
-        dtype = DTYPE_NAMES.get(enum, (f"<dtype {enum}>", 0))[0]
-        out.setdefault(v.key, (v.key, dtype, _full_shape(v.slice_spec)
-                               or _variable_shape(nodes.get(v.node))))
-    return list(out.values())
-
-
 def _tf_detail(e: Exception) -> str:
     text = str(e)
     if "Checksum does not match" in text:
         return ("the checksum of its bytes does not match the one stored when it was saved: "
                 "the data shard was damaged")
     return text
-
-
-def _full_shape(spec: str) -> tuple[int, ...] | None:
-    """The full shape a ``"784 300 0,392:0,300"`` shape-and-slice spec gives, if any."""
-    parts = spec.split()
-    try:
-        return tuple(int(p) for p in parts[:-1]) if len(parts) >= 2 else None
-    except ValueError:
-        return None
-
-
-def _variable_shape(node) -> tuple[int, ...] | None:
-    if node is None or "shape" not in node.attr:
-        return None
-    shape = node.attr["shape"].shape
-    if shape.unknown_rank or any(d.size < 0 for d in shape.dim):
-        return None
-    return tuple(int(d.size) for d in shape.dim)

@@ -1,0 +1,123 @@
+"""What each saved variable is for, read from the graph: the ops that update a variable say
+which optimizer slots belong to it, which state belongs to the optimizer, which variable counts
+steps and which holds a moving average, whatever their names.
+
+Names fail often (an optimizer under a name scope saves ``optimizer/layer/w/RMSProp``, nested
+scopes give ``model/model/cell/kernel/Adam_1``); the ``Apply*`` and ``ResourceApply*`` ops of
+every ``tf.compat.v1.train`` optimizer take the weight first and its slots after it, and
+``AssignMovingAvg`` updates name the average they move. :func:`graph_roles` reads them;
+:func:`~ckptsurgery.graphdef.slots.classify` uses it when a ``.meta`` exists and falls back to
+names for what the graph does not say.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+
+from .metagraph import node_map
+from .saver import VARIABLE_OPS, UnsupportedSaverError, saved_variables, trace_variable
+from .slots import VariableRole, classify_by_name
+
+__all__ = ["graph_roles", "classify"]
+
+_APPLY_RE = re.compile(r"^(?:Resource)?(?:Sparse)?Apply(?P<optimizer>[A-Za-z]+?)(?:V2)?$")
+_OPTIMIZER_NAMES = {"GradientDescent": "GradientDescent", "Momentum": "Momentum",
+                    "Keras Momentum": "Momentum", "RMSProp": "RMSProp",
+                    "CenteredRMSProp": "RMSProp", "Adam": "Adam", "AdamWithAmsgrad": "Adam",
+                    "Adagrad": "Adagrad", "AdagradDA": "AdagradDA", "Adadelta": "Adadelta",
+                    "Ftrl": "Ftrl", "ProximalAdagrad": "ProximalAdagrad",
+                    "ProximalGradientDescent": "ProximalGradientDescent", "AdaMax": "AdaMax",
+                    "PowerSign": "PowerSign", "AddSign": "AddSign"}
+_MOVING_AVG_RE = re.compile(r"AssignMovingAvg(?:_\d+)?$")
+
+
+def graph_roles(meta) -> dict[str, VariableRole]:
+    """``{checkpoint key: VariableRole}`` for the saved variables whose role the graph shows:
+    slots and optimizer state (from ``Apply*`` ops), step counters (the ``global_step``
+    collection), moving averages (``AssignMovingAvg`` of ``ExponentialMovingAverage``, whose
+    primary is the averaged weight) and batch-norm statistics (``kind="model"``: they are
+    weights at inference). Keys the graph says nothing about are left out."""
+    nodes = node_map(meta)
+    key_of = _keys(meta, nodes)
+    roles: dict[str, VariableRole] = {}
+    users: dict[str, set[str]] = {}  # variable -> Apply ops reading it
+    applies = []
+    for node in meta.graph_def.node:
+        m = _APPLY_RE.match(node.op)
+        if not m or not node.input:
+            continue
+        variables = [trace_variable(nodes, ref) for ref in node.input if not ref.startswith("^")]
+        names = [v.name if v is not None else None for v in variables]
+        applies.append((_OPTIMIZER_NAMES.get(m.group("optimizer"), m.group("optimizer")), names))
+        for name in names:
+            if name:
+                users.setdefault(name, set()).add(node.name)
+    for optimizer, names in applies:
+        weight = names[0]
+        if weight is None or weight not in key_of:
+            continue
+        for name in names[1:]:
+            if name is None or name not in key_of or name == weight:
+                continue
+            if len(users[name]) == 1 and _shape(nodes[name]) == _shape(nodes[weight]):
+                roles[key_of[name]] = VariableRole("slot", optimizer, key_of[weight],
+                                                   key_of[name].rsplit("/", 1)[-1])
+            else:  # shared by several weights: beta1_power, a learning-rate variable...
+                roles[key_of[name]] = VariableRole("optimizer", optimizer)
+    for ref in _collection(meta, "global_step"):
+        variable = trace_variable(nodes, ref)
+        if variable is not None and variable.name in key_of:
+            roles[key_of[variable.name]] = VariableRole("step")
+    for node in meta.graph_def.node:
+        if not _MOVING_AVG_RE.search(node.name) or not node.input:
+            continue
+        average = trace_variable(nodes, node.input[0])
+        if average is None or average.name not in key_of:
+            continue
+        key = key_of[average.name]
+        if key.endswith(("/moving_mean", "/moving_variance")):
+            roles.setdefault(key, VariableRole("model"))
+        elif "/ExponentialMovingAverage" in key:
+            primary = key.split("/ExponentialMovingAverage", 1)[0]
+            roles[key] = VariableRole("ema", None, primary if primary in key_of.values() else None,
+                                      "ExponentialMovingAverage")
+    return roles
+
+
+def classify(names, meta=None) -> dict[str, VariableRole]:
+    """The role of every checkpoint key in ``names``: from the graph (``meta``, when there is
+    one) for what its ops show, by name for the rest; each role's ``source`` says which.
+
+    Returns:
+        ``{key: VariableRole}`` in the order of ``names``.
+    """
+    names = list(names)
+    by_name = classify_by_name(names)
+    if meta is None:
+        return by_name
+    try:
+        from_graph = graph_roles(meta)
+    except Exception:  # a graph we cannot read for roles still has names
+        return by_name
+    return {n: replace(from_graph[n], source="graph") if n in from_graph else by_name[n]
+            for n in names}
+
+
+def _keys(meta, nodes) -> dict[str, str]:
+    """Variable node name -> checkpoint key (the node's name when the saver cannot be read)."""
+    try:
+        return {v.node: v.key for v in saved_variables(meta)}
+    except UnsupportedSaverError:
+        return {n: n for n, node in nodes.items() if node.op in VARIABLE_OPS}
+
+
+def _collection(meta, key: str) -> list[str]:
+    from .collections import collection_items
+
+    return collection_items(meta, key) if key in meta.collection_def else []
+
+
+def _shape(node):
+    attr = node.attr.get("shape")
+    return tuple(d.size for d in attr.shape.dim) if attr is not None else None
