@@ -203,7 +203,8 @@ def import_check(meta, summary: MetaSummary | None = None) -> tuple[bool, str | 
     if missing:
         return False, f"unregistered op(s): {', '.join(missing)}", (
             f"the graph ({written}) uses op(s) TensorFlow {tf.__version__} no longer registers; "
-            "inspect, diff, rename, strip, cast and convert do not import it and still work")
+            "inspect, diff, rename, strip, cast and convert do not import it and still work; "
+            "'ckptsurgery salvage CKPT --drop-unregistered --out NEW' writes one that imports")
     stale = summary.stale_collection_entries if summary else _stale_entries(meta)
     try:
         with tf.Graph().as_default():

@@ -34,6 +34,8 @@ __all__ = [
     "plan_rename",
     "plan_strip",
     "plan_cast",
+    "plan_salvage",
+    "salvage_checkpoint",
     "rewrite_checkpoint",
     "rename_checkpoint",
     "strip_checkpoint",
@@ -76,12 +78,16 @@ class RewritePlan:
     ``targets`` maps every input key to its output key, or to None when it is dropped;
     ``casts`` maps input keys to the dtype name they are written as. ``rename`` is the function
     that made the new names (applied to graph variable names too), None when nothing is renamed.
+    ``meta`` replaces the input's ``.meta`` as the graph to rewrite (a salvaged one);
+    ``notes`` are lines the plan prints after its changes.
     """
 
     operation: str
     targets: dict[str, str | None]
     casts: dict[str, str] = field(default_factory=dict)
     rename: Callable[[str], str] | None = None
+    meta: object | None = None  # a .meta to rewrite instead of the input's (salvage)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def kept(self) -> list[str]:
@@ -101,6 +107,7 @@ class RewritePlan:
                f"dropped, {len(self.renamed)} renamed, {len(self.casts)} cast"]
         out += [f"  rename {k} -> {t}" for k, t in self.renamed.items()]
         out += [f"  drop   {k}" for k in self.dropped]
+        out += [f"  {note}" for note in self.notes]
         out += [f"  cast   {k} -> {d}" for k, d in self.casts.items()]
         return out
 
@@ -335,6 +342,33 @@ def rewrite_checkpoint(checkpoint, plan: RewritePlan, out: str, *, force: bool =
                          stats.overflowed)
 
 
+def plan_salvage(checkpoint, *, drop_unregistered: bool = False) -> RewritePlan:
+    """Plan a copy of ``checkpoint`` whose ``.meta`` imports on this TensorFlow: devices cleared,
+    stale collection entries dropped, and with ``drop_unregistered`` the ops it no longer
+    registers removed with what depends on them (see
+    :func:`~ckptsurgery.graphdef.salvage.salvage_meta_graph`). The tensors are copied as they are.
+
+    Raises:
+        UserError: the checkpoint has no ``.meta``, or a variable depends on a removed op.
+    """
+    from ..graphdef.salvage import salvage_meta_graph
+
+    if checkpoint.meta_graph is None:
+        raise UserError(f"checkpoint '{checkpoint.prefix}' has no .meta file; there is no graph "
+                        "to salvage")
+    meta, info = salvage_meta_graph(checkpoint.meta_graph, drop_unregistered=drop_unregistered)
+    return RewritePlan("salvage", {k: k for k in _keys(checkpoint)}, meta=meta,
+                       notes=info.lines())
+
+
+def salvage_checkpoint(path: str, out: str, *, drop_unregistered: bool = False,
+                       **options) -> RewriteResult:
+    """Write a copy of the checkpoint at ``path`` whose ``.meta`` imports (see
+    :func:`plan_salvage`)."""
+    return _run(path, lambda c: plan_salvage(c, drop_unregistered=drop_unregistered), out,
+                options)
+
+
 def rename_checkpoint(path: str, maps: Sequence[tuple[str, str]], out: str,
                       **options) -> RewriteResult:
     """Rename the variables of the checkpoint at ``path`` (see :func:`plan_rename`) into
@@ -369,8 +403,8 @@ def _rewrite_meta(checkpoint, plan: RewritePlan):
     from ..graphdef.metarewrite import rewrite_meta_graph
 
     stored = {plan.targets[k]: tf.as_dtype(d).as_datatype_enum for k, d in plan.casts.items()}
-    return rewrite_meta_graph(checkpoint.meta_graph, plan.targets, rename=plan.rename,
-                              stored_dtypes=stored)
+    meta = plan.meta if plan.meta is not None else checkpoint.meta_graph
+    return rewrite_meta_graph(meta, plan.targets, rename=plan.rename, stored_dtypes=stored)
 
 
 def _object_graph(checkpoint, plan: RewritePlan) -> list[tuple[str, object]]:
