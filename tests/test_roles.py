@@ -1,6 +1,7 @@
 """Roles from the graph: optimizer slots and state, steps and moving averages are read from the
 ops that update each variable, so optimizers under a name scope and slots named after nested
-scopes are recognised; without a .meta, names still work for the classic ones."""
+scopes are recognised; without a .meta, names still work for the classic ones. Moving
+averages: ``ckptsurgery ema`` and ``graft --use-ema`` put the shadows into the weights."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 import numpy as np
 import pytest
 from conftest import read_vars, run_cli
+from migrate_helpers import restore_values
 
 from ckptsurgery.formats.checkpoint import open_checkpoint
 from ckptsurgery.graphdef.roles import classify
@@ -33,7 +35,8 @@ def _train_and_export(prefix: str, optimizer: str, *, scope: str, name_scope: st
         with tf1.variable_scope(scope, use_resource=False):
             w = tf1.get_variable("w", (3, 2))
             b = tf1.get_variable("b", (2,), initializer=tf1.zeros_initializer())
-        loss = tf1.reduce_sum(tf1.square(tf1.matmul(x, w) + b))
+        out = tf1.identity(tf1.nn.relu(tf1.matmul(x, w) + b), name="out")
+        loss = tf1.reduce_sum(tf1.square(out))
         step = tf1.train.get_or_create_global_step()
         with tf1.name_scope(name_scope):
             opt = {"rmsprop": tf1.train.RMSPropOptimizer(0.01),
@@ -45,7 +48,10 @@ def _train_and_export(prefix: str, optimizer: str, *, scope: str, name_scope: st
                 with tf1.control_dependencies([train_op]):
                     train_op = averages.apply([w, b])
     with tf1.Session(graph=graph) as sess:
-        sess.run(tf1.global_variables_initializer())
+        # The weights first: a moving average's initializer reads its weight.
+        sess.run(tf1.variables_initializer([w, b]))
+        sess.run(tf1.variables_initializer([v for v in tf1.global_variables()
+                                            if v not in (w, b)]))
         sess.run(train_op, {x: np.ones((4, 3), np.float32)})
         return export_checkpoint(sess, graph, prefix).prefix
 
@@ -113,3 +119,39 @@ def test_moving_averages_are_named_with_their_weights(tmp_path):
     assert emas == {"layer/w/ExponentialMovingAverage": "layer/w",
                     "layer/b/ExponentialMovingAverage": "layer/b"}
     assert {r.slot for r in roles.values() if r.kind == "slot"} == {"Momentum"}
+
+
+def test_ema_writes_the_shadows_as_the_weights_and_plain_tensorflow_restores_them(tmp_path):
+    prefix = _train_and_export(str(tmp_path / "m" / "model.ckpt"), "momentum", scope="layer",
+                               name_scope="train", ema=True)
+    source = read_vars(prefix)
+    out = str(tmp_path / "e" / "model.ckpt")
+    r = run_cli("ema", prefix, "--out", out)
+    assert r.returncode == 0, r.stderr
+    assert "layer/w takes the value of layer/w/ExponentialMovingAverage" in r.stdout
+    restored = restore_values(out)
+    assert not any("ExponentialMovingAverage" in k for k in restored)
+    for weight in ("layer/w", "layer/b"):
+        shadow = source[weight + "/ExponentialMovingAverage"]
+        assert restored[weight].tobytes() == shadow.tobytes(), weight
+        assert restored[weight].tobytes() != source[weight].tobytes()
+
+
+def test_graft_use_ema_restores_the_shadows_into_the_weights(tmp_path):
+    prefix = _train_and_export(str(tmp_path / "m" / "model.ckpt"), "momentum", scope="layer",
+                               name_scope="train", ema=True)
+    out = str(tmp_path / "g" / "model.ckpt")
+    r = run_cli("graft", prefix, "--at", "out", "--inputs", "x", "--dense", "head:2",
+                "--use-ema", "--out", out)
+    assert r.returncode == 0, r.stderr
+    source, grafted = read_vars(prefix), read_vars(out)
+    assert grafted["layer/w"].tobytes() == source["layer/w/ExponentialMovingAverage"].tobytes()
+
+
+def test_ema_without_shadows_is_a_clean_error(tmp_path):
+    from safety_helpers import assert_clean_error
+
+    prefix = _train_and_export(str(tmp_path / "m" / "model.ckpt"), "adam", scope="layer",
+                               name_scope="train")
+    r = run_cli("ema", prefix, "--out", str(tmp_path / "e" / "model.ckpt"))
+    assert_clean_error(r.returncode, r.stderr, 2, "no ExponentialMovingAverage shadows")

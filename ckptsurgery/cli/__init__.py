@@ -20,7 +20,7 @@ import warnings
 
 #: Subcommand modules, in the order ``--help`` lists them.
 COMMANDS = ("graft", "demo", "verify", "audit", "inspect", "diff", "rename", "strip", "cast",
-            "convert", "salvage", "graph")
+            "convert", "ema", "salvage", "graph")
 
 PROG = "ckptsurgery"
 

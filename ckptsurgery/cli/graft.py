@@ -67,6 +67,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
                         "with --cut-after)")
     g.add_argument("--restore-scope", metavar="REGEX",
                    help="restore only these variables from CKPT (default: all that are kept)")
+    g.add_argument("--use-ema", action="store_true",
+                   help="restore each weight from its ExponentialMovingAverage shadow")
     g.add_argument("--lenient", action="store_true",
                    help="restore what matches and report the rest, instead of failing")
     g.add_argument("--keep-dead", action="store_true",
@@ -154,7 +156,7 @@ def run(args) -> int:
                           cache_frozen=args.cache_frozen, progress=not args.quiet),
         valid_size=args.valid_size, strict=not args.lenient, force=args.force,
         classes=parse_classes(args.classes) if args.classes else None, per_class=args.per_class,
-        logdir=args.logdir, graph=args.graph,
+        logdir=args.logdir, graph=args.graph, use_ema=args.use_ema,
         dry_run=args.dry_run, allow_unsafe_ops=args.allow_unsafe_ops,
     )
     log = sys.stderr if args.json else sys.stdout

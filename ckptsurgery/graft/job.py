@@ -31,6 +31,7 @@ class GraftJob:
     per_class: int | None = None  # keep this many training images per class
     logdir: str | None = None  # TensorBoard events: the grafted graph, loss and accuracy
     graph: str | None = None  # a picture of the graft (.dot, .svg, .png), dry run or not
+    use_ema: bool = False  # restore each weight from its ExponentialMovingAverage shadow
     strict: bool = True
     force: bool = False
     dry_run: bool = False
@@ -111,7 +112,8 @@ def run_graft(job: GraftJob, log: Callable[[str], None] = print) -> GraftResult:
     with tf.compat.v1.Session(graph=grafted.graph) as sess:
         sess.run(tf.compat.v1.variables_initializer(
             grafted.graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES)))
-        report = restore(sess, grafted.restore_vars, source, strict=job.strict)
+        report = restore(sess, grafted.restore_vars, source, strict=job.strict,
+                         sources=_ema_sources(source) if job.use_ema else None)
         log(str(report))
         result.restore = report
         events = EventLog(job.logdir, grafted.graph) if job.logdir else None
@@ -159,3 +161,15 @@ def _load(job: GraftJob, inputs):
         "label_map": {str(k): v for k, v in dataset.label_map.items()}
         if dataset.label_map else None,
     }
+
+
+def _ema_sources(source) -> dict[str, str]:
+    """``{weight key: its moving average's key}`` of a checkpoint (``--use-ema``)."""
+    from ..errors import UserError
+    from ..graphdef.roles import classify
+
+    roles = classify(list(source.variables), source.meta_graph)
+    sources = {r.primary: k for k, r in roles.items() if r.kind == "ema" and r.primary}
+    if not sources:
+        raise UserError(f"--use-ema: '{source.prefix}' has no ExponentialMovingAverage shadows")
+    return sources

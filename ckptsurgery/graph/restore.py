@@ -54,7 +54,8 @@ class RestoreReport:
         }
 
 
-def restore(session, variables, checkpoint, *, strict: bool = True) -> RestoreReport:
+def restore(session, variables, checkpoint, *, strict: bool = True,
+            sources: dict[str, str] | None = None) -> RestoreReport:
     """Load ``variables`` (graph variables) from ``checkpoint`` (a :class:`Checkpoint`) by name.
 
     Args:
@@ -62,6 +63,8 @@ def restore(session, variables, checkpoint, *, strict: bool = True) -> RestoreRe
         variables: the selection to restore; the checkpoint key of each is its op name.
         checkpoint: the source.
         strict: raise :class:`RestoreError` unless every selected variable was restored.
+        sources: ``{checkpoint key: key to read instead}`` (``--use-ema``: a weight's moving
+            average); keys read that way count as used.
 
     Returns:
         The :class:`RestoreReport` (in lenient mode, what matched was loaded, the rest skipped).
@@ -74,6 +77,9 @@ def restore(session, variables, checkpoint, *, strict: bool = True) -> RestoreRe
         name = var.op.name
         key, full_shape, part = _checkpoint_slot(var)
         used.add(key)
+        if sources and key in sources:
+            key = sources[key]
+            used.add(key)
         info = saved.get(key)
         if info is None:
             report.missing.append(name)

@@ -112,6 +112,10 @@ def _classify_one(name: str, present: set[str], optimizer_paths: set[str]) -> Va
     if name.endswith(_TF2_SUFFIX) and (head == "optimizer" or any(
             plain.startswith(p + "/") for p in optimizer_paths)):
         return VariableRole("optimizer", head)
+    if plain.endswith("/ExponentialMovingAverage"):
+        primary = name[: -len("/ExponentialMovingAverage")]
+        if primary in present:
+            return VariableRole("ema", None, primary, "ExponentialMovingAverage")
     m = _SLOT_RE.match(name)
     if m and m.group("primary") in present:
         slot = m.group("slot")

@@ -35,6 +35,8 @@ __all__ = [
     "plan_strip",
     "plan_cast",
     "plan_salvage",
+    "plan_ema",
+    "ema_checkpoint",
     "salvage_checkpoint",
     "rewrite_checkpoint",
     "rename_checkpoint",
@@ -79,7 +81,8 @@ class RewritePlan:
     ``casts`` maps input keys to the dtype name they are written as. ``rename`` is the function
     that made the new names (applied to graph variable names too), None when nothing is renamed.
     ``meta`` replaces the input's ``.meta`` as the graph to rewrite (a salvaged one);
-    ``notes`` are lines the plan prints after its changes.
+    ``notes`` are lines the plan prints after its changes. ``values_from`` gives a kept key
+    the value of another input key (``ema``: a weight takes its moving average's value).
     """
 
     operation: str
@@ -87,6 +90,7 @@ class RewritePlan:
     casts: dict[str, str] = field(default_factory=dict)
     rename: Callable[[str], str] | None = None
     meta: object | None = None  # a .meta to rewrite instead of the input's (salvage)
+    values_from: dict[str, str] = field(default_factory=dict)  # key -> key whose value it takes
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -327,7 +331,8 @@ def rewrite_checkpoint(checkpoint, plan: RewritePlan, out: str, *, force: bool =
     elif checkpoint.files.meta:
         note = "not written (--no-meta)"
     prefix = check_output_prefix(out, inputs=checkpoint.files.paths, force=force)
-    specs = [CopySpec(k, t, plan.casts.get(k)) for k, t in plan.targets.items() if t is not None]
+    specs = [CopySpec(plan.values_from.get(k, k), t, plan.casts.get(k))
+             for k, t in plan.targets.items() if t is not None]
     extra = _object_graph(checkpoint, plan)
     with staged_checkpoint(prefix, verify=lambda tmp: _verify(tmp, specs, extra)) as tmp:
         stats = copy_tensors(checkpoint, tmp, specs, progress=progress, extra=extra,
@@ -359,6 +364,35 @@ def plan_salvage(checkpoint, *, drop_unregistered: bool = False) -> RewritePlan:
     meta, info = salvage_meta_graph(checkpoint.meta_graph, drop_unregistered=drop_unregistered)
     return RewritePlan("salvage", {k: k for k in _keys(checkpoint)}, meta=meta,
                        notes=info.lines())
+
+
+def plan_ema(checkpoint) -> RewritePlan:
+    """Plan a checkpoint whose weights are their ``ExponentialMovingAverage`` shadows: each
+    averaged weight takes its shadow's value, the shadows (and the ops that update them) go,
+    so the ``.meta`` restores the averaged weights where the model reads its weights: what
+    serving or grafting wants from a model trained with moving averages.
+
+    Raises:
+        UserError: the checkpoint has no moving-average shadows.
+    """
+    from ..graphdef.roles import classify
+
+    keys = _keys(checkpoint)
+    roles = classify(keys, checkpoint.meta_graph)
+    shadows = {k: r.primary for k, r in roles.items() if r.kind == "ema" and r.primary in keys}
+    if not shadows:
+        raise UserError(f"'{checkpoint.prefix}' has no ExponentialMovingAverage shadows of its "
+                        "weights; nothing to swap in")
+    targets = {k: (None if k in shadows else k) for k in keys}
+    values_from = {primary: shadow for shadow, primary in shadows.items()}
+    notes = [f"{p} takes the value of {s}" for p, s in sorted(values_from.items())]
+    return RewritePlan("ema", targets, values_from=values_from, notes=notes)
+
+
+def ema_checkpoint(path: str, out: str, **options) -> RewriteResult:
+    """Write the checkpoint at ``path`` with its weights replaced by their moving averages
+    (see :func:`plan_ema`)."""
+    return _run(path, plan_ema, out, options)
 
 
 def salvage_checkpoint(path: str, out: str, *, drop_unregistered: bool = False,
