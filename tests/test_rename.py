@@ -126,3 +126,18 @@ def test_cli_rename_preset_and_dry_run(shared, tmp_path):
     assert not (tmp_path / "m.index").exists()
     proc = run_cli("rename", corpus_prefix(RNN), "--out", out)
     assert proc.returncode == 2 and "nothing to rename" in proc.stderr
+
+
+def test_the_update_ops_of_a_renamed_variable_follow_it(tmp_path):
+    """An optimizer names the op that updates a variable after it (``update_<var>/Apply...``):
+    after the rename the .meta reads consistently, and still imports and restores."""
+    from conftest import FIXTURE_MIXED
+
+    out = rename_checkpoint(FIXTURE_MIXED, [("^dense/", "fc/")], str(tmp_path / "r" / "m.ckpt"),
+                            progress=False).prefix
+    names = {n.name for n in open_checkpoint(out).meta_graph.graph_def.node}
+    updates = sorted(n for n in names if "/update_" in n and n.endswith("ApplyAdam"))
+    assert "Adam/update_fc/kernel/ApplyAdam" in updates
+    assert not any("update_dense/" in n for n in names)
+    assert sorted(restore_values(out)) == sorted(
+        k.replace("dense/", "fc/", 1) for k in read_vars(FIXTURE_MIXED))

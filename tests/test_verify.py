@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
 import pytest
-from conftest import CORPUS, corpus_entries
+from conftest import CORPUS, corpus_entries, run_cli
 from safety_helpers import (
     assert_clean_error,
     copy_checkpoint,
@@ -138,3 +139,22 @@ def test_graft_output_is_verified_before_the_rename(mlp_ckpt, tmp_path, monkeypa
     (staged, final_existed), = seen
     assert staged != out and os.path.basename(staged) == "x.ckpt" and not final_existed
     assert run_main("verify", out)[0] == 0
+
+
+def test_nan_and_inf_are_reported_per_tensor_unless_allowed(tmp_path):
+    from migrate_helpers import write_checkpoint
+
+    from ckptsurgery.safety.verify import verify_checkpoint
+
+    bad = np.ones(10, np.float32)
+    bad[[1, 2]] = np.nan
+    bad[5] = np.inf
+    prefix = write_checkpoint(str(tmp_path / "n" / "m"), {"w": bad, "fine": np.ones(3, np.float32),
+                                                           "step": np.int64(3)})
+    report = verify_checkpoint(prefix)
+    assert [(p.kind, p.name) for p in report.problems] == [("nonfinite", "w")]
+    assert "2 NaN and 1 Inf of 10 values" in report.problems[0].message
+    assert verify_checkpoint(prefix, allow_nonfinite=True).ok
+    r = run_cli("verify", prefix)
+    assert_clean_error(r.returncode, r.stderr, 2, "2 NaN and 1 Inf", "--allow-nonfinite")
+    assert run_cli("verify", prefix, "--allow-nonfinite").returncode == 0

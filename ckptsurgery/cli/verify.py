@@ -23,6 +23,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", metavar="CKPT", help=CKPT_HELP)
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    p.add_argument("--allow-nonfinite", action="store_true",
+                   help="accept NaN and Inf values (reported as a problem otherwise)")
     return p
 
 
@@ -30,7 +32,7 @@ def run(args) -> int:
     from ..errors import CheckpointCorruptError
     from ..safety.verify import verify_checkpoint
 
-    report = verify_checkpoint(args.checkpoint)
+    report = verify_checkpoint(args.checkpoint, allow_nonfinite=args.allow_nonfinite)
     print(json.dumps(report.as_dict(), indent=2) if args.json else report)
     if not report.ok:
         raise CheckpointCorruptError(report.summary())

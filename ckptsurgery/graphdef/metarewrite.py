@@ -8,7 +8,8 @@ import are rewritten too, and keeps what it does not understand. Three edits, in
   variable name it starts with, so ``w/Adam/read`` belongs to ``w/Adam``) and with whatever uses
   them, transitively: ``ApplyAdam`` ops, then the train op. A control edge from a node owned by a
   dropped variable is cut instead (``init`` loses ``^w/Adam/Assign`` and lives on).
-* **Renamed variables** take their owned nodes along (``weights/read`` becomes ``kernel/read``);
+* **Renamed variables** take their owned nodes along (``weights/read`` becomes ``kernel/read``),
+  and so do the optimizer ops that update them (``Adam/update_weights/ApplyAdam``);
   inputs, ``_class`` colocation (``loc:@...``), collections (node lists, ``VariableDef`` fields,
   cond/while contexts) and signatures follow.
 * **The saver** is rebuilt over the variables kept (:func:`~ckptsurgery.graphdef.saver.replace_saver`),
@@ -205,6 +206,10 @@ def _node_renames(meta, rename: Callable[[str], str], variables: set[str]) -> di
         o = owner(node.name)
         if o in new_names:
             renames[node.name] = new_names[o] + node.name[len(o):]
+        elif "update_" in node.name:  # an optimizer's update of it: Adam/update_<var>/ApplyAdam
+            renamed = _rename_update_scope(node.name, new_names, owner)
+            if renamed:
+                renames[node.name] = renamed
     valid = re.compile(r"^[A-Za-z0-9.][A-Za-z0-9_.\\/>-]*$")
     taken = {n.name for n in meta.graph_def.node} - set(renames)
     seen: dict[str, str] = {}
@@ -222,6 +227,20 @@ def _node_renames(meta, rename: Callable[[str], str], variables: set[str]) -> di
             )
         seen[new] = old
     return renames
+
+
+def _rename_update_scope(name: str, new_names: dict[str, str], owner) -> str | None:
+    """``name`` with its ``update_<variable>`` scope (how optimizers name the ops that update a
+    variable) following the variable's rename, or None."""
+    at = name.find("update_")
+    while at >= 0:
+        if at == 0 or name[at - 1] == "/":
+            rest = name[at + len("update_"):]
+            variable = owner(rest)
+            if variable in new_names:
+                return name[:at] + "update_" + new_names[variable] + rest[len(variable):]
+        at = name.find("update_", at + 1)
+    return None
 
 
 def _apply_renames(meta, renames: dict[str, str], targets: dict[str, str | None]) -> None:

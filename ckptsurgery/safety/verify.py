@@ -102,8 +102,10 @@ class VerifyReport:
         return any(p.kind == kind for p in self.problems)
 
 
-def verify_checkpoint(path: str) -> VerifyReport:
-    """Check the checkpoint at ``path`` (prefix, one of its files, or a folder).
+def verify_checkpoint(path: str, *, allow_nonfinite: bool = False) -> VerifyReport:
+    """Check the checkpoint at ``path`` (prefix, one of its files, or a folder): every tensor
+    reads back with its checksum, the ``.meta`` fits the data, and (unless ``allow_nonfinite``)
+    no floating-point tensor holds NaN or Inf, which reads back fine but ruins a model.
 
     Returns:
         A :class:`VerifyReport`; ``report.ok`` is False when anything is wrong.
@@ -126,10 +128,12 @@ def verify_checkpoint(path: str) -> VerifyReport:
         report.problems.append(Problem("files", files.index or files.prefix, str(e)))
     for name, info in (saved or {}).items():
         try:
-            ckpt.read(name)
+            value = ckpt.read(name)
         except CkptSurgeryError as e:
             report.problems.append(Problem("data", name, _tf_detail(e)))
             continue
+        if not allow_nonfinite:
+            _check_finite(name, value, report)
         report.tensors_read += 1
         report.bytes_read += info.nbytes
     if files.meta:
@@ -146,7 +150,7 @@ def check_written(prefix: str) -> None:
         InternalError: the data does not read back (a bug, or a failing disk).
         Either way nothing is moved into place.
     """
-    report = verify_checkpoint(prefix)
+    report = verify_checkpoint(prefix, allow_nonfinite=True)  # values are the input's
     if report.ok:
         return
     first = report.problems[0]
@@ -161,6 +165,19 @@ def check_written(prefix: str) -> None:
 
 
 _META_VS_DATA = ("shape", "dtype", "missing")
+
+
+def _check_finite(name: str, value, report: VerifyReport) -> None:
+    import numpy as np
+
+    if not isinstance(value, np.ndarray) or value.dtype.kind != "f" or not value.size:
+        return
+    if np.isfinite(value).all():
+        return
+    nan, inf = int(np.isnan(value).sum()), int(np.isinf(value).sum())
+    report.problems.append(Problem(
+        "nonfinite", name, f"{nan} NaN and {inf} Inf of {value.size} values (the model diverged, "
+        "or a cast overflowed); pass --allow-nonfinite to accept them"))
 
 
 def _check_meta(ckpt, saved, report: VerifyReport) -> None:
