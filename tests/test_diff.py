@@ -106,3 +106,24 @@ def test_diff_needs_b_or_against_not_both(mlp_ckpt):
     for args in ((mlp_ckpt,), (mlp_ckpt, mlp_ckpt, "--against", mlp_ckpt)):
         r = run_cli("diff", *args)
         assert_clean_error(r.returncode, r.stderr, 2, "--against")
+
+
+def test_a_graft_whose_restore_fails_prints_the_whole_report(mlp_ckpt, tmp_path):
+    """Data that disagrees with its own .meta: graft stops at the restore with one error line
+    and prints every mismatch first (the diff --against report)."""
+    import shutil
+
+    import tensorflow as tf
+    from safety_helpers import assert_clean_error
+
+    reader = tf.train.load_checkpoint(mlp_ckpt)
+    tensors = {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()}
+    tensors["hidden1/bias"] = np.zeros(301, np.float32)
+    tensors["hidden2/weights"] = tensors.pop("hidden2/kernel")
+    data = write_checkpoint(str(tmp_path / "d" / "model.ckpt"), tensors)
+    shutil.copy(mlp_ckpt + ".meta", data + ".meta")
+    r = run_cli("graft", data, "--at", "hiddens3", "--dense", "logits:10", "--out",
+                str(tmp_path / "o.ckpt"))
+    assert_clean_error(r.returncode, r.stderr, 2, "cannot restore")
+    assert "reshaped  hidden1/bias  expected [300], holds [301]" in r.stdout
+    assert "renamed   hidden2/kernel -> hidden2/weights" in r.stdout

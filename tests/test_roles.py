@@ -155,3 +155,16 @@ def test_ema_without_shadows_is_a_clean_error(tmp_path):
                                name_scope="train")
     r = run_cli("ema", prefix, "--out", str(tmp_path / "e" / "model.ckpt"))
     assert_clean_error(r.returncode, r.stderr, 2, "no ExponentialMovingAverage shadows")
+
+
+def test_convert_use_ema_writes_the_shadows_under_the_weights_names(tmp_path):
+    prefix = _train_and_export(str(tmp_path / "m" / "model.ckpt"), "momentum", scope="layer",
+                               name_scope="train", ema=True)
+    out = str(tmp_path / "w.npz")
+    r = run_cli("convert", prefix, "--to", "npz", "--use-ema", "--out", out)
+    assert r.returncode == 0, r.stderr
+    source = read_vars(prefix)
+    with np.load(out) as arrays:
+        assert sorted(arrays.files) == ["layer/b", "layer/w"]
+        for weight in ("layer/w", "layer/b"):
+            assert arrays[weight].tobytes() == source[weight + "/ExponentialMovingAverage"].tobytes()

@@ -41,6 +41,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--torch-layout", action="store_true",
                    help="PyTorch names and layouts: kernels [out, in], weight/bias, '.' separators "
                         "(safetensors, npz)")
+    p.add_argument("--use-ema", action="store_true",
+                   help="write each weight's ExponentialMovingAverage shadow in its place")
     add_output_options(p)
     return p
 
@@ -52,6 +54,6 @@ def run(args) -> int:
     result = convert_checkpoint(
         args.checkpoint, args.to, args.out, include_slots=args.include_slots, only=args.only,
         maps=[parse_map(m) for m in args.map], torch_layout=args.torch_layout, force=args.force,
-        progress=not args.quiet)
+        progress=not args.quiet, use_ema=args.use_ema)
     print(json.dumps(result.as_dict(), indent=2) if args.json else "\n".join(result.lines()))
     return 0

@@ -73,11 +73,13 @@ def run_graft(job: GraftJob, log: Callable[[str], None] = print) -> GraftResult:
     """
     import tensorflow as tf
 
+    from ..errors import RestoreError
     from ..formats.checkpoint import open_checkpoint
     from ..formats.output import check_output_prefix
     from ..graph.export import export_checkpoint
     from ..graph.restore import restore
     from ..graphdef.picture import write_picture
+    from ..migrate.diff import diff_against_meta
     from ..train.events import EventLog
     from ..train.fit import add_training_ops, fit
     from .build import build, graft_picture
@@ -112,8 +114,14 @@ def run_graft(job: GraftJob, log: Callable[[str], None] = print) -> GraftResult:
     with tf.compat.v1.Session(graph=grafted.graph) as sess:
         sess.run(tf.compat.v1.variables_initializer(
             grafted.graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES)))
-        report = restore(sess, grafted.restore_vars, source, strict=job.strict,
-                         sources=_ema_sources(source) if job.use_ema else None)
+        try:
+            report = restore(sess, grafted.restore_vars, source, strict=job.strict,
+                             sources=_ema_sources(source) if job.use_ema else None)
+        except RestoreError:
+            # Every mismatch between the graph's saver and the data, not only the first.
+            log("\n".join(diff_against_meta(source, source.meta_graph, source.files.meta or "")
+                          .lines()))
+            raise
         log(str(report))
         result.restore = report
         events = EventLog(job.logdir, grafted.graph) if job.logdir else None

@@ -97,8 +97,11 @@ def torch_name(name: str) -> str:
 
 
 def plan_names(checkpoint, *, include_slots: bool = False, only: str | None = None,
-               maps: Sequence[tuple[str, str]] = ()) -> tuple[dict[str, str], dict[str, str]]:
-    """Which keys of ``checkpoint`` a conversion writes, and under which names.
+               maps: Sequence[tuple[str, str]] = (),
+               use_ema: bool = False) -> tuple[dict[str, str], dict[str, str]]:
+    """Which keys of ``checkpoint`` a conversion writes, and under which names; with
+    ``use_ema`` a weight's ``ExponentialMovingAverage`` shadow is written under the weight's
+    name, in its place.
 
     Returns:
         ``(names, skipped)``: ``{key: output name}`` and ``{key: reason left out}``.
@@ -124,6 +127,15 @@ def plan_names(checkpoint, *, include_slots: bool = False, only: str | None = No
                           "step": "step counters"}[kind]
         else:
             names[k] = rename(clean_name(k))
+    if use_ema:
+        shadows = {k: r.primary for k, r in roles.items() if r.kind == "ema" and r.primary in names}
+        if not shadows:
+            raise SelectionError(f"--use-ema: '{checkpoint.prefix}' has no "
+                                 "ExponentialMovingAverage shadows of the weights converted")
+        for shadow, weight in shadows.items():
+            if shadow in names:
+                names[shadow] = names.pop(weight)
+                skipped[weight] = "replaced by their moving averages (--use-ema)"
     if not names:
         raise SelectionError(f"no variable of '{checkpoint.prefix}' is left to convert; "
                              "pass --include-slots or loosen --only")
@@ -139,7 +151,7 @@ def plan_names(checkpoint, *, include_slots: bool = False, only: str | None = No
 def convert_checkpoint(path: str, to: str, out: str, *, include_slots: bool = False,
                        only: str | None = None, maps: Sequence[tuple[str, str]] = (),
                        torch_layout: bool = False, force: bool = False, progress: bool = True,
-                       max_batch_bytes: int | None = None) -> ConvertResult:
+                       max_batch_bytes: int | None = None, use_ema: bool = False) -> ConvertResult:
     """Convert the checkpoint at ``path`` to format ``to`` (one of :data:`FORMATS`) at ``out``.
 
     Args:
@@ -150,6 +162,7 @@ def convert_checkpoint(path: str, to: str, out: str, *, include_slots: bool = Fa
         only: regex (``re.search``) of the keys to convert.
         maps: ``(regex, replacement)`` renames applied to the names.
         torch_layout: PyTorch names and layouts (``safetensors`` and ``npz``).
+        use_ema: write each weight's moving average in its place.
         force: replace an existing output.
         progress: progress bar on stderr (when it is a terminal).
         max_batch_bytes: bound of one read batch.
@@ -167,7 +180,8 @@ def convert_checkpoint(path: str, to: str, out: str, *, include_slots: bool = Fa
     if torch_layout and to not in ("safetensors", "npz"):
         raise UserError("--torch-layout applies to safetensors and npz only")
     checkpoint = open_checkpoint(path)
-    names, skipped = plan_names(checkpoint, include_slots=include_slots, only=only, maps=maps)
+    names, skipped = plan_names(checkpoint, include_slots=include_slots, only=only, maps=maps,
+                                use_ema=use_ema)
     if torch_layout:
         names = {k: torch_name(n) for k, n in names.items()}
     batch = max_batch_bytes or DEFAULT_BATCH_BYTES
