@@ -172,7 +172,7 @@ def test_read_batches_returns_every_tensor_in_bounded_batches(values):
             assert np.asarray(tensor).tobytes() == values[key].tobytes(), key
 
 
-def test_bundle_writer_merges_batches_into_one_checkpoint_tensorflow_reads(tmp_path, values):
+def test_bundle_writer_merges_batches_into_one_shard_tensorflow_reads(tmp_path, values):
     prefix = str(tmp_path / "w" / "model.ckpt")
     os.makedirs(os.path.dirname(prefix))
     items = sorted(values.items())
@@ -180,6 +180,8 @@ def test_bundle_writer_merges_batches_into_one_checkpoint_tensorflow_reads(tmp_p
         for i in range(0, len(items), 4):
             writer.write(items[i:i + 4])
     assert not os.path.exists(prefix + ".shards")
+    assert sorted(os.listdir(os.path.dirname(prefix))) == [
+        "model.ckpt.data-00000-of-00001", "model.ckpt.index"], "one data file, as Saver writes"
     written = read_vars(prefix)
     assert sorted(written) == sorted(values)
     for key, value in values.items():

@@ -30,6 +30,7 @@ __all__ = [
     "crc32c",
     "unmask_crc",
     "read_table",
+    "write_table",
     "read_index",
     "check_bundle",
 ]
@@ -120,6 +121,11 @@ def crc32c(data: bytes, crc: int = 0) -> int:
     return crc ^ 0xFFFFFFFF
 
 
+def mask_crc(crc: int) -> int:
+    """Mask a CRC as LevelDB and TensorFlow store it."""
+    return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + 0xA282EAD8) & 0xFFFFFFFF
+
+
 def unmask_crc(masked: int) -> int:
     """Undo the masking LevelDB and TensorFlow apply to stored CRCs."""
     rot = (masked - 0xA282EAD8) & 0xFFFFFFFF
@@ -170,6 +176,60 @@ def _read_block(f, offset: int, size: int, what: str) -> bytes:
     if kind == 1:
         return _snappy_decompress(raw[:size])
     raise _Malformed(f"{what} block at offset {offset} has unknown compression type {kind}")
+
+
+def _put_varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _build_block(entries: list[tuple[bytes, bytes]], restart_interval: int = 16) -> bytes:
+    """A table block: prefix-compressed entries, the restart array and its length."""
+    out, restarts, previous = bytearray(), [], b""
+    for i, (key, value) in enumerate(entries):
+        shared = 0
+        if i % restart_interval:
+            limit = min(len(previous), len(key))
+            while shared < limit and previous[shared] == key[shared]:
+                shared += 1
+        else:
+            restarts.append(len(out))
+        out += _put_varint(shared) + _put_varint(len(key) - shared) + _put_varint(len(value))
+        out += key[shared:] + value
+        previous = key
+    restarts = restarts or [0]
+    out += b"".join(struct.pack("<I", r) for r in restarts) + struct.pack("<I", len(restarts))
+    return bytes(out)
+
+
+def write_table(path: str, entries: list[tuple[bytes, bytes]]) -> None:
+    """Write ``entries`` (sorted by key) as a LevelDB table, the format of a bundle's ``.index``:
+    one uncompressed data block, an index block pointing at it, an empty metaindex block and
+    the footer. The caller takes care of atomicity."""
+    def block_with_trailer(block: bytes) -> bytes:
+        crc = crc32c(block + b"\x00")
+        return block + b"\x00" + struct.pack("<I", mask_crc(crc))
+
+    data = _build_block(entries)
+    last_key = entries[-1][0] if entries else b""
+    out = bytearray(block_with_trailer(data))
+    meta_offset = len(out)
+    meta = _build_block([])
+    out += block_with_trailer(meta)
+    index_offset = len(out)
+    index = _build_block([(last_key, _put_varint(0) + _put_varint(len(data)))])
+    out += block_with_trailer(index)
+    handles = (_put_varint(meta_offset) + _put_varint(len(meta))
+               + _put_varint(index_offset) + _put_varint(len(index)))
+    out += handles.ljust(_FOOTER_SIZE - len(_TABLE_MAGIC), b"\x00") + _TABLE_MAGIC
+    with open(path, "wb") as f:
+        f.write(out)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _block_entries(block: bytes) -> Iterator[tuple[bytes, bytes]]:

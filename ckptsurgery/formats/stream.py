@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from ..errors import CheckpointCorruptError, InternalError, first_line
 
 __all__ = [
+    "into_one_shard",
     "DEFAULT_BATCH_BYTES",
     "CopySpec",
     "CopyStats",
@@ -131,7 +132,9 @@ class BundleWriter:
         self._shards.append(shard)
 
     def close(self) -> None:
-        """Merge the shards into ``prefix`` (``.index`` + ``.data-*``) and remove the rest."""
+        """Merge the batches into ``prefix``: one ``.index`` and one data file, as TensorFlow's
+        ``Saver`` writes (``MergeV2Checkpoints`` leaves one data file per batch: they are
+        appended into the first and the index entries moved along)."""
         import tensorflow as tf
 
         try:
@@ -141,6 +144,7 @@ class BundleWriter:
                 tf.raw_ops.MergeV2Checkpoints(checkpoint_prefixes=self._shards,
                                               destination_prefix=self.prefix,
                                               delete_old_dirs=False)
+            into_one_shard(self.prefix)
         finally:
             self.abort()
 
@@ -156,6 +160,45 @@ class BundleWriter:
             self.close()
         else:
             self.abort()
+
+
+def into_one_shard(prefix: str) -> None:
+    """Turn the V2 bundle at ``prefix`` into a single-shard one, in place: its data files are
+    appended, a bounded buffer at a time, into ``.data-00000-of-00001`` and every index entry's
+    shard and offset rewritten to match."""
+    import glob
+
+    from tensorflow.core.protobuf import tensor_bundle_pb2
+
+    from .bundle import read_table, write_table
+
+    data = sorted(glob.glob(glob.escape(prefix) + ".data-*-of-*"))
+    if len(data) <= 1:
+        return
+    starts, total = [], 0
+    for path in data:
+        starts.append(total)
+        total += os.path.getsize(path)
+    entries = []
+    for key, value in read_table(prefix + ".index"):
+        if key == b"":
+            header = tensor_bundle_pb2.BundleHeaderProto.FromString(value)
+            header.num_shards = 1
+            value = header.SerializeToString()
+        else:
+            entry = tensor_bundle_pb2.BundleEntryProto.FromString(value)
+            if entry.shard_id or entry.offset or entry.size:
+                entry.offset += starts[entry.shard_id]
+                entry.shard_id = 0
+            value = entry.SerializeToString()
+        entries.append((key, value))
+    with open(data[0], "ab") as first:
+        for path in data[1:]:
+            with open(path, "rb") as shard:
+                shutil.copyfileobj(shard, first, 16 * 2**20)
+            os.remove(path)
+    os.replace(data[0], prefix + ".data-00000-of-00001")
+    write_table(prefix + ".index", entries)
 
 
 @dataclass
