@@ -19,7 +19,7 @@ import sys
 import warnings
 
 #: Subcommand modules, in the order ``--help`` lists them.
-COMMANDS = ("graft", "demo", "verify", "audit", "inspect", "diff", "rename", "strip", "cast",
+COMMANDS = ("graft", "advise", "demo", "verify", "audit", "inspect", "diff", "rename", "strip", "cast",
             "convert", "ema", "salvage", "graph")
 
 PROG = "ckptsurgery"

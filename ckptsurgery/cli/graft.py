@@ -58,6 +58,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
                         "reuse the model as it is up to --at (to fine-tune it)")
     p.add_argument("--out", required=True, metavar="PREFIX", help="output checkpoint prefix")
     g = p.add_argument_group("freezing and restoring")
+    g.add_argument("--strategy", metavar="NAME",
+                   help="what trains, by the data-size x similarity chart: feature-extract "
+                        "(all below --at frozen), fine-tune-top[:N] (the top N reused layers "
+                        "train, default 1), fine-tune-all (all train, reused ones at --lr-reused)")
     g.add_argument("--train-scope", metavar="REGEX",
                    help="train only the variables in these scopes (e.g. 'hidden[34]|logits')")
     g.add_argument("--cut-after", metavar="REF",
@@ -102,6 +106,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, default=50)
     t.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
     t.add_argument("--lr", type=float, default=0.001, help="learning rate (default 0.001)")
+    t.add_argument("--lr-reused", type=float, metavar="LR",
+                   help="with --strategy fine-tune-all: the reused layers' learning rate "
+                        "(default a tenth of --lr)")
     t.add_argument("--seed", type=int, default=42)
     t.add_argument("--valid-size", type=int, default=5000,
                    help="validation rows taken from the front of the training set (at random, "
@@ -149,6 +156,7 @@ def run(args) -> int:
             output_collection=args.output_collection, seed=args.seed, pool=args.pool,
             feeds=dict(parse_feed(f) for f in args.feed),
             keep_placeholders=args.keep_placeholders, bn_train=args.bn_train,
+            strategy=args.strategy, lr_reused=args.lr_reused,
         ),
         out=args.out, data=args.data,
         train=TrainConfig(optimizer=args.optimizer, lr=args.lr, epochs=args.epochs,

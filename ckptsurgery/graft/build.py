@@ -25,6 +25,7 @@ from ..graphdef.select import (
     select_variables,
 )
 from ..graphdef.walk import reachable
+from .strategies import apply_strategy
 
 __all__ = ["GraftSpec", "VariableRow", "Plan", "Grafted", "build", "graft_picture"]
 
@@ -56,6 +57,11 @@ class GraftSpec:
         bn_train: batch-norm layers that train use batch statistics and update their moving
             averages (their ``update_ops`` run with each step); by default every batch-norm
             layer runs in inference mode and its moving statistics stay as they are.
+        strategy: ``feature-extract``, ``fine-tune-top[:N]`` or ``fine-tune-all``
+            (:mod:`ckptsurgery.graft.strategies`): what trains, instead of ``cut_after`` and
+            ``train_scope``.
+        lr_reused: with ``fine-tune-all``, the learning rate of the reused layers (None: a
+            tenth of the training's).
     """
 
     at: str
@@ -73,6 +79,8 @@ class GraftSpec:
     feeds: dict[str, str] = field(default_factory=dict)
     keep_placeholders: bool = False
     bn_train: bool = False
+    strategy: str | None = None
+    lr_reused: float | None = None
 
 
 @dataclass(frozen=True)
@@ -114,6 +122,8 @@ class Plan:
     feeds: list[Feed] = field(default_factory=list)
     feeds_as_defaults: bool = True
     batch_norm: list[tuple[str, str]] = field(default_factory=list)
+    strategy: str | None = None
+    strategy_layers: dict[str, list[str]] = field(default_factory=dict)
 
     def __str__(self) -> str:
         def block(title, rows):
@@ -136,6 +146,14 @@ class Plan:
             lines.append(f"feeds:   {', '.join(str(f) for f in self.feeds)}; {how}")
         for scope, mode in self.batch_norm:
             lines.append(f"batch norm {scope}: {mode}")
+        if self.strategy:
+            layers = self.strategy_layers
+            lines.append(
+                f"strategy: {self.strategy}: reused layers trained: "
+                f"{', '.join(reversed(layers.get('trained', []))) or 'none'}"
+                + (" (at the lower --lr-reused)" if layers.get("slower") else "")
+                + f"; frozen: {', '.join(reversed(layers.get('frozen', []))) or 'none'}"
+                + f"; new: {', '.join(s.name for s in self.layers) or 'none'}")
         if self.cut:
             lines.append(f"cut:     stop_gradient after {self.cut}")
         if self.uncut:
@@ -163,6 +181,7 @@ class Plan:
             "feeds": [{"name": f.name, "value": f.value, "origin": f.origin} for f in self.feeds],
             "feeds_as_defaults": self.feeds_as_defaults,
             "batch_norm": [{"scope": s, "mode": m} for s, m in self.batch_norm],
+            "strategy": self.strategy, "strategy_layers": self.strategy_layers,
         }
 
 
@@ -188,6 +207,7 @@ class Grafted:
     feeds: dict = field(default_factory=dict)
     train_feeds: dict = field(default_factory=dict)
     update_ops: list = field(default_factory=list)
+    slower: list = field(default_factory=list)
 
 
 def build(checkpoint, spec: GraftSpec, *, require_labels: bool = True) -> Grafted:
@@ -216,6 +236,9 @@ def build(checkpoint, spec: GraftSpec, *, require_labels: bool = True) -> Grafte
         )
     source_meta = meta
     at = resolve_tensor(meta, spec.at)
+    strategy_layers: dict[str, list[str]] = {}
+    if spec.strategy:
+        spec, strategy_layers = apply_strategy(spec, meta, at)
     below_at = ancestors(meta, [at])
     inputs = find_placeholder(meta, spec.inputs, "inputs", "float", among=below_at,
                               exclude=set(spec.feeds))
@@ -350,8 +373,9 @@ def build(checkpoint, spec: GraftSpec, *, require_labels: bool = True) -> Grafte
         pruned=removed_vars, pruned_ops=removed_ops, uncut=sorted(removed_stops),
         at_shape=at_shape, pool=spec.pool, pooled_shape=pooled_shape,
         feeds=list(feeds.values()), feeds_as_defaults=not spec.keep_placeholders,
-        batch_norm=modes,
+        batch_norm=modes, strategy=spec.strategy, strategy_layers=strategy_layers,
     )
+    slow_scopes = tuple(f"{layer}/" for layer in strategy_layers.get("slower", []))
     return Grafted(
         graph=graph, plan=plan,
         inputs=graph.get_tensor_by_name(inputs),
@@ -359,6 +383,8 @@ def build(checkpoint, spec: GraftSpec, *, require_labels: bool = True) -> Grafte
         output=out, restore_vars=restore_vars, train_vars=train_vars, feed_point=feed_point,
         feeds={graph.get_tensor_by_name(f"{n}:0"): f for n, f in feeds.items()},
         train_feeds=train_feeds, update_ops=update_ops,
+        slower=[v for v in train_vars if v.op.name in imported
+                and v.op.name.startswith(slow_scopes)] if slow_scopes else [],
     )
 
 

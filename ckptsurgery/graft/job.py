@@ -110,7 +110,9 @@ def run_graft(job: GraftJob, log: Callable[[str], None] = print) -> GraftResult:
         ops = add_training_ops(grafted.inputs, grafted.labels, grafted.output,
                                grafted.train_vars, job.train, feed_point=grafted.feed_point,
                                feeds=grafted.feeds, train_feeds=grafted.train_feeds,
-                               update_ops=grafted.update_ops)
+                               update_ops=grafted.update_ops,
+                               slower=(grafted.slower, job.spec.lr_reused or job.train.lr / 10)
+                               if grafted.slower else None)
     with tf.compat.v1.Session(graph=grafted.graph) as sess:
         sess.run(tf.compat.v1.variables_initializer(
             grafted.graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES)))

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from ..errors import CkptSurgeryError
 from ..graphdef.feeds import resolve_feeds
 from ..graphdef.metagraph import node_map, op_name, placeholder_shape, placeholders
-from ..graphdef.walk import ancestors, reachable
+from ..graphdef.walk import ancestors, by_distance, reachable
 from .importer import import_meta_graph
 
 __all__ = ["GraftPoint", "find_graft_points", "inference_outputs"]
@@ -117,7 +117,7 @@ def find_graft_points(meta, *, limit: int = 8) -> tuple[list[GraftPoint], str | 
         return [], f"'{outputs[0]}' depends on no float input placeholder or feature layer"
     from_inputs = reachable(inputs, _consumers_fn(meta))
     consumers = _consumers(meta)
-    path = [n for n in _by_distance(meta, output) if n in from_inputs and n != output
+    path = [n for n in by_distance(meta, output) if n in from_inputs and n != output
             and (nodes[n].op in ACTIVATION_OPS or _is_flatten(nodes[n])
                  or _linear_layer_end(nodes, n, consumers.get(n, ()), output))
             and not _skipped(n) and (nodes[n].op == "Exit" or not _in_loop(n))]
@@ -220,25 +220,6 @@ def _consumers(meta) -> dict[str, list[str]]:
 def _consumers_fn(meta):
     consumers = _consumers(meta)
     return lambda name: consumers.get(name, ())
-
-
-def _by_distance(meta, output: str) -> list[str]:
-    """Op names on data paths into ``output``, breadth first (nearest first)."""
-    nodes = node_map(meta)
-    seen, order, frontier = {output}, [output], [output]
-    while frontier:
-        nxt = []
-        for name in frontier:
-            for inp in nodes[name].input:
-                if inp.startswith("^"):
-                    continue
-                src = op_name(inp)
-                if src in nodes and src not in seen:
-                    seen.add(src)
-                    order.append(src)
-                    nxt.append(src)
-        frontier = nxt
-    return order
 
 
 def _linear_layer_end(nodes, name: str, consumers, output: str) -> bool:

@@ -13,7 +13,7 @@ from ..errors import NotFoundError
 from .collections import variable_defs
 from .metagraph import node_map, op_name
 
-__all__ = ["reachable", "ancestors"]
+__all__ = ["reachable", "ancestors", "by_distance"]
 
 T = TypeVar("T")
 
@@ -55,3 +55,24 @@ def ancestors(meta, refs: list[str]) -> set[str]:
                                              vdef.initial_value_name) if n)
 
     return reachable(starts, inputs, enter=lambda name: name in nodes)
+
+
+def by_distance(meta, start: str) -> list[str]:
+    """The op names on data paths into ``start`` (an op or tensor), breadth first: nearest
+    first, ``start`` itself at the head."""
+    nodes = node_map(meta)
+    first = op_name(start)
+    seen, order, frontier = {first}, [first], [first]
+    while frontier:
+        nxt = []
+        for name in frontier:
+            for ref in nodes[name].input:
+                if ref.startswith("^"):
+                    continue
+                src = op_name(ref)
+                if src in nodes and src not in seen:
+                    seen.add(src)
+                    order.append(src)
+                    nxt.append(src)
+        frontier = nxt
+    return order

@@ -95,10 +95,12 @@ class History:
 
 def add_training_ops(inputs, labels, logits, var_list, config: TrainConfig,
                      feed_point=None, *, feeds=None, train_feeds=None,
-                     update_ops=()) -> TrainingOps:
+                     update_ops=(), slower: tuple[list, float] | None = None) -> TrainingOps:
     """Add loss (``loss/``), accuracy (``eval/``) and a training step (``train/``) to the graph
     of ``logits``; only ``var_list`` is trained. ``update_ops`` (batch-norm statistics) run
-    with each step, as control dependencies of it.
+    with each step, as control dependencies of it. ``slower = (variables, lr)`` trains those
+    of ``var_list`` at another learning rate (fine-tuning reused layers gently), with an
+    optimizer of their own over the same gradients.
 
     Raises:
         UserError: unknown optimizer, no label tensor, or nothing to train.
@@ -126,9 +128,24 @@ def add_training_ops(inputs, labels, logits, var_list, config: TrainConfig,
             correct = tf1.nn.in_top_k(logits, labels, 1)
             accuracy = tf1.reduce_mean(tf1.cast(correct, tf1.float32), name="accuracy")
         with tf1.name_scope("train"):
-            opt = make_optimizer(config.optimizer, config.lr)
+            slow = {v.op.name for v in slower[0]} if slower else set()
+            fast_vars = [v for v in var_list if v.op.name not in slow]
+            slow_vars = [v for v in var_list if v.op.name in slow]
             with tf1.control_dependencies(list(update_ops)):
-                train_op = opt.minimize(loss, var_list=var_list)
+                if not slow_vars:
+                    train_op = make_optimizer(config.optimizer, config.lr).minimize(
+                        loss, var_list=var_list)
+                else:
+                    grads = tf1.gradients(loss, fast_vars + slow_vars)
+                    # Every gradient before any update: a variable's read aliases its buffer.
+                    with tf1.control_dependencies([g for g in grads if g is not None]):
+                        grads = [g if g is None else tf1.identity(g) for g in grads]
+                    steps = [make_optimizer(config.optimizer, lr).apply_gradients(
+                                 [(g, v) for g, v in zip(part, vs, strict=True) if g is not None])
+                             for vs, lr, part in ((fast_vars, config.lr, grads[:len(fast_vars)]),
+                                                  (slow_vars, slower[1], grads[len(fast_vars):]))
+                             if vs]
+                    train_op = tf1.group(*steps, name="step")
         tf1.add_to_collection(tf1.GraphKeys.TRAIN_OP, train_op)
     return TrainingOps(inputs, labels, logits, loss, accuracy, train_op, list(var_list), feed_point,
                        dict(feeds or {}), dict(train_feeds or {}))

@@ -1,0 +1,115 @@
+"""Which transfer strategy fits: the data-size x similarity chart, turned into a command.
+
+Small data is about 1,000 images or fewer. Small and similar: feature extraction (a new
+classifier on frozen features); small and dissimilar: fine-tune more of the top, and augment
+the data; large and similar: fine-tune the top; large and dissimilar: fine-tune everything,
+reused layers at a lower learning rate. :func:`advise` counts the images per class, picks the
+quadrant and writes the exact ``ckptsurgery graft`` command.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+
+from ..errors import UserError
+
+__all__ = ["SMALL", "Advice", "advise"]
+
+#: At most this many training images is "small" data.
+SMALL = 1000
+
+_CHART = {
+    (True, True): ("feature-extract", "a small set of images like the ones the model learnt: "
+                   "train only a new classifier on the frozen features (more would overfit)"),
+    (True, False): ("fine-tune-top:2", "a small set unlike the model's: its top layers learnt "
+                    "features of the other task, so two of them train with the new ones and the "
+                    "rest stay frozen; augment the images (shifted, flipped copies) if you can"),
+    (False, True): ("fine-tune-top:1", "a large set like the model's: the top reused layer "
+                    "adapts with the new ones, the lower features are kept"),
+    (False, False): ("fine-tune-all", "a large set unlike the model's: everything trains, the "
+                     "reused layers at a tenth of the learning rate so they adapt, not restart"),
+}
+
+
+@dataclass
+class Advice:
+    """The quadrant of the chart, the strategy, why, and the ``graft`` command to run."""
+
+    images: int
+    per_class: dict[int, int]
+    similar: bool
+    strategy: str
+    why: str
+    command: list[str] = field(default_factory=list)
+
+    @property
+    def quadrant(self) -> str:
+        return (f"{'small' if self.images <= SMALL else 'large'} "
+                f"({self.images:,} training images), {'similar' if self.similar else 'dissimilar'}")
+
+    def lines(self) -> list[str]:
+        counts = ", ".join(f"{k}: {n}" for k, n in sorted(self.per_class.items()))
+        return [f"data:     {self.images:,} training images in {len(self.per_class)} classes "
+                f"({counts})",
+                f"quadrant: {self.quadrant}",
+                f"strategy: {self.strategy}: {self.why}",
+                "run:", "  " + shlex.join(self.command)]
+
+    def as_dict(self) -> dict:
+        return {"images": self.images, "per_class": {str(k): n for k, n in self.per_class.items()},
+                "similar": self.similar, "quadrant": self.quadrant, "strategy": self.strategy,
+                "why": self.why, "command": self.command}
+
+
+def advise(checkpoint, data: str, *, similar: bool, at: str | None = None,
+           out: str | None = None) -> Advice:
+    """The advice for grafting ``checkpoint`` (opened) to the data at ``data``.
+
+    Args:
+        similar: whether the new images look like the ones the model learnt from.
+        at: where to graft (default: the first graft point ``inspect`` finds, with its flags).
+        out: the command's output prefix (default ``<checkpoint>-<strategy>.ckpt`` beside it).
+
+    Raises:
+        UserError: no ``.meta``, or no graft point found and none given.
+    """
+    import numpy as np
+
+    from ..graph.graftpoints import find_graft_points
+    from ..train.data import load_dataset
+    from .strategies import parse_strategy, reused_layers
+
+    meta = checkpoint.meta_graph
+    if meta is None:
+        raise UserError(f"'{checkpoint.prefix}' has no .meta; advice needs the graph")
+    dataset = load_dataset(data)
+    labels, counts = np.unique(dataset.y_train, return_counts=True)
+    per_class = {int(k): int(n) for k, n in zip(labels, counts, strict=True)}
+    images = int(counts.sum())
+    points, why_none = find_graft_points(meta)
+    flags: list[str] = []
+    if at is None:
+        if not points:
+            raise UserError(f"no graft point found ({why_none}); give one with --at")
+        at, flags = points[0].at, list(points[0].flags)
+    else:
+        flags = next((list(p.flags) for p in points if p.at in (at, f"{at}:0")), [])
+    strategy, why = _CHART[(images <= SMALL, similar)]
+    parsed = parse_strategy(strategy)
+    if parsed.name == "fine-tune-top":
+        from ..graphdef.select import resolve_tensor
+
+        available = len(reused_layers(meta, resolve_tensor(meta, at)))
+        if available and parsed.top > available:
+            strategy = f"fine-tune-top:{available}"
+    name = strategy.replace(":", "")
+    out = out or f"{checkpoint.prefix}-{name}.ckpt"
+    command = ["ckptsurgery", "graft", checkpoint.prefix, "--at", at, *flags,
+               "--dense", f"new_logits:{max(per_class) + 1}", "--strategy", strategy,
+               "--data", data, "--out", out]
+    if strategy == "feature-extract":
+        command.append("--cache-frozen")
+    if images <= 5 * 5000:  # the default validation set would take too much of it
+        command += ["--valid-size", str(max(1, images // 5))]
+    return Advice(images, per_class, similar, strategy, why, command)
