@@ -330,7 +330,7 @@ def test_existing_output_needs_force(mlp_ckpt, tmp_path):
 def test_unexpected_exception_is_an_internal_error_with_exit_1(mlp_ckpt, monkeypatch):
     import ckptsurgery.safety.verify
 
-    def bug(path):
+    def bug(path, **options):
         raise KeyError("boom")
 
     monkeypatch.setattr(ckptsurgery.safety.verify, "verify_checkpoint", bug)

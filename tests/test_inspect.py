@@ -100,7 +100,7 @@ def test_cli_inspect_json_and_text(shared):
     report = json.loads(proc.stdout)
     assert report["format"] == "V2"
     assert {"name": "global_step", "shape": [], "dtype": "int64", "bytes": 8,
-            "role": "step"} in report["variables"]
+            "role": "step", "role_source": "graph"} in report["variables"]
     assert set(report["variables"][0]) >= {"name", "shape", "dtype", "bytes"}
     proc = run_cli("inspect", src + ".nope")
     assert proc.returncode == 2 and proc.stderr.startswith("ckptsurgery: error: no checkpoint")

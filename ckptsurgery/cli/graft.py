@@ -117,6 +117,15 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="keep only these labels, remapped to 0..k-1 (5-9, or 0,2,4)")
     t.add_argument("--per-class", type=int, metavar="N",
                    help="keep N training images per class (drawn by --seed): small-data transfer")
+    d = p.add_argument_group("distillation (with --data)")
+    d.add_argument("--distill-from", metavar="TEACHER",
+                   help="learn from this trained checkpoint's soft targets too (it may be CKPT)")
+    d.add_argument("--teacher-output", metavar="REF",
+                   help="the teacher's logits (default: its inference output)")
+    d.add_argument("--temperature", type=float, default=4.0, metavar="T",
+                   help="softmax temperature of the soft targets (default 4)")
+    d.add_argument("--alpha", type=float, default=0.7, metavar="A",
+                   help="weight of the soft targets against the labels, 0 to 1 (default 0.7)")
     t.add_argument("--cache-frozen", action="store_true",
                    help="compute the output of the frozen part (--cut-after) once, train on it")
     o = p.add_argument_group("output")
@@ -137,6 +146,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def run(args) -> int:
     from ..errors import UserError
     from ..graft.build import GraftSpec
+    from ..graft.distill import Distillation
     from ..graft.job import GraftJob, run_graft
     from ..graph.layers import parse_dense
     from ..graphdef.feeds import parse_feed
@@ -165,6 +175,8 @@ def run(args) -> int:
         valid_size=args.valid_size, strict=not args.lenient, force=args.force,
         classes=parse_classes(args.classes) if args.classes else None, per_class=args.per_class,
         logdir=args.logdir, graph=args.graph, use_ema=args.use_ema,
+        distill=Distillation(args.distill_from, args.teacher_output, args.temperature,
+                             args.alpha) if args.distill_from else None,
         dry_run=args.dry_run, allow_unsafe_ops=args.allow_unsafe_ops,
     )
     log = sys.stderr if args.json else sys.stdout

@@ -13,6 +13,7 @@ from ..graph.export import ExportResult
 from ..graph.restore import RestoreReport
 from ..train.fit import History, TrainConfig
 from .build import GraftSpec, Plan
+from .distill import Distillation
 
 __all__ = ["GraftJob", "GraftResult", "run_graft"]
 
@@ -32,6 +33,7 @@ class GraftJob:
     logdir: str | None = None  # TensorBoard events: the grafted graph, loss and accuracy
     graph: str | None = None  # a picture of the graft (.dot, .svg, .png), dry run or not
     use_ema: bool = False  # restore each weight from its ExponentialMovingAverage shadow
+    distill: Distillation | None = None  # soft targets from a teacher model
     strict: bool = True
     force: bool = False
     dry_run: bool = False
@@ -73,7 +75,7 @@ def run_graft(job: GraftJob, log: Callable[[str], None] = print) -> GraftResult:
     """
     import tensorflow as tf
 
-    from ..errors import RestoreError
+    from ..errors import RestoreError, UserError
     from ..formats.checkpoint import open_checkpoint
     from ..formats.output import check_output_prefix
     from ..graph.export import export_checkpoint
@@ -83,6 +85,7 @@ def run_graft(job: GraftJob, log: Callable[[str], None] = print) -> GraftResult:
     from ..train.events import EventLog
     from ..train.fit import add_training_ops, fit
     from .build import build, graft_picture
+    from .distill import teacher_logits
 
     source = open_checkpoint(job.checkpoint)
     if not job.dry_run:
@@ -112,7 +115,18 @@ def run_graft(job: GraftJob, log: Callable[[str], None] = print) -> GraftResult:
                                feeds=grafted.feeds, train_feeds=grafted.train_feeds,
                                update_ops=grafted.update_ops,
                                slower=(grafted.slower, job.spec.lr_reused or job.train.lr / 10)
-                               if grafted.slower else None)
+                               if grafted.slower else None,
+                               distill=(job.distill.temperature, job.distill.alpha)
+                               if job.distill else None)
+        soft = None
+        if job.distill:
+            soft = teacher_logits(job.distill, data.x_train)
+            width = grafted.output.shape[-1]
+            if soft.shape[1] != width:
+                raise UserError(f"--distill-from: the teacher gives {soft.shape[1]} logits, the "
+                                f"student {width}; distil from a model with the same classes")
+            log(f"distillation: soft targets of {job.distill.teacher} at temperature "
+                f"{job.distill.temperature:g}, alpha {job.distill.alpha:g}")
     with tf.compat.v1.Session(graph=grafted.graph) as sess:
         sess.run(tf.compat.v1.variables_initializer(
             grafted.graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES)))
@@ -134,7 +148,7 @@ def run_graft(job: GraftJob, log: Callable[[str], None] = print) -> GraftResult:
                 if events:
                     events.epoch(e)
 
-            history = fit(sess, ops, data, job.train, on_epoch=on_epoch)
+            history = fit(sess, ops, data, job.train, on_epoch=on_epoch, teacher_logits=soft)
             log(f"best epoch {history.best_epoch}: valid accuracy "
                 f"{history.best_valid_accuracy:.4f}"
                 + (f", test accuracy {history.test_accuracy:.4f}"

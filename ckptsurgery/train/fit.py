@@ -61,6 +61,7 @@ class TrainingOps:
     feed_point: object | None = None
     feeds: dict = field(default_factory=dict)
     train_feeds: dict = field(default_factory=dict)
+    teacher_logits: object | None = None
 
 
 @dataclass
@@ -95,12 +96,15 @@ class History:
 
 def add_training_ops(inputs, labels, logits, var_list, config: TrainConfig,
                      feed_point=None, *, feeds=None, train_feeds=None,
-                     update_ops=(), slower: tuple[list, float] | None = None) -> TrainingOps:
+                     update_ops=(), slower: tuple[list, float] | None = None,
+                     distill: tuple[float, float] | None = None) -> TrainingOps:
     """Add loss (``loss/``), accuracy (``eval/``) and a training step (``train/``) to the graph
     of ``logits``; only ``var_list`` is trained. ``update_ops`` (batch-norm statistics) run
     with each step, as control dependencies of it. ``slower = (variables, lr)`` trains those
     of ``var_list`` at another learning rate (fine-tuning reused layers gently), with an
-    optimizer of their own over the same gradients.
+    optimizer of their own over the same gradients. ``distill = (temperature, alpha)`` adds a
+    ``distill/teacher_logits`` placeholder (fed by :func:`fit`) and makes the loss
+    ``alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T)) + (1 - alpha) * cross-entropy``.
 
     Raises:
         UserError: unknown optimizer, no label tensor, or nothing to train.
@@ -121,9 +125,20 @@ def add_training_ops(inputs, labels, logits, var_list, config: TrainConfig,
     if not var_list:
         raise UserError("no variable would train; widen --train-scope")
     with logits.graph.as_default():
+        teacher = None
         with tf1.name_scope("loss"):
             xentropy = tf1.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
             loss = tf1.reduce_mean(xentropy, name="loss")
+        if distill is not None:
+            temperature, alpha = distill
+            with tf1.name_scope("distill"):
+                teacher = tf1.placeholder(logits.dtype, logits.shape, name="teacher_logits")
+                soft = tf1.nn.softmax(teacher / temperature)
+                log_student = tf1.nn.log_softmax(logits / temperature)
+                kl = tf1.reduce_mean(tf1.reduce_sum(
+                    soft * (tf1.log(soft + 1e-12) - log_student), axis=-1))
+                loss = tf1.add(alpha * temperature ** 2 * kl, (1 - alpha) * loss,
+                               name="loss")
         with tf1.name_scope("eval"):
             correct = tf1.nn.in_top_k(logits, labels, 1)
             accuracy = tf1.reduce_mean(tf1.cast(correct, tf1.float32), name="accuracy")
@@ -148,7 +163,7 @@ def add_training_ops(inputs, labels, logits, var_list, config: TrainConfig,
                     train_op = tf1.group(*steps, name="step")
         tf1.add_to_collection(tf1.GraphKeys.TRAIN_OP, train_op)
     return TrainingOps(inputs, labels, logits, loss, accuracy, train_op, list(var_list), feed_point,
-                       dict(feeds or {}), dict(train_feeds or {}))
+                       dict(feeds or {}), dict(train_feeds or {}), teacher)
 
 
 def evaluate(session, ops: TrainingOps, x: np.ndarray, y: np.ndarray, *, fed=None,
@@ -162,7 +177,8 @@ def evaluate(session, ops: TrainingOps, x: np.ndarray, y: np.ndarray, *, fed=Non
 
 
 def fit(session, ops: TrainingOps, data, config: TrainConfig,
-        on_epoch: Callable[[EpochResult], None] | None = None) -> History:
+        on_epoch: Callable[[EpochResult], None] | None = None,
+        teacher_logits: np.ndarray | None = None) -> History:
     """Train with minibatches, validate each epoch, keep the best epoch's weights.
 
     Args:
@@ -171,6 +187,7 @@ def fit(session, ops: TrainingOps, data, config: TrainConfig,
         data: a :class:`~ckptsurgery.train.data.Split`.
         config: the :class:`TrainConfig`; ``cache_frozen`` needs ``ops.feed_point``.
         on_epoch: called after each epoch (the CLI prints a line).
+        teacher_logits: with distillation, the teacher's logits for each training row.
     """
     from tqdm import tqdm
 
@@ -195,9 +212,10 @@ def fit(session, ops: TrainingOps, data, config: TrainConfig,
         total_loss = 0.0
         for i in bar:
             idx = order[i:i + config.batch_size]
-            _, loss = session.run([ops.train_op, ops.loss],
-                                  _feed(ops, data.x_train, data.y_train, fed.get("train"), idx,
-                                        training=True))
+            feed = _feed(ops, data.x_train, data.y_train, fed.get("train"), idx, training=True)
+            if ops.teacher_logits is not None:
+                feed[ops.teacher_logits] = teacher_logits[idx]
+            _, loss = session.run([ops.train_op, ops.loss], feed)
             total_loss += float(loss) * len(idx)
         bar.close()
         acc = evaluate(session, ops, data.x_valid, data.y_valid, fed=fed.get("valid"))
@@ -259,6 +277,8 @@ def _check_data(ops, data) -> None:
             f"make the top layer at least {top + 1} wide (e.g. --dense logits:{top + 1})"
         )
     fed = {ops.inputs.op.name, ops.labels.op.name} | {t.op.name for t in ops.feeds}
+    if ops.teacher_logits is not None:
+        fed.add(ops.teacher_logits.op.name)
     if ops.feed_point is not None:
         fed.add(ops.feed_point.op.name)
     unfed = sorted(op.name for op in _placeholders_below(ops.train_op, fed))
