@@ -55,17 +55,19 @@ def restore_values(prefix: str) -> dict:
     with graph.as_default(), tf.compat.v1.Session(graph=graph) as sess:
         saver = tf.compat.v1.train.import_meta_graph(prefix + ".meta", clear_devices=True)
         saver.restore(sess, prefix)
+        variables = tf.compat.v1.global_variables()
+        initialized = sess.run([tf.compat.v1.is_variable_initialized(v) for v in variables])
+        variables = [v for v, done in zip(variables, initialized, strict=True) if done]
+        values = sess.run(variables)  # one run for all: a run per variable costs seconds
         out = {}
-        for v in tf.compat.v1.global_variables():
-            if not sess.run(tf.compat.v1.is_variable_initialized(v)):
-                continue
+        for v, value in zip(variables, values, strict=True):
             info = v._save_slice_info  # noqa: SLF001 - the only way to a partition's key
             if info is None:
-                out[v.op.name] = sess.run(v)
+                out[v.op.name] = value
                 continue
             whole = out.setdefault(info.full_name, np.zeros(info.full_shape,
                                                             v.dtype.base_dtype.as_numpy_dtype))
-            part = sess.run(v)
-            whole[tuple(slice(o, o + n) for o, n in zip(info.var_offset, part.shape, strict=True))] = part
+            whole[tuple(slice(o, o + n)
+                        for o, n in zip(info.var_offset, value.shape, strict=True))] = value
         return out
 

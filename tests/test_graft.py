@@ -23,27 +23,30 @@ PLAIN_TF_LOAD = textwrap.dedent("""
     import numpy as np
     import tensorflow as tf
     tf1 = tf.compat.v1
-    prefix = sys.argv[1]
-    g = tf.Graph()
-    with g.as_default(), tf1.Session(graph=g) as sess:
-        saver = tf1.train.import_meta_graph(prefix + ".meta")
-        saver.restore(sess, prefix)
-        x = tf1.get_collection("inputs")[0]
-        y = tf1.get_collection("labels")[0]
-        logits = tf1.get_collection("logits")[0]
-        batch = np.random.RandomState(0).rand(3, 784).astype(np.float32)
-        out = sess.run(logits, {x: batch})
-        print(json.dumps({
-            "variables": {v.op.name: v.shape.as_list() for v in tf1.global_variables()},
-            "inputs": x.name, "labels": y.name, "logits": logits.name,
-            "logits_shape": list(out.shape),
-        }))
+    loaded = {}
+    for prefix in sys.argv[1:]:
+        g = tf.Graph()
+        with g.as_default(), tf1.Session(graph=g) as sess:
+            saver = tf1.train.import_meta_graph(prefix + ".meta")
+            saver.restore(sess, prefix)
+            x = tf1.get_collection("inputs")[0]
+            y = tf1.get_collection("labels")[0]
+            logits = tf1.get_collection("logits")[0]
+            batch = np.random.RandomState(0).rand(3, 784).astype(np.float32)
+            out = sess.run(logits, {x: batch})
+            loaded[prefix] = {
+                "variables": {v.op.name: v.shape.as_list() for v in tf1.global_variables()},
+                "inputs": x.name, "labels": y.name, "logits": logits.name,
+                "logits_shape": list(out.shape),
+            }
+    print(json.dumps(loaded))
 """)
 
 
-def plain_tf_load(prefix: str) -> dict:
-    """Load a checkpoint in a fresh process with nothing but TensorFlow."""
-    proc = subprocess.run([sys.executable, "-c", PLAIN_TF_LOAD, prefix],
+def plain_tf_load(*prefixes: str) -> dict:
+    """Load checkpoints in one fresh process with nothing but TensorFlow: ``{prefix: what
+    it holds}``."""
+    proc = subprocess.run([sys.executable, "-c", PLAIN_TF_LOAD, *prefixes],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -64,9 +67,15 @@ def grafted(tmp_path_factory, request):
     return results
 
 
+@pytest.fixture(scope="module")
+def loaded(grafted) -> dict:
+    """Both grafts as plain TensorFlow loads them, in one fresh process."""
+    return plain_tf_load(grafted["pruned"], grafted["keep"])
+
+
 @pytest.mark.slow
-def test_pruned_graft_loads_in_plain_tensorflow(grafted):
-    loaded = plain_tf_load(grafted["pruned"])
+def test_pruned_graft_loads_in_plain_tensorflow(grafted, loaded):
+    loaded = loaded[grafted["pruned"]]
     assert loaded["variables"] == {
         "hidden1/kernel": [784, 300], "hidden1/bias": [300],
         "hidden2/kernel": [300, 50], "hidden2/bias": [50],
@@ -80,8 +89,8 @@ def test_pruned_graft_loads_in_plain_tensorflow(grafted):
 
 
 @pytest.mark.slow
-def test_keep_dead_graft_keeps_old_branch_and_loads(grafted):
-    loaded = plain_tf_load(grafted["keep"])
+def test_keep_dead_graft_keeps_old_branch_and_loads(grafted, loaded):
+    loaded = loaded[grafted["keep"]]
     names = set(loaded["variables"])
     assert {"hidden4/kernel", "hidden5/kernel", "logits/kernel"} <= names
     assert loaded["variables"]["new_hidden4/kernel"] == [50, 20]
