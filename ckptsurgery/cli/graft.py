@@ -115,6 +115,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
                         "by --seed, for a class folder) (default 5000)")
     t.add_argument("--classes", metavar="LIST",
                    help="keep only these labels, remapped to 0..k-1 (5-9, or 0,2,4)")
+    t.add_argument("--augment", metavar="LIST",
+                   help="shift, flip, rotate (comma-separated): small random shifts, horizontal "
+                        "flips, small rotations of each training batch (image inputs; by --seed)")
     t.add_argument("--per-class", type=int, metavar="N",
                    help="keep N training images per class (drawn by --seed): small-data transfer")
     d = p.add_argument_group("distillation (with --data)")
@@ -150,6 +153,7 @@ def run(args) -> int:
     from ..graft.job import GraftJob, run_graft
     from ..graph.layers import parse_dense
     from ..graphdef.feeds import parse_feed
+    from ..train.augment import parse_augment
     from ..train.data import parse_classes
     from ..train.fit import TrainConfig
 
@@ -171,7 +175,8 @@ def run(args) -> int:
         out=args.out, data=args.data,
         train=TrainConfig(optimizer=args.optimizer, lr=args.lr, epochs=args.epochs,
                           batch_size=args.batch_size, seed=args.seed,
-                          cache_frozen=args.cache_frozen, progress=not args.quiet),
+                          cache_frozen=args.cache_frozen, progress=not args.quiet,
+                          augment=parse_augment(args.augment) if args.augment else ()),
         valid_size=args.valid_size, strict=not args.lenient, force=args.force,
         classes=parse_classes(args.classes) if args.classes else None, per_class=args.per_class,
         logdir=args.logdir, graph=args.graph, use_ema=args.use_ema,

@@ -24,7 +24,8 @@ _CHART = {
                    "train only a new classifier on the frozen features (more would overfit)"),
     (True, False): ("fine-tune-top:2", "a small set unlike the model's: its top layers learnt "
                     "features of the other task, so two of them train with the new ones and the "
-                    "rest stay frozen; augment the images (shifted, flipped copies) if you can"),
+                    "rest stay frozen; augment the images (shifted, flipped copies) when the "
+                    "model takes images"),
     (False, True): ("fine-tune-top:1", "a large set like the model's: the top reused layer "
                     "adapts with the new ones, the lower features are kept"),
     (False, False): ("fine-tune-all", "a large set unlike the model's: everything trains, the "
@@ -110,6 +111,26 @@ def advise(checkpoint, data: str, *, similar: bool, at: str | None = None,
                "--data", data, "--out", out]
     if strategy == "feature-extract":
         command.append("--cache-frozen")
+    if images <= SMALL and not similar and _takes_images(meta, at, flags):
+        command += ["--augment", "shift,flip"]
     if images <= 5 * 5000:  # the default validation set would take too much of it
         command += ["--valid-size", str(max(1, images // 5))]
     return Advice(images, per_class, similar, strategy, why, command)
+
+
+def _takes_images(meta, at: str, flags: list[str]) -> bool:
+    """Whether the input a graft at ``at`` trains from is an image (rank 3 or 4)."""
+    from ..graphdef.metagraph import placeholder_shape
+    from ..graphdef.select import find_placeholder, resolve_tensor
+    from ..graphdef.walk import ancestors
+
+    named = flags[flags.index("--inputs") + 1] if "--inputs" in flags else None
+    try:
+        inputs = find_placeholder(meta, named, "inputs", "float",
+                                  among=ancestors(meta, [resolve_tensor(meta, at)]))
+    except UserError:
+        return False
+    if inputs is None or ":" not in inputs:
+        return False
+    shape = placeholder_shape(meta, inputs.rpartition(":")[0])
+    return shape is not None and len(shape) in (3, 4)

@@ -17,6 +17,7 @@ import numpy as np
 from ..errors import DataError, UserError
 from ..graph.restore import assign
 from ..graphdef.walk import reachable
+from .augment import augment_batch
 from .optimizers import OPTIMIZERS, make_optimizer
 
 __all__ = ["TrainConfig", "TrainingOps", "EpochResult", "History",
@@ -36,6 +37,7 @@ class TrainConfig:
     seed: int = 42
     cache_frozen: bool = False
     progress: bool = True
+    augment: tuple[str, ...] = ()  # shift, flip, rotate of training batches (image inputs)
 
     def __post_init__(self) -> None:
         for option, value in (("--epochs", self.epochs), ("--batch-size", self.batch_size)):
@@ -199,7 +201,11 @@ def fit(session, ops: TrainingOps, data, config: TrainConfig,
         fed = {name: _run_in_chunks(session, ops, x) for name, x in
                (("train", data.x_train), ("valid", data.x_valid), ("test", data.x_test))
                if x is not None}
+    if config.augment and (config.cache_frozen or data.x_train.ndim not in (3, 4)):
+        raise UserError("--augment needs image inputs fed as images ([N, H, W(, C)]), not "
+                        "flattened rows or cached features (--cache-frozen)")
     rng = np.random.RandomState(config.seed)
+    augment_rng = np.random.RandomState(config.seed + 1)
     history = History()
     best = None
     n = len(data.y_train)
@@ -213,6 +219,8 @@ def fit(session, ops: TrainingOps, data, config: TrainConfig,
         for i in bar:
             idx = order[i:i + config.batch_size]
             feed = _feed(ops, data.x_train, data.y_train, fed.get("train"), idx, training=True)
+            if config.augment:
+                feed[ops.inputs] = augment_batch(feed[ops.inputs], config.augment, augment_rng)
             if ops.teacher_logits is not None:
                 feed[ops.teacher_logits] = teacher_logits[idx]
             _, loss = session.run([ops.train_op, ops.loss], feed)
