@@ -168,3 +168,14 @@ def test_convert_use_ema_writes_the_shadows_under_the_weights_names(tmp_path):
         assert sorted(arrays.files) == ["layer/b", "layer/w"]
         for weight in ("layer/w", "layer/b"):
             assert arrays[weight].tobytes() == source[weight + "/ExponentialMovingAverage"].tobytes()
+
+
+def test_keras_style_optimizer_state_is_recognised_by_name():
+    roles = classify(["dense_1/kernel", "training/Adam/Variable", "training/Adam/Variable_7",
+                      "training/SGD/iterations", "training_1/RMSprop/Variable_2"])
+    assert roles["dense_1/kernel"].kind == "model"
+    assert {k: (r.kind, r.optimizer) for k, r in roles.items() if k != "dense_1/kernel"} == {
+        "training/Adam/Variable": ("optimizer", "Adam"),
+        "training/Adam/Variable_7": ("optimizer", "Adam"),
+        "training/SGD/iterations": ("optimizer", "SGD"),
+        "training_1/RMSprop/Variable_2": ("optimizer", "RMSprop")}

@@ -48,6 +48,10 @@ _TF2_SLOT_RE = re.compile(
     r"^(?P<primary>.+)/\.OPTIMIZER_SLOT/(?P<opt>.+)/(?P<slot>[^/]+)" + re.escape(_TF2_SUFFIX) + "$"
 )
 _POWER_RE = re.compile(r"(?:^|/)beta[12]_power(?:_\d+)?$")
+# Keras 2 in a TF1 graph keeps its optimizer's moments and counters under training/<Optimizer>/
+# (training/Adam/Variable_3, training/SGD/iterations), named after no weight.
+_KERAS_STATE_RE = re.compile(
+    r"^training(?:_\d+)?/(?P<opt>Adam|SGD|RMSprop|Adagrad|Adadelta|Adamax|Nadam|Ftrl)/")
 _STEP_NAMES = {"global_step", "training_step", "save_counter"}
 
 
@@ -108,6 +112,9 @@ def _classify_one(name: str, present: set[str], optimizer_paths: set[str]) -> Va
         return VariableRole("step")
     if _POWER_RE.search(plain):
         return VariableRole("optimizer", "Adam")
+    keras = _KERAS_STATE_RE.match(plain)
+    if keras:
+        return VariableRole("optimizer", keras.group("opt"))
     head = plain.split("/", 1)[0]
     if name.endswith(_TF2_SUFFIX) and (head == "optimizer" or any(
             plain.startswith(p + "/") for p in optimizer_paths)):
