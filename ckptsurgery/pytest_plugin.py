@@ -7,6 +7,9 @@ Fixtures:
     ``mlp_checkpoint``: a small trained checkpoint made on the fly in ``tmp_path``: the
         reference 784-300-50-50-50-50-10 ReLU MLP (collections ``inputs``, ``labels``,
         ``hiddens1``..``hiddens5``, ``logits``) after one SGD step on a fixed random batch.
+    ``cnn_checkpoint``: a small convolutional checkpoint (conv, batch norm switched by a
+        ``bool`` ``is_training`` placeholder, max-pooling, logits; no collections), built from
+        raw TF1 ops, after one Adam step.
     ``ckpt``: the assertions of :mod:`ckptsurgery.testing` (``ckpt.assert_unchanged(...)``),
         whose failures pytest shows with their messages.
 
@@ -20,7 +23,7 @@ import pytest
 
 pytest.register_assert_rewrite("ckptsurgery.testing")
 
-__all__ = ["tf1_graph", "tf1_session", "mlp_checkpoint", "ckpt"]
+__all__ = ["tf1_graph", "tf1_session", "mlp_checkpoint", "cnn_checkpoint", "ckpt"]
 
 
 @pytest.fixture
@@ -46,6 +49,14 @@ def mlp_checkpoint(tmp_path) -> str:
     from .train.sample import sample_mlp_checkpoint
 
     return sample_mlp_checkpoint(str(tmp_path / "mlp" / "model.ckpt"))
+
+
+@pytest.fixture
+def cnn_checkpoint(tmp_path) -> str:
+    """The prefix of a small trained CNN checkpoint in ``tmp_path`` (``.meta`` included)."""
+    from .train.sample import sample_cnn_checkpoint
+
+    return sample_cnn_checkpoint(str(tmp_path / "cnn" / "model.ckpt"))
 
 
 @pytest.fixture

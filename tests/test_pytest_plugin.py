@@ -24,6 +24,19 @@ def test_the_fixtures_give_a_graph_a_session_and_a_trained_checkpoint(tf1_graph,
     assert shapes["hidden1/kernel"] == [784, 300] and shapes["logits/kernel"] == [50, 10]
 
 
+def test_the_cnn_fixture_is_a_convolutional_model_with_a_training_switch(cnn_checkpoint):
+    from ckptsurgery.formats.checkpoint import open_checkpoint
+    from ckptsurgery.graph.graftpoints import find_graft_points
+    from ckptsurgery.graphdef.metagraph import placeholders
+
+    meta = open_checkpoint(cnn_checkpoint).meta_graph
+    assert placeholders(meta) == {"x": "float32", "y": "int64", "is_training": "bool"}
+    assert "inputs" not in meta.collection_def and "logits" not in meta.collection_def
+    points, _ = find_graft_points(meta)
+    pool = next(p for p in points if p.at == "pool1/MaxPool:0")
+    assert pool.shape == [None, 14, 14, 8] and pool.flags == ["--pool", "flatten"]
+
+
 def test_an_assertion_failure_names_the_variables(mlp_checkpoint, ckpt, tmp_path):
     with pytest.raises(AssertionError, match="hidden1/kernel"):
         ckpt.assert_changed(mlp_checkpoint, mlp_checkpoint, scope="hidden1/")
