@@ -17,7 +17,7 @@ from ..graph.importer import import_meta_graph
 from ..graph.layers import DenseSpec, dense, pool
 from ..graphdef.batchnorm import batch_norm_layers
 from ..graphdef.feeds import Feed, is_training_switch, resolve_feeds, with_defaults
-from ..graphdef.metagraph import op_name, placeholders
+from ..graphdef.metagraph import op_name, placeholders, shape_text
 from ..graphdef.select import (
     CkptSurgeryWarning,
     find_placeholder,
@@ -138,8 +138,8 @@ class Plan:
             f"inputs:  {self.inputs}   labels: {self.labels or '(none)'}   output: {self.output}",
         ]
         if self.pool:
-            lines.append(f"pool:    {self.pool} {_shape(self.at_shape)} -> "
-                         f"{_shape(self.pooled_shape)}")
+            lines.append(f"pool:    {self.pool} {shape_text(self.at_shape)} -> "
+                         f"{shape_text(self.pooled_shape)}")
         if self.feeds:
             how = ("exported as placeholder defaults: users of the output feed nothing"
                    if self.feeds_as_defaults else "kept as placeholders (--keep-placeholders)")
@@ -303,7 +303,7 @@ def build(checkpoint, spec: GraftSpec, *, require_labels: bool = True) -> Grafte
         out = pool(out, spec.pool)
     elif spec.layers and out.shape.rank not in (None, 2):
         raise UserError(
-            f"--at '{spec.at}' is a feature map of shape {_shape(at_shape)}; dense layers take "
+            f"--at '{spec.at}' is a feature map of shape {shape_text(at_shape)}; dense layers take "
             f"rows: add --pool flatten (keep every value), --pool avg or --pool max "
             "(one value per channel)"
         )
@@ -467,12 +467,6 @@ def _batch_norm_modes(norms, trained: set[str], bn_train: bool,
 
 def _shape_list(tensor) -> list | None:
     return tensor.shape.as_list() if tensor.shape.rank is not None else None
-
-
-def _shape(shape) -> str:
-    if shape is None:
-        return "(shape unknown)"
-    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
 
 
 def _variables_feeding(tensor, variables) -> set[str]:

@@ -73,8 +73,9 @@ def teacher_logits(distillation: Distillation, x, *, batch: int = 5000):
     inputs = find_placeholder(meta, None, "inputs", "float", among=below)
     if inputs is None:
         raise UserError(f"--distill-from: the teacher's '{output}' depends on no float input")
-    needed = [p for p in placeholders(meta) if p in below and p != op_name(inputs)
-              and not placeholders(meta)[p].startswith(("int", "uint"))]
+    kinds = placeholders(meta)
+    needed = [p for p, dtype in kinds.items() if p in below and p != op_name(inputs)
+              and not dtype.startswith(("int", "uint"))]
     feeds = resolve_feeds(meta, needed, {})
     graph = tf.Graph()
     import_meta_graph(meta, graph)
@@ -83,8 +84,11 @@ def teacher_logits(distillation: Distillation, x, *, batch: int = 5000):
                              x_in.name)
     switches = {graph.get_tensor_by_name(f"{n}:0"): f for n, f in feeds.items()}
     with graph.as_default(), tf.compat.v1.Session(graph=graph) as session:
-        variables = graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES)
-        restore(session, variables, teacher, strict=False)
+        # The variables the logits read, every one of them: a teacher missing one is an error
+        # naming it, not an uninitialised value halfway through.
+        variables = [v for v in graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES)
+                     if v.op.name in below]
+        restore(session, variables, teacher)
         chunks = []
         for start in range(0, len(images), batch):
             part = images[start:start + batch]

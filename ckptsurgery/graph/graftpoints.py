@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from ..errors import CkptSurgeryError
 from ..graphdef.feeds import resolve_feeds
 from ..graphdef.metagraph import node_map, op_name, placeholder_shape, placeholders
-from ..graphdef.walk import ancestors, by_distance, reachable
+from ..graphdef.walk import ancestors, by_distance, consumers, reachable
 from .importer import import_meta_graph
 
 __all__ = ["GraftPoint", "find_graft_points", "inference_outputs"]
@@ -60,9 +60,9 @@ def inference_outputs(meta) -> list[str]:
     the logits fed to a cross-entropy, then softmax/argmax-like ops; none that depends on a
     label placeholder or sits in a loss, metric or training scope."""
     nodes = node_map(meta)
-    consumers = _consumers(meta)
+    readers = consumers(meta)
     labels = _label_placeholders(meta, nodes)
-    tainted = reachable(labels, lambda n: consumers.get(n, ()))
+    tainted = reachable(labels, lambda n: readers.get(n, ()))
     found: list[str] = []
 
     def add(ref: str) -> None:
@@ -115,11 +115,11 @@ def find_graft_points(meta, *, limit: int = 8) -> tuple[list[GraftPoint], str | 
                   and n.endswith("input_layer/concat")]
     if not inputs:
         return [], f"'{outputs[0]}' depends on no float input placeholder or feature layer"
-    from_inputs = reachable(inputs, _consumers_fn(meta))
-    consumers = _consumers(meta)
+    readers = consumers(meta)
+    from_inputs = reachable(inputs, lambda name: readers.get(name, ()))
     path = [n for n in by_distance(meta, output) if n in from_inputs and n != output
             and (nodes[n].op in ACTIVATION_OPS or _is_flatten(nodes[n])
-                 or _linear_layer_end(nodes, n, consumers.get(n, ()), output))
+                 or _linear_layer_end(nodes, n, readers.get(n, ()), output))
             and not _skipped(n) and (nodes[n].op == "Exit" or not _in_loop(n))]
     graph = tf.Graph()
     try:
@@ -208,21 +208,7 @@ def _label_placeholders(meta, nodes) -> list[str]:
     return sorted(labels)
 
 
-def _consumers(meta) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for node in meta.graph_def.node:
-        for inp in node.input:
-            if not inp.startswith("^"):
-                out.setdefault(op_name(inp), []).append(node.name)
-    return out
-
-
-def _consumers_fn(meta):
-    consumers = _consumers(meta)
-    return lambda name: consumers.get(name, ())
-
-
-def _linear_layer_end(nodes, name: str, consumers, output: str) -> bool:
+def _linear_layer_end(nodes, name: str, readers, output: str) -> bool:
     """The output of a dense or conv layer with no activation (TFLearn's default, say): a
     ``BiasAdd`` (or ``Add``) of a ``MatMul``/``Conv2D`` that no activation follows and that is
     not the logits the output is made of."""
@@ -231,7 +217,7 @@ def _linear_layer_end(nodes, name: str, consumers, output: str) -> bool:
         return False
     if nodes.get(op_name(node.input[0])) is None or nodes[op_name(node.input[0])].op not in _LAYER_OPS:
         return False
-    return not any(nodes[c].op in ACTIVATION_OPS or c == output for c in consumers)
+    return not any(nodes[c].op in ACTIVATION_OPS or c == output for c in readers)
 
 
 def _is_flatten(node) -> bool:

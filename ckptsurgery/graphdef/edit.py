@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from ..errors import NotFoundError
 from ..formats.metafile import CONTEXT_COLLECTIONS, collection_proto
 from .collections import context_anchors, drop_stale_collection_entries, variable_defs
-from .metagraph import node_map, op_name
+from .metagraph import free_name, node_map, op_name
 from .walk import ancestors
 
 __all__ = ["PruneInfo", "prune", "cut", "uncut"]
@@ -78,7 +78,7 @@ def cut(meta, tensor: str):
         raise NotFoundError(f"cannot cut after '{tensor}': no such op in the graph")
     index = int(tensor.rpartition(":")[2]) if ":" in tensor else 0
     aliases = {f"{src}:{index}"} | ({src} if index == 0 else set())
-    sg_name = _unique(f"{src}/stop_gradient", nodes)
+    sg_name = free_name(f"{src}/stop_gradient", nodes)
     new = type(meta)()
     new.CopyFrom(meta)
     for node in new.graph_def.node:
@@ -132,13 +132,6 @@ def uncut(meta):
             col.node_list.value.extend(values)
     tensor = {name: through(name) for name in stops}
     return new, {name: t if ":" in t else t + ":0" for name, t in tensor.items()}
-
-
-def _unique(name: str, nodes) -> str:
-    candidate, i = name, 1
-    while candidate in nodes:
-        candidate, i = f"{name}_{i}", i + 1
-    return candidate
 
 
 def _output_dtype(node, index: int):

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 
 from ..errors import SelectionError, UserError, nearest
-from .metagraph import node_map, op_name, placeholder_shape, placeholders
+from .metagraph import free_name, node_map, op_name, placeholder_shape, placeholders, shape_text
 
 __all__ = ["Feed", "parse_feed", "resolve_feeds", "is_training_switch", "with_defaults",
            "feed_array"]
@@ -95,7 +95,7 @@ def resolve_feeds(meta, needed: list[str], given: dict[str, str]) -> dict[str, F
         else:
             unfed.append((name, dtype, shape))
     if unfed:
-        listed = ", ".join(f"{n} ({d} {_shape_text(s)})" for n, d, s in unfed)
+        listed = ", ".join(f"{n} ({d} {shape_text(s)})" for n, d, s in unfed)
         hints = " ".join(f"--feed {n}={_suggest(d, s)}" for n, d, s in unfed)
         raise UserError(f"the graph needs placeholder(s) {listed} fed besides the inputs and "
                         f"labels; give their values, e.g. {hints}")
@@ -138,7 +138,7 @@ def with_defaults(meta, feeds: dict[str, Feed], inputs: str):
                 tf1.fill(tf1.stack(dims), tf1.constant(0, dtype), name="default")
             else:
                 tf1.constant(feed_array(feed, 1), dtype, name="default")
-        prefix = _free(f"{name}/default", taken)
+        prefix = free_name(f"{name}/default", taken)
         renames = {n.name: (prefix if n.name == "default" else f"{prefix}/{n.name}")
                    for n in scratch.as_graph_def().node if n.name != "scratch_inputs"}
         for node in scratch.as_graph_def().node:
@@ -173,7 +173,7 @@ def _zeros_shape(feed: Feed, batch: int | None) -> list:
                         "give a number instead")
     unknown = [i for i, d in enumerate(feed.shape) if d is None]
     if len(unknown) > 1:
-        raise UserError(f"--feed {feed.name}=zeros: shape {_shape_text(feed.shape)} has several "
+        raise UserError(f"--feed {feed.name}=zeros: shape {shape_text(feed.shape)} has several "
                         "unknown dimensions; only the batch may be unknown")
     return [batch if d is None else d for d in feed.shape]
 
@@ -206,19 +206,6 @@ def _suggest(dtype: str, shape) -> str:
     if shape:
         return "zeros"
     return "0"
-
-
-def _shape_text(shape) -> str:
-    if shape is None:
-        return "shape unknown"
-    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
-
-
-def _free(name: str, taken: set[str]) -> str:
-    candidate, i = name, 1
-    while candidate in taken:
-        candidate, i = f"{name}_{i}", i + 1
-    return candidate
 
 
 def _retarget(ref: str, renames: dict[str, str], inputs: str) -> str:

@@ -8,7 +8,7 @@ graphs this TensorFlow cannot import (the graph_def_editor approach). Parsing th
 from __future__ import annotations
 
 __all__ = ["op_name", "node_map", "placeholders", "placeholder_shape", "tf_version",
-           "unregistered_ops", "set_repeated"]
+           "unregistered_ops", "set_repeated", "shape_text", "free_name"]
 
 
 def op_name(ref: str) -> str:
@@ -82,3 +82,18 @@ def set_repeated(field, values) -> None:
     """Set a repeated protobuf field to ``values``, in place."""
     del field[:]
     field.extend(values)
+
+
+def shape_text(shape) -> str:
+    """A shape as people read it: ``[?, 28, 28, 1]``, ``(shape unknown)`` for None."""
+    if shape is None:
+        return "(shape unknown)"
+    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+
+
+def free_name(name: str, taken) -> str:
+    """``name``, or ``name_1``, ``name_2``... the first not in ``taken``."""
+    candidate, i = name, 1
+    while candidate in taken:
+        candidate, i = f"{name}_{i}", i + 1
+    return candidate

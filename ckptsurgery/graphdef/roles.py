@@ -96,10 +96,7 @@ def classify(names, meta=None) -> dict[str, VariableRole]:
     by_name = classify_by_name(names)
     if meta is None:
         return by_name
-    try:
-        from_graph = graph_roles(meta)
-    except Exception:  # a graph we cannot read for roles still has names
-        return by_name
+    from_graph = graph_roles(meta)
     return {n: replace(from_graph[n], source="graph") if n in from_graph else by_name[n]
             for n in names}
 

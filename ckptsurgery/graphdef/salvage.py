@@ -16,7 +16,7 @@ from ..errors import UserError
 from .collections import drop_stale_collection_entries, variable_defs
 from .metagraph import op_name, set_repeated, unregistered_ops
 from .saver import VARIABLE_OPS, saver_nodes
-from .walk import reachable
+from .walk import consumers, reachable
 
 __all__ = ["Salvage", "salvage_meta_graph"]
 
@@ -102,9 +102,5 @@ def salvage_meta_graph(meta, *, drop_unregistered: bool = False):
 
 def _dependents(meta, starts: set[str]) -> set[str]:
     """``starts`` and every node that reads one of them through a data edge, transitively."""
-    consumers: dict[str, list[str]] = {}
-    for node in meta.graph_def.node:
-        for ref in node.input:
-            if not ref.startswith("^"):
-                consumers.setdefault(op_name(ref), []).append(node.name)
-    return reachable(starts, lambda name: consumers.get(name, ()))
+    readers = consumers(meta)
+    return reachable(starts, lambda name: readers.get(name, ()))

@@ -13,7 +13,7 @@ from ..errors import NotFoundError
 from .collections import variable_defs
 from .metagraph import node_map, op_name
 
-__all__ = ["reachable", "ancestors", "by_distance"]
+__all__ = ["reachable", "ancestors", "by_distance", "consumers"]
 
 T = TypeVar("T")
 
@@ -76,3 +76,13 @@ def by_distance(meta, start: str) -> list[str]:
                     nxt.append(src)
         frontier = nxt
     return order
+
+
+def consumers(meta) -> dict[str, list[str]]:
+    """``{op name: the ops that read one of its outputs}`` (data edges, not control edges)."""
+    out: dict[str, list[str]] = {}
+    for node in meta.graph_def.node:
+        for ref in node.input:
+            if not ref.startswith("^"):
+                out.setdefault(op_name(ref), []).append(node.name)
+    return out

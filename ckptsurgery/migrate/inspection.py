@@ -14,6 +14,7 @@ import os
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
+from ..graphdef.metagraph import shape_text
 from ..graphdef.roles import classify
 from ..graphdef.slots import VariableRole
 from ..graphdef.walk import reachable
@@ -305,21 +306,17 @@ def _likely_outputs(meta) -> list[str]:
     without any, the ops that end the forward pass (what depends on a variable outside training
     scopes and feeds nothing but losses and metrics)."""
     from ..graph.graftpoints import inference_outputs
-    from ..graphdef.metagraph import op_name
+    from ..graphdef.walk import consumers
 
     found = inference_outputs(meta)
     if found:
         return found[:8]
-    consumers: dict[str, list[str]] = {}
-    for node in meta.graph_def.node:
-        for inp in node.input:
-            if not inp.startswith("^"):
-                consumers.setdefault(op_name(inp), []).append(node.name)
-    forward = _forward_nodes(meta, consumers)
+    readers = consumers(meta)
+    forward = _forward_nodes(meta, readers)
     return [f"{node.name}:0" for node in meta.graph_def.node
             if node.name in forward and node.op not in _BOOKKEEPING_OPS
             and not _loss_scope(node.name)
-            and not any(c in forward and not _loss_scope(c) for c in consumers.get(node.name, ()))
+            and not any(c in forward and not _loss_scope(c) for c in readers.get(node.name, ()))
             ][:8]
 
 
@@ -381,7 +378,7 @@ def _meta_lines(m: MetaSummary) -> list[str]:
             out.append(f"             {m.import_explanation}")
     if m.devices:
         out.append(f"devices      {', '.join(m.devices)} (cleared on import by ckptsurgery)")
-    inputs = ", ".join(f"{p['name']} {p['dtype']} {_shape_text(p['shape'])}"
+    inputs = ", ".join(f"{p['name']} {p['dtype']} {shape_text(p['shape'])}"
                        for p in m.placeholders[:8]) or "none"
     if len(m.placeholders) > 8:
         inputs += f", ... ({len(m.placeholders)} in all)"
@@ -390,7 +387,7 @@ def _meta_lines(m: MetaSummary) -> list[str]:
     if m.graft_points:
         out.append("graft points (nearest to the output first; add --dense NAME:UNITS and --out)")
         for p in m.graft_points:
-            out.append(f"  --at {p['at']:<36} {_shape_text(p['shape']):<18} {' '.join(p['flags'])}")
+            out.append(f"  --at {p['at']:<36} {shape_text(p['shape']):<18} {' '.join(p['flags'])}")
     elif m.graft_points_note:
         out.append(f"graft points none: {m.graft_points_note}")
     out.append("collections")
@@ -404,9 +401,3 @@ def _meta_lines(m: MetaSummary) -> list[str]:
     out.append("op types     " + ", ".join(f"{op} {n}" for op, n in top)
                + (f", ... ({len(m.op_types)} types)" if len(m.op_types) > 15 else ""))
     return out
-
-
-def _shape_text(shape) -> str:
-    if shape is None:
-        return "(shape unknown)"
-    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
