@@ -34,35 +34,37 @@ CONTEXT_COLLECTIONS = ("cond_context", "while_context")
 def collection_proto(key: str):
     """The protobuf class that each entry of ``bytes_list`` collection ``key`` is, or None when
     the collection holds bytes of a kind TensorFlow does not define (kept as they are)."""
-    from tensorflow.core.framework import variable_pb2
-    from tensorflow.core.protobuf import control_flow_pb2, queue_runner_pb2, saver_pb2
+    from .protos import message_class
 
     if key in VARIABLE_COLLECTIONS:
-        return variable_pb2.VariableDef
-    return {
-        "cond_context": control_flow_pb2.CondContextDef,
-        "while_context": control_flow_pb2.WhileContextDef,
-        "savers": saver_pb2.SaverDef,
-        "queue_runners": queue_runner_pb2.QueueRunnerDef,
+        return message_class("tensorflow.VariableDef")
+    name = {
+        "cond_context": "tensorflow.CondContextDef",
+        "while_context": "tensorflow.WhileContextDef",
+        "savers": "tensorflow.SaverDef",
+        "queue_runners": "tensorflow.QueueRunnerDef",
     }.get(key)
+    return message_class(name) if name else None
 
 
 def read_meta_graph(path: str):
-    """Parse a ``.meta`` file into a ``MetaGraphDef``.
+    """Parse a ``.meta`` file into a ``MetaGraphDef`` (the TensorFlow-free class of
+    :mod:`~ckptsurgery.formats.protos`; TensorFlow is not imported).
 
     Raises:
         CheckpointNotFoundError: the file does not exist.
         CheckpointCorruptError: the file is not a serialised ``MetaGraphDef``.
     """
     from google.protobuf.message import DecodeError
-    from tensorflow.core.protobuf import meta_graph_pb2
+
+    from .protos import message_class
 
     try:
         with open(path, "rb") as f:
             data = f.read()
     except FileNotFoundError as e:
         raise CheckpointNotFoundError(f"no meta-graph file '{path}'") from e
-    meta = meta_graph_pb2.MetaGraphDef()
+    meta = message_class("tensorflow.MetaGraphDef")()
     try:
         meta.ParseFromString(data)
     except (DecodeError, RuntimeError, ValueError) as e:

@@ -168,9 +168,8 @@ def into_one_shard(prefix: str) -> None:
     shard and offset rewritten to match."""
     import glob
 
-    from tensorflow.core.protobuf import tensor_bundle_pb2
-
     from .bundle import read_table, write_table
+    from .protos import message_class
 
     data = sorted(glob.glob(glob.escape(prefix) + ".data-*-of-*"))
     if len(data) <= 1:
@@ -182,11 +181,11 @@ def into_one_shard(prefix: str) -> None:
     entries = []
     for key, value in read_table(prefix + ".index"):
         if key == b"":
-            header = tensor_bundle_pb2.BundleHeaderProto.FromString(value)
+            header = message_class("tensorflow.BundleHeaderProto").FromString(value)
             header.num_shards = 1
             value = header.SerializeToString()
         else:
-            entry = tensor_bundle_pb2.BundleEntryProto.FromString(value)
+            entry = message_class("tensorflow.BundleEntryProto").FromString(value)
             if entry.shard_id or entry.offset or entry.size:
                 entry.offset += starts[entry.shard_id]
                 entry.shard_id = 0

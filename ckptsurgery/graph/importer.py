@@ -8,6 +8,7 @@ naming the unregistered ops and the version that wrote the graph.
 from __future__ import annotations
 
 from ..errors import GraphImportError, first_line
+from ..formats.protos import to_tensorflow
 from ..graphdef.collections import drop_stale_collection_entries
 from ..graphdef.metagraph import tf_version, unregistered_ops
 
@@ -45,7 +46,7 @@ def import_meta_graph(meta, graph):
         clean.saver_def.restore_op_name = "save/restore_all"
     with graph.as_default():
         try:
-            tf.compat.v1.train.import_meta_graph(clean, clear_devices=True)
+            tf.compat.v1.train.import_meta_graph(to_tensorflow(clean), clear_devices=True)
         except (ValueError, KeyError, TypeError, tf.errors.OpError) as e:
             raise GraphImportError(
                 f"TensorFlow {tf.__version__} cannot import the graph (written by TensorFlow "

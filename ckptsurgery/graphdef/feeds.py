@@ -121,6 +121,8 @@ def with_defaults(meta, feeds: dict[str, Feed], inputs: str):
     """
     import tensorflow as tf
 
+    from ..formats.protos import from_tensorflow
+
     tf1 = tf.compat.v1
     new = type(meta)()
     new.CopyFrom(meta)
@@ -141,7 +143,7 @@ def with_defaults(meta, feeds: dict[str, Feed], inputs: str):
         prefix = free_name(f"{name}/default", taken)
         renames = {n.name: (prefix if n.name == "default" else f"{prefix}/{n.name}")
                    for n in scratch.as_graph_def().node if n.name != "scratch_inputs"}
-        for node in scratch.as_graph_def().node:
+        for node in from_tensorflow(scratch.as_graph_def()).node:
             if node.name == "scratch_inputs":
                 continue
             added = new.graph_def.node.add()

@@ -243,16 +243,17 @@ class _SaverBuilder:
         return name
 
     def _const(self, name: str, values: list[bytes], scalar: bool = False) -> None:
-        import numpy as np
-        from tensorflow.python.framework import tensor_util
-
-        array = np.array(values[0] if scalar else values, dtype=object)
         node = self.graph_def.node.add()
         node.name = name
         node.op = "Const"
         node.attr["dtype"].type = _STRING
-        node.attr["value"].tensor.CopyFrom(tensor_util.make_tensor_proto(array, dtype=_STRING,
-                                                                          shape=array.shape))
+        tensor = node.attr["value"].tensor
+        tensor.dtype = _STRING
+        if scalar:
+            tensor.string_val.append(values[0])
+        else:
+            tensor.tensor_shape.dim.add().size = len(values)
+            tensor.string_val.extend(values)
 
 
 def trace_variable(nodes: dict, ref: str):
@@ -299,14 +300,14 @@ def _spec_of(spec: str) -> str:
 
 
 def _from_variable_defs(meta, nodes: dict) -> list[SavedVariable]:
-    from tensorflow.core.framework import variable_pb2
+    from ..formats.protos import message_class
 
     col = meta.collection_def["variables"] if "variables" in meta.collection_def else None
     if col is None or not col.HasField("bytes_list"):
         return []
     out = []
     for raw in col.bytes_list.value:
-        vdef = variable_pb2.VariableDef.FromString(raw)
+        vdef = message_class("tensorflow.VariableDef").FromString(raw)
         name = op_name(vdef.variable_name)
         node = nodes.get(name)
         if node is None or node.op not in VARIABLE_OPS:

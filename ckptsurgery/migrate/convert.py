@@ -329,9 +329,9 @@ def _write_tf2(checkpoint, names, out, *, force, progress, batch, torch_layout):
 
 def _object_graph(names: dict[str, str]):
     """The ``TrackableObjectGraph`` of nested objects whose attributes are the name parts."""
-    from tensorflow.core.protobuf import trackable_object_graph_pb2
+    from ..formats.protos import message_class
 
-    graph = trackable_object_graph_pb2.TrackableObjectGraph()
+    graph = message_class("tensorflow.TrackableObjectGraph")()
     graph.nodes.add()
     index: dict[tuple[str, ...], int] = {(): 0}
     leaves = [(key, name) for key, name in names.items()]

@@ -197,6 +197,7 @@ def import_check(meta, summary: MetaSummary | None = None) -> tuple[bool, str | 
     import tensorflow as tf
 
     from ..errors import first_line
+    from ..formats.protos import to_tensorflow
     from ..graphdef.metagraph import tf_version, unregistered_ops
 
     written = f"written by TensorFlow {tf_version(meta) or 'unknown (before 1.0?)'}"
@@ -209,7 +210,7 @@ def import_check(meta, summary: MetaSummary | None = None) -> tuple[bool, str | 
     stale = summary.stale_collection_entries if summary else _stale_entries(meta)
     try:
         with tf.Graph().as_default():
-            tf.compat.v1.train.import_meta_graph(meta, clear_devices=True)
+            tf.compat.v1.train.import_meta_graph(to_tensorflow(meta), clear_devices=True)
     except Exception as e:  # TF raises KeyError, ValueError, TypeError, OpErrors here
         error = f"{type(e).__name__}: {first_line(e)}"
         if stale:

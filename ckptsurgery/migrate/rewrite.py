@@ -447,9 +447,9 @@ def _object_graph(checkpoint, plan: RewritePlan) -> list[tuple[str, object]]:
 
     if not checkpoint.reader.has_tensor(_OBJECT_GRAPH):
         return []
-    from tensorflow.core.protobuf import trackable_object_graph_pb2
+    from ..formats.protos import message_class
 
-    graph = trackable_object_graph_pb2.TrackableObjectGraph()
+    graph = message_class("tensorflow.TrackableObjectGraph")()
     graph.ParseFromString(checkpoint.reader.get_tensor(_OBJECT_GRAPH))
     for node in graph.nodes:
         attrs = []

@@ -264,8 +264,7 @@ def _saver_own_ops(meta) -> set[str]:
 
 def _savers(meta) -> list[tuple[str, str]]:
     """``(name scope with '/', filename op name)`` of each ``SaverDef`` of the graph."""
-    from tensorflow.core.protobuf import saver_pb2
-
+    from ..formats.protos import message_class
     from ..graphdef.metagraph import op_name
 
     defs = [meta.saver_def] if meta.HasField("saver_def") else []
@@ -273,7 +272,7 @@ def _savers(meta) -> list[tuple[str, str]]:
     if col is not None and col.HasField("bytes_list"):
         for raw in col.bytes_list.value:
             try:
-                defs.append(saver_pb2.SaverDef.FromString(raw))
+                defs.append(message_class("tensorflow.SaverDef").FromString(raw))
             except Exception:  # a damaged entry names no saver: its ops stay flagged
                 continue
     out = []
