@@ -19,7 +19,7 @@ _EXPORTS = {
     # finding things in graphs and editing them (protobuf level)
     "resolve_tensor": "graphdef.select", "select_variables": "graphdef.select",
     "prune": "graphdef.edit", "cut": "graphdef.edit", "uncut": "graphdef.edit",
-    "CkptSurgeryWarning": "graphdef.select",
+    "CkptSurgeryWarning": "errors",
     # live graphs: import, layers, restore, export
     "import_meta_graph": "graph.importer", "DenseSpec": "graph.layers",
     "restore": "graph.restore", "RestoreReport": "graph.restore",

@@ -11,6 +11,7 @@ import difflib
 from collections.abc import Iterable
 
 __all__ = [
+    "CkptSurgeryWarning",
     "CkptSurgeryError",
     "UserError",
     "InternalError",
@@ -26,6 +27,11 @@ __all__ = [
     "nearest",
     "first_line",
 ]
+
+
+class CkptSurgeryWarning(UserWarning):
+    """Something the user asked for works, but probably not as they meant (the CLI prints it
+    as one ``warning:`` line)."""
 
 
 class CkptSurgeryError(Exception):

@@ -16,7 +16,8 @@ import shutil
 import struct
 import warnings
 
-from ckptsurgery.formats.bundle import crc32c, read_table
+from ckptsurgery.formats.bundle import read_table
+from ckptsurgery.formats.crc import crc32c
 
 FILES = (".index", ".data-00000-of-00001", ".meta")
 

@@ -8,6 +8,7 @@ import pytest
 from conftest import run_cli
 from migrate_helpers import corpus_prefix, readable_entries
 
+from ckptsurgery.errors import CkptSurgeryWarning
 from ckptsurgery.graphdef.slots import classify_by_name as classify
 from ckptsurgery.migrate.inspection import inspect_checkpoint
 
@@ -67,7 +68,9 @@ def test_tf2_object_based_checkpoint(shared):
 
 
 def test_v1_checkpoint_and_meta_summary(shared):
-    result = inspect_checkpoint(corpus_prefix("AloshkaD__traffic-signs__model_v1"))
+    with pytest.warns(CkptSurgeryWarning, match=r"V1 \(single-file\) format.*through TensorFlow"):
+        result = inspect_checkpoint(corpus_prefix("AloshkaD__traffic-signs__model_v1"),
+                                    check_import=True)
     assert result.format == "V1"
     meta = result.meta
     assert meta.importable and meta.tf_version is None
@@ -78,7 +81,7 @@ def test_v1_checkpoint_and_meta_summary(shared):
 
 def test_meta_inputs_outputs_and_version(shared):
     meta = inspect_checkpoint(corpus_prefix(
-        "irischang59__TransferLearning_MNIST__my_best_mnist_model_0_to_4")).meta
+        "irischang59__TransferLearning_MNIST__my_best_mnist_model_0_to_4"), check_import=True).meta
     assert meta.tf_version == "1.8.0" and meta.importable
     assert {p["name"]: p["shape"] for p in meta.placeholders} == {"X": [None, 784], "y": None}
     assert "logits/BiasAdd:0" in meta.likely_outputs
@@ -86,7 +89,8 @@ def test_meta_inputs_outputs_and_version(shared):
 
 
 def test_tflearn_import_failure_is_explained_not_raised(shared):
-    meta = inspect_checkpoint(corpus_prefix("daniellazabari__chatbot__tflearn_model")).meta
+    meta = inspect_checkpoint(corpus_prefix("daniellazabari__chatbot__tflearn_model"),
+                              check_import=True).meta
     assert meta.importable is False
     assert "The name 'Adam' refers to an Operation not in the graph" in meta.import_error
     assert "collection 'trainops'" in meta.import_explanation

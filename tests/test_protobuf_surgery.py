@@ -18,13 +18,8 @@ from migrate_helpers import restore_values
 from ckptsurgery.errors import SelectionError
 from ckptsurgery.formats.checkpoint import open_checkpoint
 from ckptsurgery.formats.metafile import read_meta_graph, write_meta_graph
-from ckptsurgery.formats.stream import (
-    BundleWriter,
-    CopySpec,
-    copy_tensors,
-    plan_batches,
-    read_batches,
-)
+from ckptsurgery.formats.stream import CopySpec, copy_tensors, plan_batches, read_batches
+from ckptsurgery.formats.writer import BundleFileWriter
 from ckptsurgery.graphdef.collections import collection_items
 from ckptsurgery.graphdef.metarewrite import rewrite_meta_graph
 from ckptsurgery.graphdef.saver import remove_saver, replace_saver, saved_variables, saver_nodes
@@ -172,14 +167,12 @@ def test_read_batches_returns_every_tensor_in_bounded_batches(values):
             assert np.asarray(tensor).tobytes() == values[key].tobytes(), key
 
 
-def test_bundle_writer_merges_batches_into_one_shard_tensorflow_reads(tmp_path, values):
+def test_bundle_writer_writes_one_shard_tensorflow_reads(tmp_path, values):
     prefix = str(tmp_path / "w" / "model.ckpt")
     os.makedirs(os.path.dirname(prefix))
-    items = sorted(values.items())
-    with BundleWriter(prefix) as writer:
-        for i in range(0, len(items), 4):
-            writer.write(items[i:i + 4])
-    assert not os.path.exists(prefix + ".shards")
+    with BundleFileWriter(prefix) as writer:
+        for key, value in sorted(values.items()):
+            writer.add(key, value)
     assert sorted(os.listdir(os.path.dirname(prefix))) == [
         "model.ckpt.data-00000-of-00001", "model.ckpt.index"], "one data file, as Saver writes"
     written = read_vars(prefix)
@@ -188,11 +181,11 @@ def test_bundle_writer_merges_batches_into_one_shard_tensorflow_reads(tmp_path, 
         assert written[key].tobytes() == value.tobytes(), key
 
 
-def test_a_failed_bundle_leaves_no_temporary_shards(tmp_path):
+def test_a_failed_bundle_leaves_no_files(tmp_path):
     prefix = str(tmp_path / "f" / "model.ckpt")
     os.makedirs(os.path.dirname(prefix))
-    with pytest.raises(RuntimeError), BundleWriter(prefix) as writer:
-        writer.write([("a", np.ones(3, np.float32))])
+    with pytest.raises(RuntimeError), BundleFileWriter(prefix) as writer:
+        writer.add("a", np.ones(3, np.float32))
         raise RuntimeError("interrupted")
     assert os.listdir(os.path.dirname(prefix)) == []
 

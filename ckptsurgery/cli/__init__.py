@@ -100,7 +100,7 @@ def quiet_tensorflow() -> None:
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
-    from ..graphdef.select import CkptSurgeryWarning
+    from ..errors import CkptSurgeryWarning
 
     if issubclass(category, CkptSurgeryWarning):
         print(f"{PROG}: warning: {message}", file=sys.stderr)

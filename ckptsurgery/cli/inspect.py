@@ -14,8 +14,9 @@ examples:
   ckptsurgery inspect base/my_model.ckpt
   ckptsurgery inspect runs/estimator/ --json | jq '.variables[] | select(.role == "model")'
 
-The .meta is read as a protobuf; whether this TensorFlow imports it is tried in a fresh graph
-(skip with --no-import-check), and a failure is explained, not raised.
+The checkpoint and its .meta are read without TensorFlow (a V1 single-file checkpoint is read
+through it). --check-import also tries importing the .meta with this TensorFlow in a fresh
+graph, explains a failure instead of raising it, and lists the graph's graft points.
 """
 
 
@@ -24,14 +25,15 @@ def add_parser(sub) -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", metavar="CKPT", help=CKPT_HELP)
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--no-import-check", action="store_true",
-                   help="do not try importing the .meta")
+    p.add_argument("--check-import", action="store_true",
+                   help="also try importing the .meta with TensorFlow and list graft points "
+                        "(loads TensorFlow: seconds)")
     return p
 
 
 def run(args) -> int:
     from ..migrate.inspection import inspect_checkpoint
 
-    result = inspect_checkpoint(args.checkpoint, check_import=not args.no_import_check)
+    result = inspect_checkpoint(args.checkpoint, check_import=args.check_import)
     print(json.dumps(result.as_dict(), indent=2) if args.json else "\n".join(result.lines()))
     return 0

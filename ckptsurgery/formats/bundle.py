@@ -10,8 +10,9 @@ checks them against the data shards on disk, so that a damaged checkpoint become
 The old V1 single-file format is a LevelDB table too; its footer, index and block bounds are
 checked (block checksums with ``thorough``).
 
-Nothing here imports TensorFlow: the two protos are decoded from the protobuf wire format, which
-is stable, so the check costs milliseconds and runs before TensorFlow is even loaded.
+Nothing here imports TensorFlow: the two protos are parsed with the ``protobuf`` package from
+TensorFlow's vendored descriptors (:mod:`.protos`), so the check costs milliseconds and runs
+before TensorFlow is even loaded. Reading the tensors themselves is :mod:`.reader`.
 """
 
 from __future__ import annotations
@@ -19,16 +20,15 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..errors import CheckpointCorruptError
+from .crc import crc32c, mask_crc, unmask_crc
+from .dtypes import DTYPE_NAMES, dtype_name
 
 __all__ = [
-    "DTYPE_NAMES",
     "BundleEntry",
     "BundleIndex",
-    "crc32c",
-    "unmask_crc",
     "read_table",
     "write_table",
     "read_index",
@@ -40,20 +40,6 @@ _FOOTER_SIZE = 48
 _TRAILER_SIZE = 5  # block type byte + masked crc32c
 _MAX_RANK = 254  # TensorShape::MaxDimensions()
 _COPY_AGAIN = "copy the checkpoint again from its source"
-
-#: TensorFlow ``DataType`` enum values that a checkpoint may hold: ``{value: (name, bytes per
-#: element)}``; 0 bytes means variable length (``string``, ``variant``).
-DTYPE_NAMES: dict[int, tuple[str, int]] = {
-    1: ("float32", 4), 2: ("float64", 8), 3: ("int32", 4), 4: ("uint8", 1), 5: ("int16", 2),
-    6: ("int8", 1), 7: ("string", 0), 8: ("complex64", 8), 9: ("int64", 8), 10: ("bool", 1),
-    11: ("qint8", 1), 12: ("quint8", 1), 13: ("qint32", 4), 14: ("bfloat16", 2),
-    15: ("qint16", 2), 16: ("quint16", 2), 17: ("uint16", 2), 18: ("complex128", 16),
-    19: ("float16", 2), 21: ("variant", 0), 22: ("uint32", 4), 23: ("uint64", 8),
-    24: ("float8_e5m2", 1), 25: ("float8_e4m3fn", 1), 26: ("float8_e4m3fnuz", 1),
-    27: ("float8_e4m3b11fnuz", 1), 28: ("float8_e5m2fnuz", 1), 29: ("int4", 1), 30: ("uint4", 1),
-    31: ("int2", 1), 32: ("uint2", 1), 33: ("float4_e2m1fn", 1),
-}
-
 
 @dataclass(frozen=True)
 class BundleEntry:
@@ -75,7 +61,7 @@ class BundleEntry:
 
     @property
     def dtype_name(self) -> str:
-        return DTYPE_NAMES.get(self.dtype, (f"<dtype {self.dtype}>", 0))[0]
+        return dtype_name(self.dtype)
 
     @property
     def num_elements(self) -> int:
@@ -87,7 +73,8 @@ class BundleEntry:
 
 @dataclass(frozen=True)
 class BundleIndex:
-    """A V2 ``.index`` file: its header fields and its entries by key (the header excluded)."""
+    """A V2 ``.index`` file: its header fields, its entries by key (the header excluded), and
+    the parts of partitioned variables by their encoded key (:mod:`.partitions`)."""
 
     path: str
     num_shards: int
@@ -95,41 +82,7 @@ class BundleIndex:
     producer: int
     min_consumer: int
     entries: dict[str, BundleEntry]
-
-
-# --- checksums --------------------------------------------------------------------------------
-
-def _crc_table() -> list[int]:
-    table = []
-    for i in range(256):
-        c = i
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-        table.append(c)
-    return table
-
-
-_CRC_TABLE = _crc_table()
-
-
-def crc32c(data: bytes, crc: int = 0) -> int:
-    """CRC-32C (Castagnoli) of ``data``, extending ``crc``; pure Python (meant for metadata)."""
-    table = _CRC_TABLE
-    crc ^= 0xFFFFFFFF
-    for b in data:
-        crc = table[(crc ^ b) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF
-
-
-def mask_crc(crc: int) -> int:
-    """Mask a CRC as LevelDB and TensorFlow store it."""
-    return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def unmask_crc(masked: int) -> int:
-    """Undo the masking LevelDB and TensorFlow apply to stored CRCs."""
-    rot = (masked - 0xA282EAD8) & 0xFFFFFFFF
-    return ((rot >> 17) | (rot << 15)) & 0xFFFFFFFF
+    parts: dict[bytes, BundleEntry] = field(default_factory=dict)
 
 
 # --- the LevelDB table format -----------------------------------------------------------------
@@ -187,44 +140,97 @@ def _put_varint(value: int) -> bytes:
     return bytes(out)
 
 
-def _build_block(entries: list[tuple[bytes, bytes]], restart_interval: int = 16) -> bytes:
-    """A table block: prefix-compressed entries, the restart array and its length."""
-    out, restarts, previous = bytearray(), [], b""
-    for i, (key, value) in enumerate(entries):
+class _BlockBuilder:
+    """A table block being built: prefix-compressed entries, then the restart array."""
+
+    def __init__(self, restart_interval: int = 16):
+        self.interval = restart_interval
+        self.out, self.restarts, self.previous, self.count = bytearray(), [], b"", 0
+
+    def add(self, key: bytes, value: bytes) -> None:
         shared = 0
-        if i % restart_interval:
-            limit = min(len(previous), len(key))
-            while shared < limit and previous[shared] == key[shared]:
+        if self.count % self.interval:
+            limit = min(len(self.previous), len(key))
+            while shared < limit and self.previous[shared] == key[shared]:
                 shared += 1
         else:
-            restarts.append(len(out))
-        out += _put_varint(shared) + _put_varint(len(key) - shared) + _put_varint(len(value))
-        out += key[shared:] + value
-        previous = key
-    restarts = restarts or [0]
-    out += b"".join(struct.pack("<I", r) for r in restarts) + struct.pack("<I", len(restarts))
-    return bytes(out)
+            self.restarts.append(len(self.out))
+        self.out += _put_varint(shared) + _put_varint(len(key) - shared) + _put_varint(len(value))
+        self.out += key[shared:] + value
+        self.previous = key
+        self.count += 1
+
+    def size(self) -> int:
+        return len(self.out) + 4 * max(1, len(self.restarts)) + 4
+
+    def finish(self) -> bytes:
+        restarts = self.restarts or [0]
+        return bytes(self.out + b"".join(struct.pack("<I", r) for r in restarts)
+                     + struct.pack("<I", len(restarts)))
 
 
-def write_table(path: str, entries: list[tuple[bytes, bytes]]) -> None:
-    """Write ``entries`` (sorted by key) as a LevelDB table, the format of a bundle's ``.index``:
-    one uncompressed data block, an index block pointing at it, an empty metaindex block and
-    the footer. The caller takes care of atomicity."""
+def _build_block(entries: list[tuple[bytes, bytes]], restart_interval: int = 16) -> bytes:
+    """A table block of ``entries``."""
+    builder = _BlockBuilder(restart_interval)
+    for key, value in entries:
+        builder.add(key, value)
+    return builder.finish()
+
+
+def _separator(start: bytes, limit: bytes) -> bytes:
+    """LevelDB's ``FindShortestSeparator``: a short key in ``[start, limit)``."""
+    n = 0
+    while n < min(len(start), len(limit)) and start[n] == limit[n]:
+        n += 1
+    if n < min(len(start), len(limit)) and start[n] < 0xFF and start[n] + 1 < limit[n]:
+        return start[:n] + bytes([start[n] + 1])
+    return start
+
+
+def _successor(key: bytes) -> bytes:
+    """LevelDB's ``FindShortSuccessor``: a short key ``>= key``."""
+    for i, byte in enumerate(key):
+        if byte != 0xFF:
+            return key[:i] + bytes([byte + 1])
+    return key
+
+
+def write_table(path: str, entries: list[tuple[bytes, bytes]], *,
+                block_size: int = 262144) -> None:
+    """Write ``entries`` (sorted by key) as a LevelDB table, the format of a bundle's ``.index``,
+    laid out as TensorFlow's table builder does (uncompressed data blocks of about
+    ``block_size`` bytes, an index block keyed by short separators, an empty metaindex block,
+    the footer), so that the bytes equal TensorFlow's for the same entries. The caller takes
+    care of atomicity."""
     def block_with_trailer(block: bytes) -> bytes:
         crc = crc32c(block + b"\x00")
         return block + b"\x00" + struct.pack("<I", mask_crc(crc))
 
-    data = _build_block(entries)
-    last_key = entries[-1][0] if entries else b""
-    out = bytearray(block_with_trailer(data))
+    out = bytearray()
+    index: list[tuple[bytes, bytes]] = []
+    block = _BlockBuilder()
+    for i, (key, value) in enumerate(entries):
+        block.add(key, value)
+        last = i + 1 == len(entries)
+        if block.size() < block_size and not last:
+            continue
+        data = block.finish()
+        handle = _put_varint(len(out)) + _put_varint(len(data))
+        out += block_with_trailer(data)
+        index.append((_successor(key) if last else _separator(key, entries[i + 1][0]), handle))
+        block = _BlockBuilder()
+    if not entries:
+        data = block.finish()
+        index.append((b"", _put_varint(0) + _put_varint(len(data))))
+        out += block_with_trailer(data)
     meta_offset = len(out)
     meta = _build_block([])
     out += block_with_trailer(meta)
     index_offset = len(out)
-    index = _build_block([(last_key, _put_varint(0) + _put_varint(len(data)))])
-    out += block_with_trailer(index)
+    index_block = _build_block(index, restart_interval=1)
+    out += block_with_trailer(index_block)
     handles = (_put_varint(meta_offset) + _put_varint(len(meta))
-               + _put_varint(index_offset) + _put_varint(len(index)))
+               + _put_varint(index_offset) + _put_varint(len(index_block)))
     out += handles.ljust(_FOOTER_SIZE - len(_TABLE_MAGIC), b"\x00") + _TABLE_MAGIC
     with open(path, "wb") as f:
         f.write(out)
@@ -353,82 +359,20 @@ def read_table(path: str, *, thorough: bool = True) -> list[tuple[bytes, bytes]]
 
 # --- the bundle protos (BundleHeaderProto, BundleEntryProto) ---------------------------------
 
-def _fields(buf: bytes) -> Iterator[tuple[int, int | bytes]]:
-    """``(field number, value)`` of a serialised proto: ints for varint and fixed fields."""
-    pos, end = 0, len(buf)
-    while pos < end:
-        tag, pos = _varint(buf, pos)
-        number, wire = tag >> 3, tag & 7
-        if wire == 0:
-            value, pos = _varint(buf, pos)
-        elif wire == 1:
-            if pos + 8 > end:
-                raise _Malformed("proto field cut short")
-            value, pos = struct.unpack_from("<Q", buf, pos)[0], pos + 8
-        elif wire == 2:
-            n, pos = _varint(buf, pos)
-            if pos + n > end:
-                raise _Malformed("proto field cut short")
-            value, pos = buf[pos:pos + n], pos + n
-        elif wire == 5:
-            if pos + 4 > end:
-                raise _Malformed("proto field cut short")
-            value, pos = struct.unpack_from("<I", buf, pos)[0], pos + 4
-        else:
-            raise _Malformed(f"proto wire type {wire} is not used by these messages")
-        if number == 0:
-            raise _Malformed("proto field number 0")
-        yield number, value
-
-
-def _signed(v: int) -> int:
-    return v - (1 << 64) if v >= 1 << 63 else v
-
-
-def _int(v) -> int:
-    if isinstance(v, bytes):
-        raise _Malformed("proto field has the wrong wire type")
-    return _signed(v)
-
-
-def _message(v) -> bytes:
-    if not isinstance(v, bytes):
-        raise _Malformed("proto field has the wrong wire type")
-    return v
-
-
 def _decode_entry(key: str, buf: bytes) -> BundleEntry:
-    fields = {"dtype": 0, "shard_id": 0, "offset": 0, "size": 0, "crc32c": 0}
-    shape: list[int] = []
-    unknown_rank = False
-    slices = []
-    for number, value in _fields(buf):
-        if number == 1:
-            fields["dtype"] = _int(value)
-        elif number == 2:
-            for n, v in _fields(_message(value)):
-                if n == 2:
-                    shape.append(next((_int(x) for m, x in _fields(_message(v)) if m == 1), 0))
-                elif n == 3:
-                    unknown_rank = bool(_int(v))
-        elif number in (3, 4, 5):
-            fields[("shard_id", "offset", "size")[number - 3]] = _int(value)
-        elif number == 6:
-            fields["crc32c"] = _int(value)
-        elif number == 7:
-            extents = []
-            for n, v in _fields(_message(value)):
-                if n == 1:
-                    start, length = 0, -1
-                    for m, x in _fields(_message(v)):
-                        if m == 1:
-                            start = _int(x)
-                        elif m == 2:
-                            length = _int(x)
-                    extents.append((start, length))
-            slices.append(tuple(extents))
-    return BundleEntry(key=key, shape=tuple(shape), slices=tuple(slices),
-                       unknown_rank=unknown_rank, **fields)
+    from google.protobuf.message import DecodeError
+
+    from .protos import message_class
+
+    try:
+        e = message_class("tensorflow.BundleEntryProto").FromString(buf)
+    except DecodeError as err:
+        raise _Malformed(str(err) or "not a BundleEntryProto") from None
+    slices = tuple(tuple((x.start, x.length if x.HasField("length") else -1) for x in s.extent)
+                   for s in e.slices)
+    return BundleEntry(key=key, dtype=e.dtype, shape=tuple(d.size for d in e.shape.dim),
+                       shard_id=e.shard_id, offset=e.offset, size=e.size, crc32c=e.crc32c,
+                       slices=slices, unknown_rank=e.shape.unknown_rank)
 
 
 def read_index(path: str) -> BundleIndex:
@@ -442,26 +386,29 @@ def read_index(path: str) -> BundleIndex:
         raise CheckpointCorruptError(
             f"'{path}' has no bundle header entry: not a checkpoint index, or damaged; "
             f"{_COPY_AGAIN}")
-    header = {1: 0, 2: 0}
-    version = {1: 0, 2: 0}
+    from google.protobuf.message import DecodeError
+
+    from .protos import message_class
+
     entries: dict[str, BundleEntry] = {}
     key = ""
     try:
-        for number, value in _fields(table[0][1]):
-            if number in header:
-                header[number] = _int(value)
-            elif number == 3:
-                for n, v in _fields(_message(value)):
-                    if n in version:
-                        version[n] = _int(v)
+        try:
+            header = message_class("tensorflow.BundleHeaderProto").FromString(table[0][1])
+        except DecodeError as e:
+            raise _Malformed(str(e) or "not a BundleHeaderProto") from None
         for raw_key, value in table[1:]:
+            if raw_key[:1] == b"\x00":  # a part of a partitioned variable (formats.partitions)
+                continue
             key = raw_key.decode("utf-8", errors="backslashreplace")
             entries[key] = _decode_entry(key, value)
     except _Malformed as e:
         what = f"the entry of '{key}'" if key else "the bundle header"
         raise CheckpointCorruptError(f"'{path}' is damaged: {what} does not parse ({e}); "
                                      f"{_COPY_AGAIN}") from None
-    return BundleIndex(path, header[1], header[2], version[1], version[2], entries)
+    parts = {k: _decode_entry(repr(k), v) for k, v in table[1:] if k[:1] == b"\x00"}
+    return BundleIndex(path, header.num_shards, header.endianness, header.version.producer,
+                       header.version.min_consumer, entries, parts)
 
 
 # --- checking a checkpoint's files ------------------------------------------------------------
@@ -500,7 +447,7 @@ def check_bundle(files, *, thorough: bool = False) -> BundleIndex | None:
             f"'{files.index}' has an invalid byte-order field ({index.endianness}): damaged; "
             f"{_COPY_AGAIN}")
     sizes = [os.path.getsize(p) for p in files.data]
-    for entry in index.entries.values():
+    for entry in [*index.entries.values(), *index.parts.values()]:
         problem = _entry_problem(entry, sizes)
         if problem:
             shard = files.data[entry.shard_id] if 0 <= entry.shard_id < len(sizes) else None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -218,7 +219,11 @@ def _not_found_message(path: str, prefix: str) -> str:
 
 @dataclass
 class Checkpoint:
-    """An opened checkpoint: its files, its variables (listed lazily), its meta-graph if any."""
+    """An opened checkpoint: its files, its variables (listed lazily), its meta-graph if any.
+
+    A V2 bundle is read without TensorFlow (:class:`~ckptsurgery.formats.reader.BundleReader`);
+    the old V1 single-file format through TensorFlow's reader, with a warning that says so.
+    """
 
     files: CheckpointFiles
 
@@ -227,17 +232,35 @@ class Checkpoint:
         return self.files.prefix
 
     @cached_property
+    def bundle(self):
+        """The :class:`~ckptsurgery.formats.reader.BundleReader` of a V2 checkpoint (its files
+        checked on opening), None for V1."""
+        if self.files.format == "V1":
+            return None
+        from .reader import BundleReader
+
+        return BundleReader(self.files)
+
+    @cached_property
     def reader(self):
-        """TensorFlow's checkpoint reader (``CheckpointReader``) for this prefix.
+        """TensorFlow's checkpoint reader (``CheckpointReader``), for the V1 format and the
+        ``variant`` tensors :class:`~ckptsurgery.formats.reader.BundleReader` does not decode.
 
         The files are checked in pure Python first (:func:`~ckptsurgery.formats.bundle.check_bundle`):
-        TensorFlow aborts the process on some malformed bundles instead of raising.
+        TensorFlow aborts the process on some malformed files instead of raising.
         """
-        import tensorflow as tf
+        import warnings
 
+        from ..errors import CkptSurgeryWarning
         from .bundle import check_bundle
 
         check_bundle(self.files)
+        if self.files.format == "V1":
+            warnings.warn(f"'{self.prefix}' is in the V1 (single-file) format, which ckptsurgery reads "
+                          "through TensorFlow (slower; any rewrite, e.g. 'convert --to tf2', makes "
+                          "a V2 copy)", CkptSurgeryWarning, stacklevel=2)
+        import tensorflow as tf
+
         try:
             return tf.compat.v1.train.NewCheckpointReader(self.files.prefix)
         except Exception as e:  # TF raises its own OpErrors and bare RuntimeErrors here
@@ -251,26 +274,42 @@ class Checkpoint:
         bookkeeping entry of TF2 checkpoints is left out)."""
         import numpy as np
 
-        shapes = self.reader.get_variable_to_shape_map()
-        dtypes = self.reader.get_variable_to_dtype_map()
-        out = {}
-        for name in sorted(shapes):
-            if name == "_CHECKPOINTABLE_OBJECT_GRAPH":
-                continue
-            dtype = dtypes[name]
-            shape = tuple(int(d) for d in shapes[name])
-            size = dtype.size if dtype.name != "string" else 0
-            out[name] = VariableInfo(name, shape, dtype.name, int(np.prod(shape, dtype=np.int64)) * size)
-        return out
+        if self.bundle is not None:
+            from .dtypes import DTYPE_NAMES
+
+            found = {k: (e.shape, e.dtype_name, DTYPE_NAMES.get(e.dtype, ("", 0))[1])
+                     for k, e in self.bundle.entries.items()}
+        else:
+            shapes = self.reader.get_variable_to_shape_map()
+            dtypes = self.reader.get_variable_to_dtype_map()
+            found = {k: (tuple(int(d) for d in shapes[k]), dtypes[k].name,
+                         dtypes[k].size if dtypes[k].name != "string" else 0) for k in shapes}
+        return {name: VariableInfo(name, shape, dtype,
+                                   int(np.prod(shape, dtype=np.int64)) * size)
+                for name, (shape, dtype, size) in sorted(found.items())
+                if name != "_CHECKPOINTABLE_OBJECT_GRAPH"}
+
+    def has_tensor(self, name: str) -> bool:
+        """Whether ``name`` is saved (bookkeeping entries included)."""
+        if self.bundle is not None:
+            return name in self.bundle.entries
+        return bool(self.reader.has_tensor(name))
 
     def read(self, name: str):
-        """One tensor's value as a numpy array."""
+        """One tensor's value as a numpy array (strings as an ``object`` array of bytes)."""
         from ..errors import NotFoundError, nearest
 
-        if name not in self.variables:
+        if not self.has_tensor(name):
             near = nearest(name, self.variables)
             hint = f"; did you mean {', '.join(repr(n) for n in near)}?" if near else ""
             raise NotFoundError(f"no variable '{name}' in checkpoint '{self.prefix}'{hint}")
+        if self.bundle is not None:
+            from .reader import UnreadableDtypeError
+
+            try:
+                return self.bundle.read(name)
+            except UnreadableDtypeError:
+                pass  # TensorFlow decodes variants
         try:
             return self.reader.get_tensor(name)
         except Exception as e:
@@ -278,6 +317,14 @@ class Checkpoint:
                 f"cannot read variable '{name}' from '{self.prefix}': {first_line(e)}; its data "
                 "is damaged: copy the checkpoint again from its source"
             ) from e
+
+    def pieces(self, name: str, max_bytes: int) -> Iterator:
+        """The tensor ``name`` flattened in C order, in pieces of at most ``max_bytes`` (a V1
+        checkpoint's tensor comes whole); each piece is valid until the next is asked for."""
+        if self.bundle is not None and self.has_tensor(name):
+            yield from self.bundle.chunks(name, max_bytes)
+        else:
+            yield self.read(name).reshape(-1)
 
     @cached_property
     def meta_graph(self):

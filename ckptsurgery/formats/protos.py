@@ -1,5 +1,6 @@
-"""TensorFlow's protobuf messages without TensorFlow: ``MetaGraphDef``, the bundle protos and
-what they reference, from descriptors vendored in ``tf_protos.binpb``.
+"""TensorFlow's definitions without TensorFlow: its protobuf messages (``MetaGraphDef``, the
+bundle protos and what they reference) from descriptors vendored in ``tf_protos.binpb``, and the
+names of the ops it registers, vendored in ``tf_ops.txt``.
 
 Importing ``tensorflow.core.protobuf.meta_graph_pb2`` imports all of TensorFlow (seconds,
 about 550 MB), so the package carries TensorFlow's own ``FileDescriptorProto``\\ s (Apache 2.0,
@@ -8,7 +9,7 @@ with the ``protobuf`` package. The pool is private because TensorFlow registers 
 names in the default pool when it loads. The classes are not TensorFlow's: code that hands a
 message to TensorFlow converts it with :func:`to_tensorflow` (serialise, parse).
 
-Regenerate the file from the installed TensorFlow with ``python -m ckptsurgery.formats.protos``.
+Regenerate both files from the installed TensorFlow with ``python -m ckptsurgery.formats.protos``.
 """
 
 from __future__ import annotations
@@ -16,16 +17,17 @@ from __future__ import annotations
 import functools
 import os
 
-__all__ = ["message_class", "to_tensorflow", "from_tensorflow", "vendor"]
+__all__ = ["message_class", "to_tensorflow", "from_tensorflow", "registered_ops", "vendor"]
 
 _BINPB = os.path.join(os.path.dirname(__file__), "tf_protos.binpb")
+_OPS = os.path.join(os.path.dirname(__file__), "tf_ops.txt")
 
 #: The TensorFlow modules whose protos (with their dependencies) are vendored.
 _SOURCES = (
     "tensorflow.core.protobuf.meta_graph_pb2", "tensorflow.core.protobuf.tensor_bundle_pb2",
     "tensorflow.core.protobuf.control_flow_pb2", "tensorflow.core.protobuf.queue_runner_pb2",
     "tensorflow.core.protobuf.saver_pb2", "tensorflow.core.protobuf.trackable_object_graph_pb2",
-    "tensorflow.core.framework.variable_pb2",
+    "tensorflow.core.framework.variable_pb2", "tensorflow.core.framework.op_def_pb2",
 )
 
 
@@ -70,12 +72,22 @@ def from_tensorflow(message):
     return cls.FromString(message.SerializeToString())
 
 
-def vendor(path: str = _BINPB) -> bytes:
+@functools.cache
+def registered_ops() -> frozenset[str]:
+    """The op types the vendored TensorFlow registers (its version is the file's first line)."""
+    with open(_OPS, encoding="utf-8") as f:
+        return frozenset(line.strip() for line in f.readlines()[1:])
+
+
+def vendor(path: str = _BINPB, ops_path: str = _OPS) -> bytes:
     """Write the descriptors of :data:`_SOURCES` and their dependencies, in dependency order,
-    from the installed TensorFlow to ``path``; returns the bytes."""
+    from the installed TensorFlow to ``path``, and its registered op names to ``ops_path``;
+    returns the descriptor bytes."""
     import importlib
 
+    import tensorflow as tf
     from google.protobuf import descriptor_pb2
+    from tensorflow.python.client import pywrap_tf_session as c_api
 
     seen: dict = {}
 
@@ -93,6 +105,11 @@ def vendor(path: str = _BINPB) -> bytes:
     data = out.SerializeToString(deterministic=True)
     with open(path, "wb") as f:
         f.write(data)
+    ops = message_class("tensorflow.OpList").FromString(
+        c_api.TF_GetBuffer(c_api.TF_GetAllOpList()))
+    with open(ops_path, "w", encoding="utf-8") as f:
+        f.write(f"# op types registered by TensorFlow {tf.__version__}\n")
+        f.writelines(f"{name}\n" for name in sorted(op.name for op in ops.op))
     return data
 
 

@@ -12,18 +12,13 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 
-from ..errors import SelectionError, UserError
+from ..errors import CkptSurgeryWarning, SelectionError, UserError
 from ..graph.importer import import_meta_graph
 from ..graph.layers import DenseSpec, dense, pool
 from ..graphdef.batchnorm import batch_norm_layers
 from ..graphdef.feeds import Feed, is_training_switch, resolve_feeds, with_defaults
 from ..graphdef.metagraph import op_name, placeholders, shape_text
-from ..graphdef.select import (
-    CkptSurgeryWarning,
-    find_placeholder,
-    resolve_tensor,
-    select_variables,
-)
+from ..graphdef.select import find_placeholder, resolve_tensor, select_variables
 from ..graphdef.walk import reachable
 from .strategies import apply_strategy
 

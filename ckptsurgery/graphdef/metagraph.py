@@ -69,13 +69,21 @@ def tf_version(meta) -> str | None:
 
 
 def unregistered_ops(meta) -> list[str]:
-    """Op types used by the graph that this TensorFlow does not register."""
-    from tensorflow.python.framework import op_def_registry
+    """Op types used by the graph that TensorFlow does not register: the running TensorFlow's
+    registry when it is loaded, else the op list of the TensorFlow release the package vendors
+    (:func:`~ckptsurgery.formats.protos.registered_ops`), so that this needs no import."""
+    import sys
 
     used = {n.op for n in meta.graph_def.node}
     used |= {n.op for f in meta.graph_def.library.function for n in f.node_def}
     defined = {f.signature.name for f in meta.graph_def.library.function}
-    return sorted(op for op in used - defined if op_def_registry.get(op) is None)
+    if "tensorflow" in sys.modules:
+        from tensorflow.python.framework import op_def_registry
+
+        return sorted(op for op in used - defined if op_def_registry.get(op) is None)
+    from ..formats.protos import registered_ops
+
+    return sorted(used - defined - registered_ops())
 
 
 def set_repeated(field, values) -> None:

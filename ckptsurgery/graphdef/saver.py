@@ -273,8 +273,6 @@ def trace_variable(nodes: dict, ref: str):
 
 
 def _const_strings(nodes: dict, ref: str) -> list[str]:
-    from tensorflow.python.framework import tensor_util
-
     node = nodes[op_name(ref)]
     while node.op == "Identity":
         node = nodes[op_name(node.input[0])]
@@ -283,8 +281,14 @@ def _const_strings(nodes: dict, ref: str) -> list[str]:
             f"the .meta's saver takes its tensor names from '{node.name}' (op {node.op}), not a "
             "constant; pass --no-meta to write the checkpoint without a .meta"
         )
-    values = tensor_util.MakeNdarray(node.attr["value"].tensor).reshape(-1)
-    return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
+    tensor = node.attr["value"].tensor
+    values = list(tensor.string_val)
+    count = 1
+    for dim in tensor.tensor_shape.dim:
+        count *= dim.size
+    if len(values) == 1 and count > 1:  # a constant of one repeated value stores it once
+        values *= count
+    return [v.decode() for v in values]
 
 
 def _spec_of(spec: str) -> str:
@@ -336,7 +340,7 @@ def _free_scope(meta, base: str) -> str:
 def saver_tensors(meta) -> list[tuple[str, str, tuple[int, ...] | None]]:
     """``(checkpoint key, dtype name, full shape or None)`` of each tensor the graph's saver
     saves and restores (:func:`saved_variables`), once per key."""
-    from ..formats.bundle import DTYPE_NAMES
+    from ..formats.dtypes import DTYPE_NAMES
 
     try:
         saved = saved_variables(meta)

@@ -9,21 +9,16 @@ from __future__ import annotations
 import re
 import warnings
 
-from ..errors import NotFoundError, SelectionError, nearest
+from ..errors import CkptSurgeryWarning, NotFoundError, SelectionError, nearest
 from ..formats.metafile import VARIABLE_COLLECTIONS
 from .metagraph import node_map, op_name, placeholder_shape, placeholders
 
 __all__ = [
-    "CkptSurgeryWarning",
     "resolve_tensor",
     "find_placeholder",
     "select_variables",
     "scope_matches",
 ]
-
-
-class CkptSurgeryWarning(UserWarning):
-    """Something the user asked for works, but probably not as they meant."""
 
 
 def resolve_tensor(meta, ref: str) -> str:

@@ -205,7 +205,7 @@ def _arrays(checkpoint, names: dict[str, str], *, progress: bool, batch: int,
     with progress_bar(total, "converting", progress) as bar:
         for chunk in read_batches(checkpoint, list(names), max_batch_bytes=batch):
             for key, tensor in chunk:
-                array = np.asarray(tensor.numpy())
+                array = np.asarray(tensor)
                 if array.dtype.name == "bfloat16":
                     array = array.astype(np.float32)
                 elif array.dtype == object:

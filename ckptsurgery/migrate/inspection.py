@@ -119,12 +119,13 @@ class Inspection:
         return out
 
 
-def inspect_checkpoint(path: str, *, check_import: bool = True) -> Inspection:
+def inspect_checkpoint(path: str, *, check_import: bool = False) -> Inspection:
     """Describe the checkpoint at ``path`` (prefix, any of its files, or a folder).
 
     Args:
-        check_import: try importing the ``.meta`` in a fresh graph (it is never imported into
-            the caller's graph); False skips that.
+        check_import: also try importing the ``.meta`` in a fresh graph (it is never imported
+            into the caller's graph) and list its graft points; this loads TensorFlow, which
+            nothing else here does for a V2 checkpoint.
 
     Raises:
         CheckpointNotFoundError, CheckpointCorruptError: see
@@ -134,13 +135,13 @@ def inspect_checkpoint(path: str, *, check_import: bool = True) -> Inspection:
 
     ckpt = open_checkpoint(path)
     infos = dict(ckpt.variables)
-    object_based = bool(ckpt.reader.has_tensor(_OBJECT_GRAPH))
+    object_based = ckpt.has_tensor(_OBJECT_GRAPH)
     names = list(infos) + ([_OBJECT_GRAPH] if object_based else [])
     roles = classify(names, ckpt.meta_graph)
     variables = []
     for name in sorted(names):
         if name == _OBJECT_GRAPH:
-            size = len(ckpt.reader.get_tensor(name))
+            size = len(ckpt.read(name).item())
             variables.append({"name": name, "shape": [], "dtype": "string", "bytes": size,
                               "role": "bookkeeping"})
             continue
@@ -159,7 +160,7 @@ def inspect_checkpoint(path: str, *, check_import: bool = True) -> Inspection:
     return result
 
 
-def summarize_meta(meta, path: str, *, check_import: bool = True) -> MetaSummary:
+def summarize_meta(meta, path: str, *, check_import: bool = False) -> MetaSummary:
     """A :class:`MetaSummary` of a parsed ``MetaGraphDef`` read from ``path``."""
     from ..graphdef.collections import collection_items, collection_kind
     from ..graphdef.metagraph import tf_version, unregistered_ops
@@ -176,7 +177,7 @@ def summarize_meta(meta, path: str, *, check_import: bool = True) -> MetaSummary
         unregistered_ops=unregistered_ops(meta),
         stale_collection_entries=_stale_entries(meta),
     )
-    if check_import:
+    if check_import or summary.unregistered_ops:
         summary.importable, summary.import_error, summary.import_explanation = import_check(
             meta, summary)
         if not summary.unregistered_ops:  # ckptsurgery's import drops stale entries first
@@ -194,19 +195,19 @@ def import_check(meta, summary: MetaSummary | None = None) -> tuple[bool, str | 
     Returns:
         ``(importable, error, explanation)``.
     """
-    import tensorflow as tf
-
     from ..errors import first_line
     from ..formats.protos import to_tensorflow
     from ..graphdef.metagraph import tf_version, unregistered_ops
 
     written = f"written by TensorFlow {tf_version(meta) or 'unknown (before 1.0?)'}"
     missing = summary.unregistered_ops if summary else unregistered_ops(meta)
-    if missing:
+    if missing:  # known without importing TensorFlow (see unregistered_ops)
         return False, f"unregistered op(s): {', '.join(missing)}", (
-            f"the graph ({written}) uses op(s) TensorFlow {tf.__version__} no longer registers; "
+            f"the graph ({written}) uses op(s) today's TensorFlow no longer registers; "
             "inspect, diff, rename, strip, cast and convert do not import it and still work; "
             "'ckptsurgery salvage CKPT --drop-unregistered --out NEW' writes one that imports")
+    import tensorflow as tf
+
     stale = summary.stale_collection_entries if summary else _stale_entries(meta)
     try:
         with tf.Graph().as_default():
@@ -370,7 +371,7 @@ def _meta_lines(m: MetaSummary) -> list[str]:
     out = [f"meta-graph   {m.path}: {m.n_ops} ops, written by TensorFlow "
            f"{m.tf_version or 'unknown (before 1.0?)'}, {saver_text}"]
     if m.importable is None:
-        out.append("imports      not checked")
+        out.append("imports      not checked (--check-import tries it)")
     elif m.importable:
         out.append("imports      yes, with plain tf.compat.v1.train.import_meta_graph")
     else:

@@ -432,11 +432,10 @@ def _run(path: str, make_plan, out: str, options: dict) -> RewriteResult:
 
 
 def _rewrite_meta(checkpoint, plan: RewritePlan):
-    import tensorflow as tf
-
+    from ..formats.dtypes import enum_of
     from ..graphdef.metarewrite import rewrite_meta_graph
 
-    stored = {plan.targets[k]: tf.as_dtype(d).as_datatype_enum for k, d in plan.casts.items()}
+    stored = {plan.targets[k]: enum_of(d) for k, d in plan.casts.items()}
     meta = plan.meta if plan.meta is not None else checkpoint.meta_graph
     return rewrite_meta_graph(meta, plan.targets, rename=plan.rename, stored_dtypes=stored)
 
@@ -445,12 +444,12 @@ def _object_graph(checkpoint, plan: RewritePlan) -> list[tuple[str, object]]:
     """A TF2 checkpoint's object graph with checkpoint keys renamed and dropped as planned."""
     import numpy as np
 
-    if not checkpoint.reader.has_tensor(_OBJECT_GRAPH):
+    if not checkpoint.has_tensor(_OBJECT_GRAPH):
         return []
     from ..formats.protos import message_class
 
     graph = message_class("tensorflow.TrackableObjectGraph")()
-    graph.ParseFromString(checkpoint.reader.get_tensor(_OBJECT_GRAPH))
+    graph.ParseFromString(checkpoint.read(_OBJECT_GRAPH).item())
     for node in graph.nodes:
         attrs = []
         for attr in node.attributes:
@@ -466,19 +465,15 @@ def _object_graph(checkpoint, plan: RewritePlan) -> list[tuple[str, object]]:
 
 def _verify(tmp: str, specs: Sequence, extra: Sequence) -> None:
     """The staged output lists exactly the planned keys, in the planned dtypes."""
-    import tensorflow as tf
+    from ..formats.checkpoint import open_checkpoint
 
-    try:
-        reader = tf.train.load_checkpoint(tmp)
-    except Exception as e:
-        raise CheckpointCorruptError(f"the rewritten checkpoint does not read back: {e}") from e
-    dtypes = reader.get_variable_to_dtype_map()
+    entries = open_checkpoint(tmp).bundle.entries
     expected = {s.target for s in specs} | {k for k, _ in extra}
-    if set(dtypes) != expected:
-        missing = sorted(expected - set(dtypes))[:3]
+    if set(entries) != expected:
+        missing = sorted(expected - set(entries))[:3]
         raise CheckpointCorruptError(f"the rewritten checkpoint lacks {missing}; nothing written")
     for s in specs:
-        if s.dtype is not None and dtypes[s.target].name != s.dtype:
+        if s.dtype is not None and entries[s.target].dtype_name != s.dtype:
             raise CheckpointCorruptError(
-                f"'{s.target}' was written as {dtypes[s.target].name}, not {s.dtype}"
+                f"'{s.target}' was written as {entries[s.target].dtype_name}, not {s.dtype}"
             )

@@ -6,9 +6,9 @@ that names each one (the variable, the file, what was expected), the way PyTorch
 
 1. the structure of the files, in pure Python (:func:`~ckptsurgery.formats.bundle.check_bundle`), before
    TensorFlow reads anything;
-2. every tensor, read through TensorFlow's reader, which recomputes the CRC32C of the tensor's
-   bytes and compares it with the one stored in its bundle entry (``DataLoss: Checksum does not
-   match``); V1 checkpoints are covered by their per-block checksums instead;
+2. every tensor, read in bounded pieces (:meth:`~ckptsurgery.formats.checkpoint.Checkpoint.pieces`,
+   no TensorFlow for V2), its CRC32C recomputed and compared with the one stored in its bundle
+   entry; V1 checkpoints are read through TensorFlow and covered by their per-block checksums;
 3. the ``.meta``: it parses as a ``MetaGraphDef``, and every tensor its saver restores exists in
    the data with the dtype the restore op reads and the shape of the variable it goes into.
 
@@ -116,6 +116,7 @@ def verify_checkpoint(path: str, *, allow_nonfinite: bool = False) -> VerifyRepo
     """
     from ..formats.bundle import check_bundle
     from ..formats.checkpoint import open_checkpoint
+    from ..formats.stream import DEFAULT_BATCH_BYTES
 
     ckpt = open_checkpoint(path)
     files = ckpt.files
@@ -127,13 +128,19 @@ def verify_checkpoint(path: str, *, allow_nonfinite: bool = False) -> VerifyRepo
     except CkptSurgeryError as e:
         report.problems.append(Problem("files", files.index or files.prefix, str(e)))
     for name, info in (saved or {}).items():
+        nonfinite = [0, 0, 0]
         try:
-            value = ckpt.read(name)
+            for piece in ckpt.pieces(name, DEFAULT_BATCH_BYTES):
+                if not allow_nonfinite:
+                    _count_nonfinite(piece, nonfinite)
         except CkptSurgeryError as e:
             report.problems.append(Problem("data", name, _tf_detail(e)))
             continue
-        if not allow_nonfinite:
-            _check_finite(name, value, report)
+        if nonfinite[0] or nonfinite[1]:
+            report.problems.append(Problem(
+                "nonfinite", name, f"{nonfinite[0]} NaN and {nonfinite[1]} Inf of {nonfinite[2]} "
+                "values (the model diverged, or a cast overflowed); pass --allow-nonfinite to "
+                "accept them"))
         report.tensors_read += 1
         report.bytes_read += info.nbytes
     if files.meta:
@@ -167,17 +174,17 @@ def check_written(prefix: str) -> None:
 _META_VS_DATA = ("shape", "dtype", "missing")
 
 
-def _check_finite(name: str, value, report: VerifyReport) -> None:
+def _count_nonfinite(piece, counts: list[int]) -> None:
+    """Add a piece's NaN and Inf counts and its size to ``counts`` (floating pieces only)."""
     import numpy as np
 
-    if not isinstance(value, np.ndarray) or value.dtype.kind != "f" or not value.size:
+    if piece.dtype.kind != "f" or not piece.size:
         return
-    if np.isfinite(value).all():
+    counts[2] += piece.size
+    if np.isfinite(piece).all():
         return
-    nan, inf = int(np.isnan(value).sum()), int(np.isinf(value).sum())
-    report.problems.append(Problem(
-        "nonfinite", name, f"{nan} NaN and {inf} Inf of {value.size} values (the model diverged, "
-        "or a cast overflowed); pass --allow-nonfinite to accept them"))
+    counts[0] += int(np.isnan(piece).sum())
+    counts[1] += int(np.isinf(piece).sum())
 
 
 def _check_meta(ckpt, saved, report: VerifyReport) -> None:
@@ -213,7 +220,7 @@ def _check_meta(ckpt, saved, report: VerifyReport) -> None:
 
 def _tf_detail(e: Exception) -> str:
     text = str(e)
-    if "Checksum does not match" in text:
+    if "Checksum does not match" in text or "do not match their checksum" in text:
         return ("the checksum of its bytes does not match the one stored when it was saved: "
                 "the data shard was damaged")
     return text

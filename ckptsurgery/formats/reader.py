@@ -1,0 +1,166 @@
+"""Reading a V2 bundle's tensors without TensorFlow: numpy over memory-mapped data shards.
+
+Every read is checked: the index entries were checked against the shards' sizes when the index
+was parsed (:func:`~ckptsurgery.formats.bundle.check_bundle`), so no entry reads past its file,
+and each tensor's bytes are checksummed (CRC-32C) against its entry, as TensorFlow's reader
+does. :meth:`BundleReader.chunks` streams a tensor in pieces of a bounded size, each mapped
+only while it is used, so reading a 256 MB tensor does not take 256 MB of memory; its checksum
+is checked when the last piece has been read.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+
+from ..errors import CheckpointCorruptError
+from .bundle import BundleEntry, check_bundle
+from .crc import crc32c, unmask_crc
+from .dtypes import DTYPE_NAMES, numpy_dtype
+from .partitions import slice_key
+
+__all__ = ["BundleReader", "UnreadableDtypeError"]
+
+_COPY_AGAIN = "copy the checkpoint again from its source"
+
+
+class UnreadableDtypeError(CheckpointCorruptError):
+    """A tensor of a dtype this reader does not decode (``variant``); TensorFlow reads it."""
+
+
+class BundleReader:
+    """The tensors of one V2 checkpoint (its :class:`~ckptsurgery.formats.checkpoint.CheckpointFiles`).
+
+    Raises (on construction):
+        CheckpointCorruptError: the index or its entries do not hold (see ``check_bundle``).
+    """
+
+    def __init__(self, files):
+        self.files = files
+        self.index = check_bundle(files)
+        self._big_endian = self.index.endianness == 1
+
+    @property
+    def entries(self) -> dict[str, BundleEntry]:
+        return self.index.entries
+
+    def read(self, key: str):
+        """The tensor ``key`` as a numpy array (strings as an ``object`` array of bytes), its
+        parts put together for a partitioned variable.
+
+        Raises:
+            KeyError: no such key.
+            CheckpointCorruptError: its bytes do not match their checksum.
+            UnreadableDtypeError: a ``variant`` tensor.
+        """
+        import numpy as np
+
+        entry = self.index.entries[key]
+        if not entry.slices:
+            return self._read_entry(entry, key)
+        full = np.zeros(entry.shape, self._dtype(entry, key))
+        for extents in entry.slices:
+            part = self.index.parts.get(slice_key(key, extents))
+            if part is None:
+                raise CheckpointCorruptError(
+                    f"'{self.files.index}' is damaged: part {list(extents)} of partitioned "
+                    f"variable '{key}' is listed but not stored; {_COPY_AGAIN}")
+            where = tuple(slice(s, None if n < 0 else s + n) for s, n in extents)
+            full[where] = self._read_entry(part, key).reshape(full[where].shape)
+        return full
+
+    def chunks(self, key: str, max_bytes: int) -> Iterator:
+        """Yield the tensor ``key`` flattened, in C order, as arrays of at most ``max_bytes``
+        (at least one element each). Each piece is valid until the next is asked for. The
+        checksum is checked after the last piece (raises CheckpointCorruptError then)."""
+        import numpy as np
+
+        entry = self.index.entries[key]
+        width = DTYPE_NAMES.get(entry.dtype, ("", 0))[1]
+        if entry.slices or not width or entry.size == 0:
+            yield self.read(key).reshape(-1)
+            return
+        dtype = self._dtype(entry, key)
+        step = max(1, max_bytes // width) * width
+        crc = 0
+        for start in range(0, entry.size, step):
+            piece = self._map(entry, start, min(step, entry.size - start))
+            crc = crc32c(piece, crc)
+            yield self._native(piece.view(dtype))
+            del piece
+        self._check(entry, key, crc)
+
+    # -- one entry's bytes --------------------------------------------------------------------
+
+    def _dtype(self, entry: BundleEntry, key: str):
+        try:
+            return numpy_dtype(entry.dtype)
+        except KeyError:
+            raise UnreadableDtypeError(
+                f"variable '{key}' is a {entry.dtype_name} tensor, which ckptsurgery reads only "
+                "through TensorFlow") from None
+
+    def _map(self, entry: BundleEntry, start: int, size: int):
+        import numpy as np
+
+        path = self.files.data[entry.shard_id]
+        return np.memmap(path, dtype=np.uint8, mode="r", offset=entry.offset + start,
+                         shape=(size,))
+
+    def _native(self, array):
+        return array.byteswap().view(array.dtype) if self._big_endian else array
+
+    def _check(self, entry: BundleEntry, key: str, crc: int) -> None:
+        if crc != unmask_crc(entry.crc32c):
+            raise CheckpointCorruptError(
+                f"'{self.files.data[entry.shard_id]}' is damaged: the bytes of variable '{key}' "
+                f"do not match their checksum; {_COPY_AGAIN}")
+
+    def _read_entry(self, entry: BundleEntry, key: str):
+        import numpy as np
+
+        dtype = self._dtype(entry, key)
+        if entry.size == 0:
+            self._check(entry, key, 0)
+            return np.zeros(entry.shape, dtype)
+        raw = self._map(entry, 0, entry.size)
+        if dtype == np.dtype(object):
+            values = self._strings(entry, key, raw)
+            return np.array(values, dtype=object).reshape(entry.shape)
+        self._check(entry, key, crc32c(raw))
+        return self._native(np.array(raw).view(dtype)).reshape(entry.shape)
+
+    def _strings(self, entry: BundleEntry, key: str, raw) -> list[bytes]:
+        """A string tensor: varint lengths, their masked checksum, then the bytes."""
+        data = bytes(raw)
+        n = entry.num_elements
+        lengths, pos, crc = [], 0, 0
+        try:
+            for _ in range(n):
+                value, shift = 0, 0
+                while True:
+                    byte = data[pos]
+                    pos += 1
+                    value |= (byte & 0x7F) << shift
+                    shift += 7
+                    if byte < 0x80:
+                        break
+                lengths.append(value)
+                crc = crc32c(struct.pack("<I" if value <= 0xFFFFFFFF else "<Q", value), crc)
+            stored = data[pos:pos + 4]
+            if len(stored) < 4 or unmask_crc(struct.unpack("<I", stored)[0]) != crc:
+                raise IndexError
+        except IndexError:
+            raise CheckpointCorruptError(
+                f"'{self.files.data[entry.shard_id]}' is damaged: the string lengths of variable "
+                f"'{key}' do not match their checksum; {_COPY_AGAIN}") from None
+        crc = crc32c(stored, crc)
+        pos += 4
+        if pos + sum(lengths) != len(data):
+            self._check(entry, key, ~crc & 0xFFFFFFFF)  # sizes disagree: a checksum error
+        values = []
+        for length in lengths:
+            values.append(data[pos:pos + length])
+            pos += length
+        self._check(entry, key, crc32c(data[len(data) - sum(lengths):], crc))
+        return values

@@ -1,0 +1,139 @@
+"""Writing a V2 bundle without TensorFlow: one data shard and its ``.index``, as ``Saver`` does.
+
+Tensors go into ``prefix.data-00000-of-00001`` in the order they are added, whole
+(:meth:`BundleFileWriter.add`) or streamed in pieces (:meth:`BundleFileWriter.add_pieces`, for
+tensors larger than memory should hold), each with its CRC-32C; :meth:`BundleFileWriter.close`
+fsyncs the data and writes the index (the header, then the entries sorted by key) as TensorFlow's
+``BundleWriter`` does, so TensorFlow's reader and other tools read the result. Atomicity is the
+caller's (write to a staged prefix, then move it into place).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Iterable
+
+from ..errors import InternalError
+from .bundle import write_table
+from .crc import crc32c, mask_crc
+from .dtypes import DTYPE_NAMES, enum_of_numpy
+from .protos import message_class
+
+__all__ = ["BundleFileWriter", "data_path"]
+
+#: ``kTensorBundleVersion``: the format version TensorFlow's writer records.
+_PRODUCER = 1
+
+
+def data_path(prefix: str) -> str:
+    """The single data shard of the bundle at ``prefix``."""
+    return prefix + ".data-00000-of-00001"
+
+
+class BundleFileWriter:
+    """A new V2 bundle at ``prefix``; use as a context manager (closed on success, removed on
+    error) or call :meth:`close` / :meth:`abort`."""
+
+    def __init__(self, prefix: str):
+        self.prefix = prefix
+        self._data = open(data_path(prefix), "wb")  # noqa: SIM115 - closed in close()/abort()
+        self._offset = 0
+        self._entries: dict[str, bytes] = {}
+
+    def add(self, key: str, value) -> None:
+        """Append the tensor ``value`` (a numpy array or scalar; ``object``/bytes arrays are
+        strings) under ``key``."""
+        import numpy as np
+
+        array = np.asarray(value)
+        if array.dtype.kind in "OSU":
+            self._add_strings(key, array)
+            return
+        self.add_pieces(key, array.dtype, array.shape, [np.ascontiguousarray(array).reshape(-1)])
+
+    def add_pieces(self, key: str, dtype, shape, pieces: Iterable) -> None:
+        """Append a fixed-width tensor of ``dtype`` and ``shape`` given as flat pieces in C
+        order (each written, then dropped), under ``key``.
+
+        Raises:
+            InternalError: the pieces do not add up to the shape.
+        """
+        import numpy as np
+
+        enum = enum_of_numpy(dtype)
+        width = DTYPE_NAMES[enum][1]
+        start, crc = self._offset, 0
+        for piece in pieces:
+            piece = np.ascontiguousarray(piece, dtype=dtype).reshape(-1)
+            crc = crc32c(piece, crc)
+            self._data.write(piece.view(np.uint8).data)
+            self._offset += piece.nbytes
+        size = self._offset - start
+        expected = int(np.prod(shape, dtype=np.int64)) * width
+        if size != expected:
+            raise InternalError(f"tensor '{key}' got {size} bytes for shape {list(shape)} "
+                                f"{np.dtype(dtype).name}, which takes {expected}")
+        self._entry(key, enum, shape, start, size, crc)
+
+    def _add_strings(self, key: str, array) -> None:
+        """Strings: varint lengths, their masked checksum, the bytes (``WriteStringTensor``)."""
+        values = [v if isinstance(v, bytes) else str(v).encode() for v in array.reshape(-1)]
+        lengths, crc = bytearray(), 0
+        for v in values:
+            n = len(v)
+            while n >= 0x80:
+                lengths.append((n & 0x7F) | 0x80)
+                n >>= 7
+            lengths.append(n)
+            crc = crc32c(struct.pack("<I" if len(v) <= 0xFFFFFFFF else "<Q", len(v)), crc)
+        checksum = struct.pack("<I", mask_crc(crc))
+        crc = crc32c(checksum, crc)
+        body = b"".join(values)
+        crc = crc32c(body, crc)
+        blob = bytes(lengths) + checksum + body
+        start = self._offset
+        self._data.write(blob)
+        self._offset += len(blob)
+        self._entry(key, 7, array.shape, start, len(blob), crc)
+
+    def _entry(self, key: str, enum: int, shape, offset: int, size: int, crc: int) -> None:
+        if key in self._entries:
+            raise InternalError(f"tensor '{key}' written twice into '{self.prefix}'")
+        entry = message_class("tensorflow.BundleEntryProto")()
+        entry.dtype = enum
+        entry.shape.SetInParent()
+        for d in shape:
+            entry.shape.dim.add().size = int(d)
+        entry.offset = offset
+        entry.size = size
+        entry.crc32c = mask_crc(crc)
+        self._entries[key] = entry.SerializeToString(deterministic=True)
+
+    def close(self) -> None:
+        """Flush and fsync the data, write the index."""
+        self._data.flush()
+        os.fsync(self._data.fileno())
+        self._data.close()
+        header = message_class("tensorflow.BundleHeaderProto")()
+        header.num_shards = 1
+        header.version.producer = _PRODUCER
+        rows = [(b"", header.SerializeToString(deterministic=True))]
+        rows += sorted((k.encode(), v) for k, v in self._entries.items())
+        write_table(self.prefix + ".index", rows)
+
+    def abort(self) -> None:
+        """Stop and remove what was written."""
+        self._data.close()
+        for path in (data_path(self.prefix), self.prefix + ".index"):
+            if os.path.exists(path):
+                os.remove(path)
+
+    def __enter__(self) -> BundleFileWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
