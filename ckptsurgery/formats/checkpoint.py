@@ -272,7 +272,7 @@ class Checkpoint:
     def variables(self) -> dict[str, VariableInfo]:
         """Every saved tensor by key, sorted by name (the ``_CHECKPOINTABLE_OBJECT_GRAPH``
         bookkeeping entry of TF2 checkpoints is left out)."""
-        import numpy as np
+        import math
 
         if self.bundle is not None:
             from .dtypes import DTYPE_NAMES
@@ -284,8 +284,7 @@ class Checkpoint:
             dtypes = self.reader.get_variable_to_dtype_map()
             found = {k: (tuple(int(d) for d in shapes[k]), dtypes[k].name,
                          dtypes[k].size if dtypes[k].name != "string" else 0) for k in shapes}
-        return {name: VariableInfo(name, shape, dtype,
-                                   int(np.prod(shape, dtype=np.int64)) * size)
+        return {name: VariableInfo(name, shape, dtype, math.prod(shape) * size)
                 for name, (shape, dtype, size) in sorted(found.items())
                 if name != "_CHECKPOINTABLE_OBJECT_GRAPH"}
 

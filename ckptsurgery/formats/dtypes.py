@@ -29,7 +29,10 @@ _QUANTIZED = {"qint8": "int8", "quint8": "uint8", "qint16": "int16", "quint16": 
 
 
 def dtype_name(enum: int) -> str:
-    """``tf.DType.name`` of an enum value (``<dtype N>`` for one TensorFlow does not define)."""
+    """``tf.DType.name`` of an enum value (``float32_ref`` for a reference type, ``<dtype N>``
+    for one TensorFlow does not define)."""
+    if enum > 100 and enum - 100 in DTYPE_NAMES:
+        return DTYPE_NAMES[enum - 100][0] + "_ref"
     return DTYPE_NAMES.get(enum, (f"<dtype {enum}>", 0))[0]
 
 

@@ -25,10 +25,10 @@ def node_map(meta) -> dict:
 
 def placeholders(meta) -> dict[str, str]:
     """The graph's placeholders, ``{name: dtype name}`` (``float32``, ``int64``...)."""
-    from tensorflow.python.framework import dtypes
+    from ..formats.dtypes import dtype_name
 
     return {
-        n.name: dtypes.as_dtype(n.attr["dtype"].type).name
+        n.name: dtype_name(n.attr["dtype"].type)
         for n in meta.graph_def.node
         if n.op == "Placeholder"
     }

@@ -1,0 +1,244 @@
+"""The TensorFlow-free bundle reader and writer against TensorFlow's own.
+
+The reader must return exactly what ``tf.train.load_checkpoint`` returns (names, shapes, dtypes,
+bytes) for every corpus checkpoint and fixture; the writer's output must read back in
+TensorFlow with equal tensors, and its ``.index`` must be byte for byte what ``SaveV2`` writes
+for the same tensors.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import ml_dtypes
+import numpy as np
+import pytest
+from conftest import FIXTURE_CNN, FIXTURE_MIXED, FIXTURE_MLP, FIXTURE_RNN, ROOT
+from migrate_helpers import corpus_prefix, readable_entries, write_checkpoint
+
+from ckptsurgery.errors import CheckpointCorruptError
+from ckptsurgery.formats.checkpoint import locate, open_checkpoint
+from ckptsurgery.formats.crc import _python_crc32c, crc32c
+from ckptsurgery.formats.reader import BundleReader
+from ckptsurgery.formats.writer import BundleFileWriter, data_path
+
+FIXTURES = [FIXTURE_MLP, FIXTURE_MIXED, FIXTURE_CNN, FIXTURE_RNN]
+
+
+def _v2_corpus() -> list[str]:
+    return [e for e in readable_entries() if locate(corpus_prefix(e)).format == "V2"]
+
+
+def assert_reads_like_tensorflow(prefix: str) -> int:
+    import tensorflow as tf
+
+    ours = BundleReader(locate(prefix))
+    theirs = tf.train.load_checkpoint(prefix)
+    shapes, dtypes = theirs.get_variable_to_shape_map(), theirs.get_variable_to_dtype_map()
+    assert sorted(ours.entries) == sorted(shapes)
+    for key in shapes:
+        mine, want = ours.read(key), np.asarray(theirs.get_tensor(key))
+        assert ours.entries[key].dtype_name == dtypes[key].name, key
+        assert list(mine.shape) == list(shapes[key]) == list(want.shape), key
+        if mine.dtype == object:
+            assert [bytes(v) for v in want.reshape(-1)] == list(mine.reshape(-1)), key
+        else:
+            assert mine.tobytes() == want.tobytes(), key
+    return len(shapes)
+
+
+@pytest.mark.parametrize("prefix", FIXTURES, ids=os.path.basename)
+def test_reader_equals_tensorflow_on_fixtures(prefix):
+    assert assert_reads_like_tensorflow(prefix) > 10
+
+
+@pytest.mark.parametrize("entry", _v2_corpus())
+def test_reader_equals_tensorflow_on_the_corpus(shared, entry):
+    assert assert_reads_like_tensorflow(corpus_prefix(entry)) > 0
+
+
+def test_the_corpus_has_v2_checkpoints_to_compare(shared):
+    assert len(_v2_corpus()) >= 8
+
+
+def _every_dtype() -> dict:
+    rng = np.random.RandomState(0)
+    return {
+        "f32/kernel": rng.randn(30, 7).astype(np.float32), "f64": np.float64(3.5),
+        "f16": rng.randn(4, 2).astype(np.float16), "bf16": rng.randn(6).astype(ml_dtypes.bfloat16),
+        "i8": np.arange(-3, 3, dtype=np.int8), "i16": np.arange(3, dtype=np.int16),
+        "i32": np.arange(5, dtype=np.int32), "i64": np.arange(5, dtype=np.int64),
+        "u8": np.arange(7, dtype=np.uint8), "u16": np.arange(3, dtype=np.uint16),
+        "u32": np.arange(3, dtype=np.uint32), "u64": np.arange(3, dtype=np.uint64),
+        "bool": np.array([True, False]), "c64": (rng.randn(3) + 1j).astype(np.complex64),
+        "c128": (rng.randn(2) - 2j).astype(np.complex128), "empty": np.zeros((0, 3), np.float32),
+        "strings": np.array([b"abc", b"", b"x" * 300], dtype=object),
+        "scalar_string": np.array(b"hello", dtype=object),
+    }
+
+
+def _save_v2(prefix: str, tensors: dict) -> None:
+    import tensorflow as tf
+
+    values = [tf.constant(list(v.reshape(-1)) if v.ndim else v.item(), shape=v.shape)
+              if isinstance(v, np.ndarray) and v.dtype == object else tf.constant(v)
+              for v in tensors.values()]
+    write_checkpoint(prefix, dict(zip(tensors, values, strict=True)))
+
+
+def test_writer_output_reads_back_in_tensorflow_and_its_index_equals_savev2(tmp_path):
+    import tensorflow as tf
+
+    tensors = _every_dtype()
+    ours, theirs = str(tmp_path / "ours" / "m"), str(tmp_path / "tf" / "m")
+    os.makedirs(os.path.dirname(ours))
+    with BundleFileWriter(ours) as writer:
+        for key, value in tensors.items():
+            writer.add(key, value)
+    reader = tf.train.load_checkpoint(ours)
+    for key, value in tensors.items():
+        got = np.asarray(reader.get_tensor(key))
+        assert got.shape == np.shape(value), key
+        if np.asarray(value).dtype == object:
+            assert list(got.reshape(-1)) == list(np.asarray(value).reshape(-1)), key
+        else:
+            assert got.tobytes() == np.asarray(value).tobytes(), key
+    _save_v2(theirs, tensors)
+    with open(ours + ".index", "rb") as a, open(theirs + ".index", "rb") as b:
+        mine, want = a.read(), b.read()
+    assert mine == want, _first_difference(mine, want)
+    with open(data_path(ours), "rb") as a, open(data_path(theirs), "rb") as b:
+        assert a.read() == b.read()
+
+
+def _first_difference(a: bytes, b: bytes) -> str:
+    at = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    return f"the .index differs from SaveV2's at byte {at} of {len(a)} (SaveV2: {len(b)})"
+
+
+def test_a_many_block_index_equals_savev2(tmp_path):
+    """12,002 entries: the index spans several table blocks, keyed by shortest separators."""
+    tensors = {f"layer{i:05d}/kernel": np.full(2, i, np.float32) for i in range(12002)}
+    ours, theirs = str(tmp_path / "ours"), str(tmp_path / "theirs")
+    with BundleFileWriter(ours) as writer:
+        for key, value in tensors.items():
+            writer.add(key, value)
+    _save_v2(theirs, tensors)
+    with open(ours + ".index", "rb") as a, open(theirs + ".index", "rb") as b:
+        mine, want = a.read(), b.read()
+    assert len(want) > 262144, "the case must span more than one block"
+    assert mine == want, _first_difference(mine, want)
+
+
+def test_partitioned_variable_with_large_offsets_is_put_together(tmp_path):
+    """Parts starting at row 100 and 200 have multi-byte keys (OrderedCode signed numbers)."""
+    import tensorflow as tf
+
+    tf1 = tf.compat.v1
+    prefix = str(tmp_path / "p" / "model.ckpt")
+    value = np.arange(300 * 70, dtype=np.float32).reshape(300, 70)
+    graph = tf.Graph()
+    with graph.as_default():
+        v = tf1.get_variable("big", initializer=tf1.constant(value),
+                             partitioner=tf1.fixed_size_partitioner(3))
+        big_neg = tf1.get_variable("offset", initializer=tf1.constant(value[:, :2] - 1e4),
+                                   partitioner=tf1.fixed_size_partitioner(3))
+        saver = tf1.train.Saver([v, big_neg])
+        with tf1.Session() as sess:
+            sess.run(tf1.global_variables_initializer())
+            saver.save(sess, prefix, write_meta_graph=False)
+    reader = BundleReader(locate(prefix))
+    assert len(reader.index.parts) == 6
+    assert reader.read("big").tobytes() == value.tobytes()
+    assert_reads_like_tensorflow(prefix)
+
+
+def test_a_flipped_byte_is_a_checksum_error_naming_the_variable(tmp_path):
+    prefix = str(tmp_path / "m")
+    with BundleFileWriter(prefix) as writer:
+        writer.add("w", np.arange(1000, dtype=np.float32))
+        writer.add("s", np.array([b"abc", b"de"], dtype=object))
+    with open(data_path(prefix), "r+b") as f:
+        f.seek(1234)
+        byte = f.read(1)
+        f.seek(1234)
+        f.write(bytes([byte[0] ^ 1]))
+    reader = BundleReader(locate(prefix))
+    with pytest.raises(CheckpointCorruptError, match=r"variable 'w' do not match their checksum"):
+        reader.read("w")
+    with pytest.raises(CheckpointCorruptError, match="'w'"):
+        list(reader.chunks("w", 400))
+    assert list(reader.read("s")) == [b"abc", b"de"]
+
+
+def test_an_entry_pointing_past_its_shard_is_refused_before_reading(tmp_path):
+    prefix = str(tmp_path / "m")
+    with BundleFileWriter(prefix) as writer:
+        writer.add("w", np.arange(100, dtype=np.float32))
+    with open(data_path(prefix), "r+b") as f:
+        f.truncate(200)
+    with pytest.raises(CheckpointCorruptError, match="needs bytes 0..400 of its data shard"):
+        BundleReader(locate(prefix))
+
+
+def test_chunks_are_bounded_and_add_up_to_the_tensor(tmp_path):
+    prefix = str(tmp_path / "m")
+    value = np.random.RandomState(1).randn(1000, 33).astype(np.float32)
+    with BundleFileWriter(prefix) as writer:
+        writer.add_pieces("w", np.float32, value.shape,
+                          (value.reshape(-1)[i:i + 5000] for i in range(0, value.size, 5000)))
+    pieces = [p.copy() for p in BundleReader(locate(prefix)).chunks("w", 4096)]
+    assert max(p.nbytes for p in pieces) <= 4096 and len(pieces) == -(-value.nbytes // 4096)
+    assert np.concatenate(pieces).tobytes() == value.tobytes()
+
+
+def test_crc32c_fallback_gives_the_same_values():
+    data = np.random.RandomState(2).bytes(3000)
+    assert crc32c(data) == _python_crc32c(data) == crc32c(data[1000:], crc32c(data[:1000]))
+    assert crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
+
+
+def test_migration_verbs_do_not_import_tensorflow(tmp_path):
+    """inspect, verify, diff, strip, cast, rename and convert on a V2 checkpoint, in a fresh
+    process that fails if anything imports TensorFlow."""
+    out = str(tmp_path)
+    script = f"""
+import sys, io, contextlib
+from ckptsurgery.cli import main
+ckpt = {FIXTURE_MIXED!r}
+runs = [["inspect", ckpt, "--json"], ["verify", ckpt], ["diff", ckpt, {FIXTURE_MLP!r}],
+        ["strip", ckpt, "--optimizer-slots", "--out", {out!r} + "/s/m.ckpt"],
+        ["cast", ckpt, "--dtype", "bfloat16", "--out", {out!r} + "/c/m.ckpt"],
+        ["rename", ckpt, "--map", "dense=fc", "--out", {out!r} + "/r/m.ckpt"],
+        ["convert", ckpt, "--to", "safetensors", "--out", {out!r} + "/x.safetensors"]]
+for args in runs:
+    with contextlib.redirect_stdout(io.StringIO()):
+        code = main(args)
+    assert code in (0, 1), (args, code)
+    assert "tensorflow" not in sys.modules, args[0] + " imported TensorFlow"
+print("ok")
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+
+
+def test_a_streamed_cast_of_a_tensor_larger_than_the_budget(tmp_path):
+    """A tensor four times the read budget is cast piece by piece; TensorFlow reads the result
+    and it equals numpy's cast of the whole."""
+    import tensorflow as tf
+
+    from ckptsurgery.migrate.rewrite import cast_checkpoint
+
+    src = str(tmp_path / "in" / "m.ckpt")
+    os.makedirs(os.path.dirname(src))
+    value = np.random.RandomState(3).randn(256, 256).astype(np.float32) * 1e5
+    with BundleFileWriter(src) as writer:
+        writer.add("w", value)
+    out = str(tmp_path / "out" / "m.ckpt")
+    cast_checkpoint(src, "float16", out, progress=False, max_batch_bytes=value.nbytes // 4)
+    got = tf.train.load_checkpoint(out).get_tensor("w")
+    assert got.dtype == np.float16 and got.tobytes() == value.astype(np.float16).tobytes()
+    assert open_checkpoint(out).variables["w"].dtype == "float16"
