@@ -319,7 +319,7 @@ def _train_base(config: DemoConfig, data, log: Callable[[str], None]) -> tuple[d
 
     with tf1.Session(graph=graph) as sess:
         sess.run(tf1.global_variables_initializer())
-        history = fit(sess, ops, data, train, on_epoch=on_epoch)
+        history = fit(sess, ops, data, train, on_epoch=on_epoch, log=log)
         if events:
             events.close()
         log(f"best epoch {history.best_epoch}: valid accuracy {history.best_valid_accuracy:.4f}"

@@ -148,7 +148,8 @@ def run_graft(job: GraftJob, log: Callable[[str], None] = print) -> GraftResult:
                 if events:
                     events.epoch(e)
 
-            history = fit(sess, ops, data, job.train, on_epoch=on_epoch, teacher_logits=soft)
+            history = fit(sess, ops, data, job.train, on_epoch=on_epoch, teacher_logits=soft,
+                          log=log)
             log(f"best epoch {history.best_epoch}: valid accuracy "
                 f"{history.best_valid_accuracy:.4f}"
                 + (f", test accuracy {history.test_accuracy:.4f}"

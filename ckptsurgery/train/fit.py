@@ -4,11 +4,19 @@ Works on any graph with a float input, integer labels and logits: a grafted one 
 base model. Validation accuracy is measured after each epoch and the best epoch's weights are
 kept. ``feed_point`` (a cut tensor) enables caching: the frozen part runs once over the data set
 and the upper layers train on its fed outputs, as the original write-up does with hidden2.
+
+Two loops train the same batches in the same order (``rng.permutation`` of the rows per epoch,
+batches ``order[i:i + batch_size]``): the in-graph loop of :mod:`~ckptsurgery.train.loop`
+(many steps per ``session.run``), and where it cannot apply (``--augment`` changes batches in
+numpy, or a step it cannot copy) the write-up's :class:`FeedLoop`, one run per batch; ``fit``
+says which and why.
 """
 
 from __future__ import annotations
 
+import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -20,15 +28,19 @@ from ..graphdef.walk import reachable
 from .augment import augment_batch
 from .optimizers import OPTIMIZERS, make_optimizer
 
-__all__ = ["TrainConfig", "TrainingOps", "EpochResult", "History",
-           "add_training_ops", "fit", "evaluate"]
-
+__all__ = ["TrainConfig", "TrainingOps", "EpochResult", "History", "FeedLoop",
+           "add_training_ops", "fit", "evaluate", "cache_features"]
 
 
 @dataclass
 class TrainConfig:
     """How to train: optimizer (``sgd``, ``momentum`` with 0.9, ``adam``), learning rate,
-    epochs, batch size, seed of the shuffling, and whether to cache the frozen part's output."""
+    epochs, batch size, seed of the shuffling, and whether to cache the frozen part's output.
+
+    ``in_graph`` trains with the in-graph loop (:mod:`~ckptsurgery.train.loop`) where it applies,
+    else with one ``session.run`` per batch. ``cache_memory_fraction``: the cache of the frozen
+    part's output goes to a memory-mapped file when it is larger than this fraction of the
+    memory available (``MemAvailable`` in ``/proc/meminfo``; 0 always maps a file)."""
 
     optimizer: str = "adam"
     lr: float = 0.001
@@ -38,6 +50,8 @@ class TrainConfig:
     cache_frozen: bool = False
     progress: bool = True
     augment: tuple[str, ...] = ()  # shift, flip, rotate of training batches (image inputs)
+    in_graph: bool = True
+    cache_memory_fraction: float = 0.5
 
     def __post_init__(self) -> None:
         for option, value in (("--epochs", self.epochs), ("--batch-size", self.batch_size)):
@@ -180,7 +194,8 @@ def evaluate(session, ops: TrainingOps, x: np.ndarray, y: np.ndarray, *, fed=Non
 
 def fit(session, ops: TrainingOps, data, config: TrainConfig,
         on_epoch: Callable[[EpochResult], None] | None = None,
-        teacher_logits: np.ndarray | None = None) -> History:
+        teacher_logits: np.ndarray | None = None,
+        log: Callable[[str], None] | None = None) -> History:
     """Train with minibatches, validate each epoch, keep the best epoch's weights.
 
     Args:
@@ -190,56 +205,110 @@ def fit(session, ops: TrainingOps, data, config: TrainConfig,
         config: the :class:`TrainConfig`; ``cache_frozen`` needs ``ops.feed_point``.
         on_epoch: called after each epoch (the CLI prints a line).
         teacher_logits: with distillation, the teacher's logits for each training row.
+        log: where fit says which loop trains when it is not the in-graph one, and where a
+            cache goes to a file (default: a :class:`CkptSurgeryWarning`).
     """
     from tqdm import tqdm
 
+    say = log or _warn
     _check_data(ops, data)
     fed = {}
     if config.cache_frozen:
         if ops.feed_point is None:
             raise UserError("--cache-frozen needs a cut (--cut-after REF): its output is what is cached")
-        fed = {name: _run_in_chunks(session, ops, x) for name, x in
-               (("train", data.x_train), ("valid", data.x_valid), ("test", data.x_test))
-               if x is not None}
+        fed = cache_features(session, ops, {"train": data.x_train, "valid": data.x_valid,
+                                            "test": data.x_test},
+                             memory_fraction=config.cache_memory_fraction, log=say)
     if config.augment and (config.cache_frozen or data.x_train.ndim not in (3, 4)):
         raise UserError("--augment needs image inputs fed as images ([N, H, W(, C)]), not "
                         "flattened rows or cached features (--cache-frozen)")
+    x_train = fed.get("train", data.x_train)
+    n = len(data.y_train)
+    trainer = _trainer(session, ops, config, n, say)
     rng = np.random.RandomState(config.seed)
-    augment_rng = np.random.RandomState(config.seed + 1)
     history = History()
     best = None
-    n = len(data.y_train)
-    for epoch in range(1, config.epochs + 1):
-        start = time.perf_counter()
-        order = rng.permutation(n)
-        batches = range(0, n, config.batch_size)
-        bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False,
-                   disable=None if config.progress else True)
-        total_loss = 0.0
-        for i in bar:
-            idx = order[i:i + config.batch_size]
-            feed = _feed(ops, data.x_train, data.y_train, fed.get("train"), idx, training=True)
-            if config.augment:
-                feed[ops.inputs] = augment_batch(feed[ops.inputs], config.augment, augment_rng)
-            if ops.teacher_logits is not None:
-                feed[ops.teacher_logits] = teacher_logits[idx]
-            _, loss = session.run([ops.train_op, ops.loss], feed)
-            total_loss += float(loss) * len(idx)
-        bar.close()
-        acc = evaluate(session, ops, data.x_valid, data.y_valid, fed=fed.get("valid"))
-        result = EpochResult(epoch, acc, time.perf_counter() - start, total_loss / n)
-        history.epochs.append(result)
-        if best is None or acc > history.best_valid_accuracy:
-            history.best_epoch, history.best_valid_accuracy = epoch, acc
-            best = session.run(ops.var_list)
-        if on_epoch:
-            on_epoch(result)
-    if best is not None:
-        for var, value in zip(ops.var_list, best, strict=True):
-            assign(session, var, value)
+    try:
+        for epoch in range(1, config.epochs + 1):
+            start = time.perf_counter()
+            order = rng.permutation(n)
+            bar = tqdm(total=-(-n // config.batch_size), desc=f"epoch {epoch}/{config.epochs}",
+                       unit="batch", leave=False, disable=None if config.progress else True)
+            total_loss = trainer.train_epoch(x_train, data.y_train, teacher_logits, order,
+                                             bar.update)
+            bar.close()
+            acc = evaluate(trainer.session, trainer.ops, data.x_valid, data.y_valid,
+                           fed=fed.get("valid"))
+            result = EpochResult(epoch, acc, time.perf_counter() - start, total_loss / n)
+            history.epochs.append(result)
+            if best is None or acc > history.best_valid_accuracy:
+                history.best_epoch, history.best_valid_accuracy = epoch, acc
+                best = trainer.session.run(trainer.ops.var_list)
+            if on_epoch:
+                on_epoch(result)
+    finally:
+        trainer.finish(session, best)
     if data.x_test is not None:
         history.test_accuracy = evaluate(session, ops, data.x_test, data.y_test, fed=fed.get("test"))
     return history
+
+
+class FeedLoop:
+    """The write-up's loop: one ``session.run`` with a ``feed_dict`` per batch. Used where the
+    in-graph loop does not apply; ``augment`` changes each training batch in numpy."""
+
+    def __init__(self, session, ops: TrainingOps, config: TrainConfig):
+        self.session, self.ops = session, ops
+        self._config = config
+        self._augment_rng = np.random.RandomState(config.seed + 1)
+
+    def train_epoch(self, x: np.ndarray, y: np.ndarray, teacher: np.ndarray | None,
+                    order: np.ndarray, progress: Callable[[int], None]) -> float:
+        """Train on the batches ``order[i:i + batch_size]``; the sum of loss times rows.
+        ``x`` holds inputs, or feed-point values when ``config.cache_frozen``."""
+        ops, config = self.ops, self._config
+        total = 0.0
+        for i in range(0, len(order), config.batch_size):
+            idx = order[i:i + config.batch_size]
+            feed = _feed(ops, x, y, x if config.cache_frozen else None, idx, training=True)
+            if config.augment:
+                feed[ops.inputs] = augment_batch(feed[ops.inputs], config.augment,
+                                                 self._augment_rng)
+            if ops.teacher_logits is not None:
+                feed[ops.teacher_logits] = teacher[idx]
+            _, loss = self.session.run([ops.train_op, ops.loss], feed)
+            total += float(loss) * len(idx)
+            progress(1)
+        return total
+
+    def finish(self, session, best: list | None) -> None:
+        """Give the trained variables the best epoch's values."""
+        if best is not None:
+            for var, value in zip(self.ops.var_list, best, strict=True):
+                assign(session, var, value)
+
+
+def _trainer(session, ops: TrainingOps, config: TrainConfig, n: int, say):
+    """The in-graph loop where it applies, else the feed loop (saying why)."""
+    from .loop import LoopUnavailable, epoch_loop
+
+    if not config.in_graph:
+        return FeedLoop(session, ops, config)
+    why = "--augment changes each batch in numpy" if config.augment else None
+    if why is None:
+        try:
+            return epoch_loop(session, ops, batch_size=config.batch_size, n_rows=n,
+                              cached=config.cache_frozen)
+        except LoopUnavailable as e:
+            why = str(e)
+    say(f"training with one session.run per batch (the in-graph loop does not apply: {why})")
+    return FeedLoop(session, ops, config)
+
+
+def _warn(message: str) -> None:
+    from ..graphdef.select import CkptSurgeryWarning
+
+    warnings.warn(message, CkptSurgeryWarning, stacklevel=3)
 
 
 def _feed(ops, x, y, fed, idx, training: bool = False):
@@ -259,11 +328,58 @@ def _switches(ops, n: int, training: bool) -> dict:
     return out
 
 
-def _run_in_chunks(session, ops, x, chunk: int = 5000) -> np.ndarray:
-    return np.concatenate([
-        session.run(ops.feed_point, {ops.inputs: x[i:i + chunk],
-                                     **_switches(ops, len(x[i:i + chunk]), False)})
-        for i in range(0, len(x), chunk)])
+def cache_features(session, ops: TrainingOps, inputs: dict, *, memory_fraction: float = 0.5,
+                   log: Callable[[str], None] = print, chunk: int = 5000) -> dict:
+    """The values of ``ops.feed_point`` for each array of ``inputs`` (``{name: x or None}``),
+    computed in chunks of ``chunk`` rows.
+
+    They are held in memory unless all of them together take more than ``memory_fraction`` of
+    the memory available (``MemAvailable`` in ``/proc/meminfo``; where it cannot be read, in
+    memory): then in memory-mapped files under the temporary folder (``tempfile``), unlinked
+    at once so that nothing is left behind, and ``log`` says so.
+
+    Returns:
+        ``{name: array}`` for the names whose input is not None.
+    """
+    inputs = {k: x for k, x in inputs.items() if x is not None}
+    first = {k: _feed_point_values(session, ops, x[:chunk]) for k, x in inputs.items()}
+    row = next(iter(first.values()))[:1]
+    size = sum(len(x) for x in inputs.values()) * row.nbytes
+    available = _available_memory()
+    mapped = available is not None and size > memory_fraction * available
+    if mapped:
+        log(f"caching {ops.feed_point.name} ({size / 2**20:,.1f} MB) in memory-mapped files "
+            f"under {tempfile.gettempdir()}: more than {memory_fraction:.0%} of the "
+            f"{available / 2**20:,.0f} MB of memory available")
+    out = {}
+    for name, x in inputs.items():
+        shape = (len(x), *row.shape[1:])
+        if mapped:
+            with tempfile.NamedTemporaryFile(prefix=f"ckptsurgery-cache-{name}-") as file:
+                values = np.memmap(file.name, dtype=row.dtype, mode="w+", shape=shape)
+        else:
+            values = np.empty(shape, row.dtype)
+        values[:len(first[name])] = first[name]
+        for i in range(chunk, len(x), chunk):
+            values[i:i + chunk] = _feed_point_values(session, ops, x[i:i + chunk])
+        out[name] = values
+    return out
+
+
+def _feed_point_values(session, ops, x) -> np.ndarray:
+    return session.run(ops.feed_point, {ops.inputs: x, **_switches(ops, len(x), False)})
+
+
+def _available_memory() -> int | None:
+    """``MemAvailable`` of ``/proc/meminfo`` in bytes, None where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def _check_data(ops, data) -> None:
