@@ -91,7 +91,14 @@ def test_against_a_meta_lists_every_planted_mismatch(mlp_ckpt, tmp_path):
     assert report["matched"] == 8 and report["ok"] is False
     text = run_cli("diff", data, "--against", mlp_ckpt)  # a checkpoint: its .meta
     assert text.returncode == 1
-    assert "renamed   hidden3/kernel -> hidden3/weights  (ckptsurgery rename --map" in text.stdout
+    suggested = "--map '^hidden3/weights$=hidden3/kernel'"
+    assert f"renamed   hidden3/weights -> hidden3/kernel  (ckptsurgery rename {suggested})" \
+        in text.stdout
+    fixed = str(tmp_path / "f" / "model.ckpt")  # the suggestion, run as printed, fixes the name
+    assert run_cli("rename", data, "--map", "^hidden3/weights$=hidden3/kernel", "--out",
+                   fixed).returncode == 0
+    after = json.loads(run_cli("diff", fixed, "--against", mlp_ckpt + ".meta", "--json").stdout)
+    assert after["renamed"] == {} and "hidden3/kernel" not in after["missing"]
 
 
 def test_against_its_own_meta_a_checkpoint_restores_as_it_is(mlp_ckpt):
@@ -126,4 +133,4 @@ def test_a_graft_whose_restore_fails_prints_the_whole_report(mlp_ckpt, tmp_path)
                 str(tmp_path / "o.ckpt"))
     assert_clean_error(r.returncode, r.stderr, 2, "cannot restore")
     assert "reshaped  hidden1/bias  expected [300], holds [301]" in r.stdout
-    assert "renamed   hidden2/kernel -> hidden2/weights" in r.stdout
+    assert "renamed   hidden2/weights -> hidden2/kernel" in r.stdout

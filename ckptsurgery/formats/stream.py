@@ -77,11 +77,13 @@ def read_batches(checkpoint, keys: Sequence[str], *,
 
 @dataclass
 class CopyStats:
-    """What :func:`copy_tensors` did: bytes read, and for casts that overflowed, the number of
-    finite values that became infinite, by output key."""
+    """What :func:`copy_tensors` did: tensor bytes read and written (a cast changes the size),
+    and for casts that overflowed, the number of finite values that became infinite, by output
+    key."""
 
     bytes_read: int = 0
     overflowed: dict[str, int] = field(default_factory=dict)
+    bytes_written: int = 0
 
 
 def copy_tensors(checkpoint, prefix: str, specs: Sequence[CopySpec], *,
@@ -123,6 +125,7 @@ def copy_tensors(checkpoint, prefix: str, specs: Sequence[CopySpec], *,
                         lost[0] += _overflow(piece, out)
                     yield out
                     stats.bytes_read += piece.nbytes
+                    stats.bytes_written += out.nbytes
                     bar.update(piece.nbytes)
 
             writer.add_pieces(spec.target, target, info.shape, pieces())

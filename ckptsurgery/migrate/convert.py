@@ -289,23 +289,66 @@ def _write_keras_h5(checkpoint, names, out, *, force, progress, batch, torch_lay
     return out, _total(checkpoint, names)
 
 
+#: safetensors' dtype codes of the numpy dtypes a checkpoint's tensors become.
+_SAFETENSORS_DTYPES = {"float64": "F64", "float32": "F32", "float16": "F16", "int64": "I64",
+                       "uint64": "U64", "int32": "I32", "uint32": "U32", "int16": "I16",
+                       "uint16": "U16", "int8": "I8", "uint8": "U8", "bool": "BOOL",
+                       "complex64": "C64"}
+
+
 def _write_safetensors(checkpoint, names, out, *, force, progress, batch, torch_layout):
-    from safetensors.numpy import save_file
+    """Stream the tensors into a safetensors file: the header (every name, dtype, shape and
+    byte range) is known from the checkpoint's index, so it is written first and each tensor's
+    bytes follow piece by piece. Kernels in PyTorch's layout are transposed whole, one at a
+    time."""
+    import json
+    import struct
 
     from ..formats.output import atomic_file, check_output_file
+    from ..formats.stream import progress_bar
 
     out = check_output_file(out, inputs=checkpoint.files.paths, force=force)
-    tensors = {}
-    for key, name, array in _arrays(checkpoint, names, progress=progress, batch=batch,
-                                    torch_layout=torch_layout):
-        if array.dtype.kind not in "fiubc":
-            raise UserError(f"'{key}' is {checkpoint.variables[key].dtype}, which safetensors "
-                            "cannot store; leave it out with --only")
-        tensors[name] = array
-    with atomic_file(out) as tmp:
-        save_file(tensors, tmp, metadata={"format": "pt" if torch_layout else "np",
-                                          "source": os.path.basename(checkpoint.prefix)})
+    layout, offset = [], 0
+    for key, name in sorted(names.items(), key=lambda kv: kv[1]):
+        info = checkpoint.variables[key]
+        dtype = "float32" if info.dtype == "bfloat16" else info.dtype
+        if dtype not in _SAFETENSORS_DTYPES:
+            raise UserError(f"'{key}' is {info.dtype}, which safetensors cannot store; leave "
+                            "it out with --only")
+        shape = list(info.shape)
+        if torch_layout and _transposed(name, key, len(shape)):
+            shape = [shape[-1], shape[-2], *shape[:-2]]
+        size = info.nbytes * (2 if info.dtype == "bfloat16" else 1)
+        layout.append((key, name, dtype, shape, offset, offset + size))
+        offset += size
+    header = {"__metadata__": {"format": "pt" if torch_layout else "np",
+                               "source": os.path.basename(checkpoint.prefix)}}
+    header.update({name: {"dtype": _SAFETENSORS_DTYPES[dtype], "shape": shape,
+                          "data_offsets": [begin, end]}
+                   for _, name, dtype, shape, begin, end in layout})
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    with progress_bar(_total(checkpoint, names), "converting", progress) as bar, \
+            atomic_file(out) as tmp, open(tmp, "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text)
+        for key, name, dtype, _, _, _ in layout:
+            for piece in _pieces(checkpoint, key, name, batch, torch_layout):
+                f.write(piece.astype(dtype, copy=False).tobytes())
+                bar.update(piece.nbytes)
     return out, _total(checkpoint, names)
+
+
+def _transposed(name: str, key: str, rank: int) -> bool:
+    """Whether PyTorch's layout transposes this tensor (see :func:`_torch_layout`)."""
+    return rank >= 2 and clean_name(key).rpartition("/")[2] in _KERNELS
+
+
+def _pieces(checkpoint, key: str, name: str, batch: int, torch_layout: bool):
+    """A tensor's values in C order, in bounded pieces unless it must be transposed whole."""
+    if torch_layout and _transposed(name, key, len(checkpoint.variables[key].shape)):
+        yield _torch_layout(name, key, checkpoint.read(key)).reshape(-1)
+    else:
+        yield from checkpoint.pieces(key, batch)
 
 
 def _write_tf2(checkpoint, names, out, *, force, progress, batch, torch_layout):

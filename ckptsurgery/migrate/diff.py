@@ -6,6 +6,7 @@ Reads one tensor pair at a time, so memory stays at the largest variable.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -132,8 +133,8 @@ class MetaDiff:
                f"matched {self.matched}, missing {len(self.missing)}, extra {len(self.extra)}, "
                f"reshaped {len(self.reshaped)}, retyped {len(self.retyped)}, likely renamed "
                f"{len(self.renamed)}" + ("  (restores as it is)" if self.ok else "")]
-        out += [f"  renamed   {a} -> {b}  (ckptsurgery rename --map '^{a}$={b}')"
-                for a, b in self.renamed.items()]
+        out += [f"  renamed   {held} -> {expected}  (ckptsurgery rename --map "
+                f"'^{re.escape(held)}$={expected}')" for expected, held in self.renamed.items()]
         out += [f"  missing   {k}" for k in self.missing]
         out += [f"  extra     {k}" for k in self.extra]
         out += [f"  reshaped  {k}  expected {list(a)}, holds {list(b)}"

@@ -123,7 +123,7 @@ class RewritePlan:
 @dataclass
 class RewriteResult:
     """What :func:`rewrite_checkpoint` wrote: the prefix, its files, the plan, the bytes
-    streamed, what happened to the ``.meta`` (None when none was written), and the casts that
+    read and written, what happened to the ``.meta`` (None when none was written), and the casts that
     overflowed (``{key: number of finite values now infinite}``)."""
 
     prefix: str
@@ -133,6 +133,7 @@ class RewriteResult:
     meta: object | None = None
     meta_note: str = ""
     overflowed: dict[str, int] = field(default_factory=dict)
+    bytes_written: int = 0
 
     def lines(self) -> list[str]:
         out = self.plan.lines()
@@ -149,11 +150,12 @@ class RewriteResult:
             out.append(f"warning: {len(self.overflowed)} tensor(s) hold values beyond the range "
                        f"of the new dtype, now infinite: {shown}")
         out.append(f"wrote {self.prefix} ({len(self.files)} file(s), "
-                   f"{self.bytes_read:,} bytes of tensors)")
+                   f"{self.bytes_written:,} bytes of tensors from {self.bytes_read:,} read)")
         return out
 
     def as_dict(self) -> dict:
         return {"prefix": self.prefix, "files": self.files, "bytes": self.bytes_read,
+                "bytes_written": self.bytes_written,
                 "plan": self.plan.as_dict(),
                 "meta": self.meta.as_dict() if self.meta is not None else None,
                 "meta_note": self.meta_note, "overflowed": self.overflowed}
@@ -344,7 +346,7 @@ def rewrite_checkpoint(checkpoint, plan: RewritePlan, out: str, *, force: bool =
     files = sorted(os.path.join(folder, f) for f in os.listdir(folder)
                    if f.startswith(base + ".") and not f.endswith(".shards"))
     return RewriteResult(prefix, files, plan, stats.bytes_read, meta_info, note,
-                         stats.overflowed)
+                         stats.overflowed, stats.bytes_written)
 
 
 def plan_salvage(checkpoint, *, drop_unregistered: bool = False) -> RewritePlan:
