@@ -1,0 +1,142 @@
+"""Benchmark: seconds per epoch of each demo step, ckptsurgery's ``fit`` against the write-up's
+feed loop in plain TensorFlow.
+
+    python bench/train_bench.py [--data ../shared/data/mnist.npz] [--epochs 3] [--out DIR]
+
+ckptsurgery: the demo's steps (``run_demo``, what ``ckptsurgery demo STEP`` runs) on full MNIST
+(55,000 training, 5,000 validation rows), ``--epochs`` epochs; its report's per-epoch seconds (training plus validation, the
+in-graph loop's build not included).
+
+Plain TF: the same models written by hand in ``tf.compat.v1`` as the write-up does, on the same
+arrays, the same learning rates and optimizers, and the same batches (``RandomState(seed)``
+permutation per epoch, batches of 50): one ``session.run`` with a ``feed_dict`` per batch, then
+validation accuracy in chunks of 5,000 rows. The graft steps start from the base checkpoint the
+demo wrote (hidden1-3 restored by name), fine-tune from the transfer step the demo chose; the
+cache step computes hidden2 once (untimed, as in ckptsurgery) and feeds it.
+
+The table shows the median epoch of each side, their ratio (plain TF / ckptsurgery: above 1 is
+faster than plain TF) and the best validation accuracies. One run, both sides in this process,
+step by step (ckptsurgery's step, then plain TF's), so that a change in the machine's load
+falls on both. Never used as a test: wall-clock numbers depend on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import numpy as np  # noqa: E402
+
+from ckptsurgery.graft.demo import STEP_NAMES, STEPS, DemoConfig, run_demo  # noqa: E402
+from ckptsurgery.train.data import load_dataset, split  # noqa: E402
+
+MNIST = os.path.join(os.path.dirname(ROOT), "shared", "data", "mnist.npz")
+BATCH = 50
+
+
+def plain_epochs(step, data, base: str, start: str, epochs: int, seed: int) -> tuple[list, float]:
+    """The write-up's loop for one demo step: (seconds per epoch, best validation accuracy)."""
+    import tensorflow as tf
+
+    tf1 = tf.compat.v1
+    graph = tf.Graph()
+    graph.seed = seed
+    widths = (300, 50, 50, 50, 50, 10) if step.name == "base" else (300, 50, 50, 20, 10)
+    names = ([f"hidden{i}" for i in range(1, len(widths))] + ["logits"])
+    with graph.as_default():
+        x = tf1.placeholder(tf.float32, (None, 784))
+        y = tf1.placeholder(tf.int64, (None,))
+        out, layers, hidden2 = x, {}, None
+        for name, width in zip(names, widths, strict=True):
+            if step.name in ("freeze-stop-gradient", "cache") and name == "hidden3":
+                hidden2 = out
+                out = tf1.placeholder_with_default(tf1.stop_gradient(out), (None, 50))
+                fed_hidden2 = out
+            with tf1.variable_scope(name):
+                k = tf1.get_variable("kernel", (out.shape[-1], width),
+                                     initializer=tf1.glorot_uniform_initializer())
+                b = tf1.get_variable("bias", (width,), initializer=tf1.zeros_initializer())
+            layers[name] = (k, b)
+            out = tf1.matmul(out, k) + b
+            if name != "logits":
+                out = tf1.nn.relu(out)
+        loss = tf1.reduce_mean(tf1.nn.sparse_softmax_cross_entropy_with_logits(labels=y,
+                                                                             logits=out))
+        accuracy = tf1.reduce_mean(tf1.cast(tf1.nn.in_top_k(out, y, 1), tf.float32))
+        trained = [v for n, kb in layers.items() for v in kb
+                   if step.name in ("base", "graft", "fine-tune")
+                   or n in ("hidden3", "hidden4", "logits")]
+        optimizer = (tf1.train.AdamOptimizer(step.lr) if step.optimizer == "adam"
+                     else tf1.train.GradientDescentOptimizer(step.lr))
+        train_op = optimizer.minimize(loss, var_list=trained)
+        init = tf1.global_variables_initializer()
+        restored = {f"{n}/{part}": v for n, kb in layers.items()
+                    for part, v in zip(("kernel", "bias"), kb, strict=True)
+                    if step.name == "fine-tune" or n in ("hidden1", "hidden2", "hidden3")}
+        saver = tf1.train.Saver(restored) if step.name != "base" else None
+    x_train, x_valid = data.x_train, data.x_valid
+    with tf1.Session(graph=graph) as sess:
+        sess.run(init)
+        if saver:
+            saver.restore(sess, start if step.name == "fine-tune" else base)
+        inputs = x
+        if step.cache_frozen:
+            inputs = fed_hidden2
+            x_train, x_valid = (np.concatenate([sess.run(hidden2, {x: a[i:i + 5000]})
+                                                for i in range(0, len(a), 5000)])
+                                for a in (x_train, x_valid))
+        rng = np.random.RandomState(seed)
+        seconds, best = [], 0.0
+        for _ in range(epochs):
+            t = time.perf_counter()
+            order = rng.permutation(len(data.y_train))
+            for i in range(0, len(order), BATCH):
+                idx = order[i:i + BATCH]
+                sess.run([train_op, loss], {inputs: x_train[idx], y: data.y_train[idx]})
+            acc = sum(sess.run(accuracy, {inputs: x_valid[i:i + 5000], y: data.y_valid[i:i + 5000]})
+                      * len(data.y_valid[i:i + 5000]) for i in range(0, len(x_valid), 5000))
+            seconds.append(time.perf_counter() - t)
+            best = max(best, acc / len(data.y_valid))
+    return seconds, best
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=MNIST)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--out", help="folder for the demo's outputs (default: a temporary one)")
+    args = parser.parse_args(argv)
+    out = os.path.join(args.out or tempfile.mkdtemp(prefix="train_bench-"), "demo")
+    config = DemoConfig(out=out, data=args.data, epochs=args.epochs, seed=args.seed,
+                        progress=False, force=True)
+    data = split(load_dataset(args.data, input_shape=[None, 784]))
+    base = os.path.join(out, STEPS[0].checkpoint)
+    print(f"{args.epochs} epochs per step on {len(data.y_train):,} training rows, batch {BATCH}; "
+          f"{os.cpu_count()} CPUs; each step by ckptsurgery, then by plain TF")
+    print(f"{'step':22} {'plain TF s/epoch':>17} {'ckptsurgery':>12} {'ratio':>6} "
+          f"{'valid acc plain':>16} {'ckptsurgery':>12}")
+    for step in STEPS:
+        entry = run_demo(config, [step.name], log=lambda line: None)["steps"][step.name]
+        start = os.path.join(out, next(s.checkpoint for s in STEPS
+                                       if s.name == entry.get("started_from", "base")))
+        plain, plain_acc = plain_epochs(step, data, base, start, args.epochs, args.seed)
+        ours = statistics.median(entry["seconds"])
+        theirs = statistics.median(plain)
+        print(f"{step.name:22} {theirs:17.3f} {ours:12.3f} {theirs / ours:6.2f} "
+              f"{plain_acc:16.4f} {entry['final_valid_accuracy']:12.4f}", flush=True)
+    assert [s.name for s in STEPS] == list(STEP_NAMES)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
