@@ -1,16 +1,24 @@
-"""Benchmark: ``ckptsurgery strip --optimizer-slots`` (and ``cast``) against ``cp`` and plain TF.
+"""Benchmark: the migration verbs against ``cp`` and plain TF, on big tensors and on many.
 
-    python bench/strip_bench.py [--dir DIR] [--layers 16] [--width 4096] [--keep]
+    python bench/strip_bench.py [--dir DIR] [--layers 4] [--width 8192] [--keep]
+    python bench/strip_bench.py --many 2000 [--width 64]
 
-Builds a checkpoint of ``layers`` float32 ``[width, width]`` kernels plus biases (16 x 64 MiB = 1 GiB
-of weights by default) with Adam slots (2 GiB more), one Adam step taken so the slots are not
-zeros, and a ``.meta``. Then, each in its own process, measured in this one run:
+Big tensors (default): a checkpoint of ``layers`` float32 ``[width, width]`` kernels plus biases
+(4 x 256 MiB = 1 GiB of weights by default) with Adam slots (2 GiB more), one Adam step taken
+so the slots are not zeros, and a ``.meta``. Then, each in its own process, measured in this
+one run:
 
 * ``cp`` of the data file (the I/O floor of reading 3 GB and writing 3 GB);
-* plain TF: ``import_meta_graph``, a ``Saver`` over the model's variables restores them and
-  saves them (the smaller checkpoint a user would make by hand);
-* ``ckptsurgery strip --optimizer-slots``;
-* ``ckptsurgery cast --dtype float16`` of the whole checkpoint (reads 3 GB, writes 1.5 GB).
+* plain TF strip: ``import_meta_graph``, a ``Saver`` over the model's variables restores them
+  and saves them (the smaller checkpoint a user would make by hand);
+* plain TF cast: ``tf.train.load_checkpoint`` reads every tensor, ``tf.cast`` makes the
+  floating ones float16, ``SaveV2`` writes them all;
+* ``ckptsurgery inspect``, ``strip --optimizer-slots``, ``cast --dtype float16`` of the whole
+  checkpoint (reads 3 GB, writes 1.5 GB), ``convert --to safetensors`` of the model's weights.
+
+Many tensors (``--many N``): ``N`` small dense layers with Adam slots (``6 N + 2`` tensors, a
+``.meta`` of tens of MB); ``inspect``, ``verify``, ``strip``, ``cast`` against plain TF's
+strip, to show that costs grow linearly with the number of tensors.
 
 Wall time and peak RSS of each child come from ``os.wait4`` (the child's own ``ru_maxrss``);
 ``sync`` runs (untimed) before each step. ckptsurgery fsyncs its output before renaming it into
@@ -58,6 +66,44 @@ BUILD = textwrap.dedent("""
             saver.save(s, prefix, write_state=False)
 """)
 
+BUILD_MANY = textwrap.dedent("""
+    import os, sys
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import numpy as np
+    import tensorflow as tf
+    prefix, layers, width = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    g = tf.Graph()
+    with g.as_default():
+        x = tf.compat.v1.placeholder(tf.float32, [None, width], name="x")
+        outs = []
+        for i in range(layers):
+            with tf.compat.v1.variable_scope(f"layer{i}"):
+                k = tf.compat.v1.get_variable("kernel", [width, width],
+                                              initializer=tf.compat.v1.glorot_uniform_initializer())
+                b = tf.compat.v1.get_variable("bias", [width], initializer=tf.zeros_initializer())
+                outs.append(tf.reduce_mean(tf.nn.relu(tf.matmul(x, k) + b)))
+        loss = tf.add_n(outs)
+        train = tf.compat.v1.train.AdamOptimizer(1e-3).minimize(loss)
+        saver = tf.compat.v1.train.Saver()
+        with tf.compat.v1.Session(graph=g) as s:
+            s.run(tf.compat.v1.global_variables_initializer())
+            s.run(train, {x: np.random.RandomState(0).randn(8, width).astype(np.float32)})
+            saver.save(s, prefix, write_state=False)
+""")
+
+PLAIN_TF_CAST = textwrap.dedent("""
+    import os, sys
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+    src, out = sys.argv[1], sys.argv[2]
+    reader = tf.train.load_checkpoint(src)
+    names = sorted(reader.get_variable_to_shape_map())
+    values = [reader.get_tensor(n) for n in names]
+    values = [tf.cast(v, tf.float16) if v.dtype.kind == "f" else tf.constant(v) for v in values]
+    tf.raw_ops.SaveV2(prefix=out, tensor_names=names, shape_and_slices=[""] * len(names),
+                      tensors=values)
+""")
+
 PLAIN_TF = textwrap.dedent("""
     import os, sys
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -99,47 +145,62 @@ def files_size(prefix: str) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dir", help="work folder (default: a new temporary folder)")
-    ap.add_argument("--layers", type=int, default=16)
-    ap.add_argument("--width", type=int, default=4096)
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--width", type=int, default=None,
+                    help="kernel width (default 8192; 64 with --many)")
+    ap.add_argument("--many", type=int, metavar="N", help="N small layers instead of big ones")
     ap.add_argument("--keep", action="store_true", help="keep the files afterwards")
     args = ap.parse_args()
+    width = args.width or (64 if args.many else 8192)
+    layers = args.many or args.layers
     work = args.dir or tempfile.mkdtemp(prefix="strip_bench-")
     os.makedirs(work, exist_ok=True)
     py = sys.executable
     src = os.path.join(work, "src", "model.ckpt")
+    out = lambda name: os.path.join(work, name, "model.ckpt")  # noqa: E731
+    ours = lambda *argv: [py, "-m", "ckptsurgery", *argv]  # noqa: E731
     try:
-        print(f"building {args.layers} x [{args.width}, {args.width}] float32 + Adam slots "
-              f"in {work} ...", flush=True)
-        build = measure("build", [py, "-c", BUILD, src, str(args.layers), str(args.width)])
+        print(f"building {layers} x [{width}, {width}] float32 + Adam slots in {work} ...",
+              flush=True)
+        build = measure("build", [py, "-c", BUILD_MANY if args.many else BUILD, src,
+                                  str(layers), str(width)])
         data = [os.path.join(os.path.dirname(src), f) for f in os.listdir(os.path.dirname(src))
                 if ".data-" in f]
         total = files_size(src)
-        print(f"built {total / 2**30:.2f} GiB in {build['wall']:.0f} s", flush=True)
-        results = [
-            measure("cp data file", ["cp", data[0], os.path.join(work, "copy.data")]),
-            measure("plain TF (import, restore, save)",
-                    [py, "-c", PLAIN_TF, src, os.path.join(work, "plain", "model.ckpt")]),
+        meta = os.path.getsize(src + ".meta")
+        print(f"built {total / 2**20:,.0f} MiB of data, {meta / 2**20:.1f} MiB .meta in "
+              f"{build['wall']:.0f} s", flush=True)
+        plain_strip = measure("plain TF strip (import, restore, save)",
+                              [py, "-c", PLAIN_TF, src, out("plain")])
+        steps = [measure("ckptsurgery inspect", ours("inspect", src))]
+        if args.many:
+            steps.append(measure("ckptsurgery verify", ours("verify", src)))
+        else:
+            steps.insert(0, measure("cp data file", ["cp", data[0], os.path.join(work, "c.data")]))
+        steps += [
             measure("ckptsurgery strip --optimizer-slots",
-                    [py, "-m", "ckptsurgery", "strip", src, "--optimizer-slots", "--quiet",
-                     "--out", os.path.join(work, "strip", "model.ckpt")]),
+                    ours("strip", src, "--optimizer-slots", "--quiet", "--out", out("strip"))),
             measure("ckptsurgery cast --dtype float16",
-                    [py, "-m", "ckptsurgery", "cast", src, "--dtype", "float16", "--quiet",
-                     "--out", os.path.join(work, "cast", "model.ckpt")]),
+                    ours("cast", src, "--dtype", "float16", "--quiet", "--out", out("cast"))),
         ]
-        plain = results[1]["wall"]
-        sizes = {
-            "strip": files_size(os.path.join(work, "strip", "model.ckpt")),
-            "plain": files_size(os.path.join(work, "plain", "model.ckpt")),
-            "cast": files_size(os.path.join(work, "cast", "model.ckpt")),
-        }
-        print(f"\ncheckpoint: {total / 2**30:.2f} GiB ({args.layers} layers of "
-              f"[{args.width}, {args.width}] + Adam slots); output of strip "
-              f"{sizes['strip'] / 2**30:.2f} GiB (plain TF {sizes['plain'] / 2**30:.2f} GiB), "
-              f"cast {sizes['cast'] / 2**30:.2f} GiB; {os.cpu_count()} CPUs")
-        print(f"{'step':<38} {'wall s':>8} {'x plain TF':>11} {'peak RSS MB':>12}")
-        for r in results:
-            print(f"{r['label']:<38} {r['wall']:>8.1f} {r['wall'] / plain:>11.2f} "
-                  f"{r['rss_mb']:>12.0f}")
+        if not args.many:
+            plain_cast = measure("plain TF cast (read all, cast, save)",
+                                 [py, "-c", PLAIN_TF_CAST, src, out("plaincast")])
+            steps += [measure("ckptsurgery convert --to safetensors",
+                              ours("convert", src, "--to", "safetensors", "--quiet", "--out",
+                                   os.path.join(work, "model.safetensors"))), plain_cast]
+        print(f"\ncheckpoint: {total / 2**30:.2f} GiB, {layers} layers of [{width}, {width}] + "
+              f"Adam slots, .meta {meta / 2**20:.1f} MiB; outputs: strip "
+              f"{files_size(out('strip')) / 2**30:.2f} GiB (plain TF "
+              f"{files_size(out('plain')) / 2**30:.2f} GiB), cast "
+              f"{files_size(out('cast')) / 2**30:.2f} GiB; {os.cpu_count()} CPUs")
+        print(f"{'step':<40} {'wall s':>8} {'x TF strip':>11} {'x TF cast':>10} "
+              f"{'peak RSS MB':>12}")
+        for r in [plain_strip, *steps]:
+            cast_ratio = (f"{r['wall'] / plain_cast['wall']:>10.2f}" if not args.many
+                          else f"{'':>10}")
+            print(f"{r['label']:<40} {r['wall']:>8.1f} {r['wall'] / plain_strip['wall']:>11.2f} "
+                  f"{cast_ratio} {r['rss_mb']:>12.0f}")
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
