@@ -29,7 +29,7 @@ def _graft(tmp_path, in_graph: bool, spec: GraftSpec, checkpoint: str = FIXTURE_
              **options.pop("train", {})}
     job = GraftJob(checkpoint, spec, str(tmp_path / f"in_graph_{in_graph}.ckpt"),
                    data=BUILTIN_SUBSET, train=TrainConfig(in_graph=in_graph, **train),
-                   valid_size=500, per_class=57, **options)
+                   **{"valid_size": 500, "per_class": 57, **options})
     lines: list[str] = []
     result = run_graft(job, log=lines.append)
     return result, read_vars(job.out), lines
@@ -109,3 +109,15 @@ def test_the_users_graph_is_exported_without_the_loop(tmp_path):
     meta = (tmp_path / "in_graph_True.ckpt.meta").read_bytes()
     assert b"loop/step" not in meta and b"loop/rows" not in meta
     assert "hidden4/kernel" in variables
+
+
+def test_a_step_it_cannot_copy_trains_with_the_feed_loop_and_says_why(tmp_path):
+    from conftest import FIXTURE_RNN
+
+    spec = GraftSpec(at="rnn/while/Exit_3", layers=[DenseSpec("new_logits", 10)],
+                     feeds={"init_state": "zeros"}, seed=3)
+    result, _, log = _graft(tmp_path, True, spec, checkpoint=FIXTURE_RNN,
+                            train={"epochs": 1}, per_class=5, valid_size=100)
+    (line,) = [line for line in log if FEED_LOOP in line]
+    assert "init_state" in line, line
+    assert len(result.training.epochs) == 1

@@ -156,9 +156,9 @@ def epoch_loop(session, ops, *, batch_size: int, n_rows: int, cached: bool,
         if v2:
             tf1.enable_control_flow_v2()
     # A small step is a chain of tiny ops: one thread runs it with no hand-offs between
-    # threads (measured 0.09 s an epoch against 0.12 s with two on the cached demo step); a
-    # large one gains from running a layer's two gradient products at once (1.5 s against
-    # 2.8 s on the full network). The pool is the session's own: TF's global one is sized by
+    # threads (0.09-0.11 s an epoch against 0.12-0.13 s with two on the cached demo step); a
+    # large one gains from running a layer's two gradient products at once (1.5-2.1 s against
+    # 1.9-3.2 s with one on the full network; bench/README.md). The pool is the session's own: TF's global one is sized by
     # the first session of the process.
     small = sum(v.shape.num_elements() or 0 for v in variables) < SMALL_STEP
     config = tf1.ConfigProto(inter_op_parallelism_threads=1 if small else 0,
