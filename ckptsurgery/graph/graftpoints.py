@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from ..errors import CkptSurgeryError
 from ..graphdef.feeds import resolve_feeds
-from ..graphdef.metagraph import node_map, op_name, placeholder_shape, placeholders
+from ..graphdef.metagraph import analysis, node_map, op_name, placeholder_shape, placeholders
 from ..graphdef.walk import ancestors, by_distance, consumers, reachable
 from .importer import import_meta_graph
 
@@ -55,14 +55,15 @@ class GraftPoint:
         return {"at": self.at, "op": self.op, "shape": self.shape, "flags": self.flags}
 
 
+@analysis
 def inference_outputs(meta) -> list[str]:
     """Tensors that are the model's inference outputs, most likely first: output collections,
     the logits fed to a cross-entropy, then softmax/argmax-like ops; none that depends on a
     label placeholder or sits in a loss, metric or training scope."""
     nodes = node_map(meta)
-    readers = consumers(meta)
-    labels = _label_placeholders(meta, nodes)
-    tainted = reachable(labels, lambda n: readers.get(n, ()))
+    losses = [n for n in nodes.values() if n.op in _LOSS_OPS and not n.name.startswith("gradients")]
+    labels = _label_placeholders(meta, losses)
+    tainted = reachable(labels, lambda n: consumers(meta).get(n, ())) if labels else set()
     found: list[str] = []
 
     def add(ref: str) -> None:
@@ -76,10 +77,10 @@ def inference_outputs(meta) -> list[str]:
         if col is not None and col.HasField("node_list"):
             for ref in col.node_list.value:
                 add(ref)
-    for node in meta.graph_def.node:
-        if node.op in _LOSS_OPS and not node.name.startswith("gradients") and node.input:
+    for node in losses:
+        if node.input:
             add(node.input[0] if node.op != "SigmoidCrossEntropyWithLogits" else node.input[1])
-    predictions = [n.name for n in meta.graph_def.node if n.op in _PREDICTION_OPS
+    predictions = [n.name for n in nodes.values() if n.op in _PREDICTION_OPS
                    and not _in_loop(n.name) and not _skipped(n.name)]
     hidden = set()  # a sigmoid under another layer's weights is a hidden layer, not an output
     for later in predictions:
@@ -197,12 +198,13 @@ def _input_like(meta, name: str, dtype: str) -> bool:
     return dtype.startswith(("float", "bfloat")) and placeholder_shape(meta, name) != ()
 
 
-def _label_placeholders(meta, nodes) -> list[str]:
-    """Placeholders that feed a loss as its labels, and integer placeholders (class labels)."""
+def _label_placeholders(meta, losses) -> list[str]:
+    """Placeholders that feed one of the ``losses`` (nodes) as its labels, and integer
+    placeholders (class labels)."""
     kinds = placeholders(meta)
     labels = {p for p, d in kinds.items() if d.startswith(("int", "uint"))}
-    for node in meta.graph_def.node:
-        if node.op in _LOSS_OPS and len(node.input) > 1 and not node.name.startswith("gradients"):
+    for node in losses:
+        if len(node.input) > 1:
             which = node.input[0] if node.op == "SigmoidCrossEntropyWithLogits" else node.input[1]
             labels |= {n for n in ancestors(meta, [which]) if n in kinds}
     return sorted(labels)

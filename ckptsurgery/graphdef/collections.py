@@ -10,7 +10,7 @@ longer has makes ``import_meta_graph`` fail, so every edit that removes nodes en
 from __future__ import annotations
 
 from ..formats.metafile import CONTEXT_COLLECTIONS, VARIABLE_COLLECTIONS, collection_proto
-from .metagraph import op_name, set_repeated
+from .metagraph import analysis, op_name, set_repeated
 
 __all__ = ["collection_items", "collection_kind", "variable_defs", "context_anchors",
            "drop_stale_collection_entries"]
@@ -44,6 +44,7 @@ def collection_kind(meta, key: str) -> str:
     return kind.replace("_", " ")
 
 
+@analysis
 def variable_defs(meta) -> dict:
     """Every variable the meta-graph declares, ``{variable op name: VariableDef}``."""
     out = {}

@@ -3,12 +3,28 @@
 Everything here works on the serialised graph, never on a live ``tf.Graph``, so it also works on
 graphs this TensorFlow cannot import (the graph_def_editor approach). Parsing the file is
 :mod:`ckptsurgery.formats.metafile`'s; collections are :mod:`.collections`'.
+
+A command often asks several questions of one graph (roles, the saver, outputs), and each answer
+walks all its nodes; on a graph of 100,000s of nodes the walks are the cost. Inside
+``with frozen(meta):`` the analyses marked :func:`analysis` are computed once per meta and
+arguments and shared. The memo lives only as long as the block, and only for that meta object:
+edits work on copies, which are never frozen, so no edit can read a stale answer.
 """
 
 from __future__ import annotations
 
-__all__ = ["op_name", "node_map", "placeholders", "placeholder_shape", "tf_version",
-           "unregistered_ops", "set_repeated", "shape_text", "free_name"]
+import functools
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+__all__ = ["op_name", "frozen", "analysis", "node_map", "placeholders", "placeholder_shape",
+           "tf_version", "unregistered_ops", "set_repeated", "shape_text", "free_name"]
+
+F = TypeVar("F", bound=Callable)
+
+# id(meta) -> {(analysis, args): result}, for the metas inside a ``frozen`` block.
+_MEMO: dict[int, dict] = {}
 
 
 def op_name(ref: str) -> str:
@@ -18,11 +34,47 @@ def op_name(ref: str) -> str:
     return head if sep and tail.isdigit() else ref
 
 
+@contextmanager
+def frozen(meta) -> Iterator:
+    """A block in which ``meta`` is not modified, so that each :func:`analysis` of it is
+    computed once and its result shared (callers must not modify the results either). Nested
+    blocks over the same meta share one memo; ``frozen(None)`` does nothing.
+
+    Yields:
+        ``meta``.
+    """
+    if meta is None or id(meta) in _MEMO:
+        yield meta
+        return
+    _MEMO[id(meta)] = {}
+    try:
+        yield meta
+    finally:
+        del _MEMO[id(meta)]
+
+
+def analysis(fn: F) -> F:
+    """Mark ``fn(meta, *args)``, a read-only analysis of a meta-graph, as computed once per
+    meta and (hashable) arguments inside a :func:`frozen` block; outside one it runs each time."""
+    @functools.wraps(fn)
+    def memoized(meta, *args):
+        memo = _MEMO.get(id(meta))
+        if memo is None:
+            return fn(meta, *args)
+        key = (fn, args)
+        if key not in memo:
+            memo[key] = fn(meta, *args)
+        return memo[key]
+    return memoized
+
+
+@analysis
 def node_map(meta) -> dict:
     """The graph's nodes by name."""
     return {n.name: n for n in meta.graph_def.node}
 
 
+@analysis
 def placeholders(meta) -> dict[str, str]:
     """The graph's placeholders, ``{name: dtype name}`` (``float32``, ``int64``...)."""
     from ..formats.dtypes import dtype_name
@@ -39,7 +91,7 @@ def placeholder_shape(meta, name: str) -> tuple[int | None, ...] | None:
     rank is unknown too. TensorFlow before 1.2 set the ``shape`` attr only for fully known
     shapes and left it empty otherwise (which later versions read as a scalar): there an empty
     shape is unknown, unless ``_output_shapes`` records the real one."""
-    node = next(n for n in meta.graph_def.node if n.name == name)
+    node = node_map(meta)[name]
     shape = None
     if "shape" in node.attr and not node.attr["shape"].shape.unknown_rank:
         shape = tuple(d.size if d.size >= 0 else None for d in node.attr["shape"].shape.dim)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
-from .metagraph import node_map
+from .metagraph import analysis, node_map
 from .saver import VARIABLE_OPS, UnsupportedSaverError, saved_variables, trace_variable
 from .slots import VariableRole, classify_by_name
 
@@ -32,6 +32,7 @@ _OPTIMIZER_NAMES = {"GradientDescent": "GradientDescent", "Momentum": "Momentum"
 _MOVING_AVG_RE = re.compile(r"AssignMovingAvg(?:_\d+)?$")
 
 
+@analysis
 def graph_roles(meta) -> dict[str, VariableRole]:
     """``{checkpoint key: VariableRole}`` for the saved variables whose role the graph shows:
     slots and optimizer state (from ``Apply*`` ops), step counters (the ``global_step``
@@ -43,7 +44,10 @@ def graph_roles(meta) -> dict[str, VariableRole]:
     roles: dict[str, VariableRole] = {}
     users: dict[str, set[str]] = {}  # variable -> Apply ops reading it
     applies = []
-    for node in meta.graph_def.node:
+    averages = []  # the AssignMovingAvg updates, looked at after the optimizers
+    for node in nodes.values():
+        if "AssignMovingAvg" in node.name and _MOVING_AVG_RE.search(node.name) and node.input:
+            averages.append(node)
         m = _APPLY_RE.match(node.op)
         if not m or not node.input:
             continue
@@ -69,9 +73,8 @@ def graph_roles(meta) -> dict[str, VariableRole]:
         variable = trace_variable(nodes, ref)
         if variable is not None and variable.name in key_of:
             roles[key_of[variable.name]] = VariableRole("step")
-    for node in meta.graph_def.node:
-        if not _MOVING_AVG_RE.search(node.name) or not node.input:
-            continue
+    saved_keys = set(key_of.values())
+    for node in averages:
         average = trace_variable(nodes, node.input[0])
         if average is None or average.name not in key_of:
             continue
@@ -80,7 +83,7 @@ def graph_roles(meta) -> dict[str, VariableRole]:
             roles.setdefault(key, VariableRole("model"))
         elif "/ExponentialMovingAverage" in key:
             primary = key.split("/ExponentialMovingAverage", 1)[0]
-            roles[key] = VariableRole("ema", None, primary if primary in key_of.values() else None,
+            roles[key] = VariableRole("ema", None, primary if primary in saved_keys else None,
                                       "ExponentialMovingAverage")
     return roles
 

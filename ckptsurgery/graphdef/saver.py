@@ -17,7 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import UserError
-from .metagraph import node_map, op_name
+from .metagraph import analysis, node_map, op_name
+from .walk import reachable
 
 __all__ = [
     "VARIABLE_OPS",
@@ -71,26 +72,25 @@ def saver_scope(meta) -> str | None:
     return name.rpartition("/")[0] or None
 
 
+@analysis
 def saver_nodes(meta) -> set[str]:
     """The names of the nodes that make up the saver: every node inside its scope that no node
-    outside it uses (sharded savers leave unused reads in the scope; they go too)."""
+    outside it uses (sharded savers leave unused reads in the scope; they go too), directly or
+    through other nodes of the scope."""
     scope = saver_scope(meta)
     if scope is None:
         return set()
-    members = {n.name for n in meta.graph_def.node if n.name.startswith(scope + "/")}
-    changed = True
-    while changed:
-        changed = False
-        for node in meta.graph_def.node:
-            if node.name in members:
-                continue
-            used = {op_name(i) for i in node.input} & members
-            if used:
-                members -= used
-                changed = True
-    return members
+    prefix = scope + "/"
+    nodes = node_map(meta)
+    members = {name for name in nodes if name.startswith(prefix)}
+    used = [op_name(ref) for name, node in nodes.items() if not name.startswith(prefix)
+            for ref in node.input if prefix in ref]  # a cheap test first: most refs fail it
+    outside = reachable(used, lambda name: (op_name(ref) for ref in nodes[name].input),
+                        enter=lambda name: name in members)
+    return members - outside
 
 
+@analysis
 def saved_variables(meta) -> list[SavedVariable]:
     """Which checkpoint key restores which variable node, read from the ``.meta``'s saver.
 

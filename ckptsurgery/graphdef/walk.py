@@ -11,7 +11,7 @@ from typing import TypeVar
 
 from ..errors import NotFoundError
 from .collections import variable_defs
-from .metagraph import node_map, op_name
+from .metagraph import analysis, node_map, op_name
 
 __all__ = ["reachable", "ancestors", "by_distance", "consumers"]
 
@@ -78,11 +78,19 @@ def by_distance(meta, start: str) -> list[str]:
     return order
 
 
+@analysis
 def consumers(meta) -> dict[str, list[str]]:
     """``{op name: the ops that read one of its outputs}`` (data edges, not control edges)."""
     out: dict[str, list[str]] = {}
-    for node in meta.graph_def.node:
+    for name, node in node_map(meta).items():
         for ref in node.input:
-            if not ref.startswith("^"):
-                out.setdefault(op_name(ref), []).append(node.name)
+            if ref[:1] == "^":
+                continue
+            if ":" in ref:  # most inputs are plain op names: no op_name call for them
+                ref = op_name(ref)
+            readers = out.get(ref)
+            if readers is None:
+                out[ref] = [name]
+            else:
+                readers.append(name)
     return out

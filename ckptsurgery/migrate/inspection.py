@@ -14,7 +14,7 @@ import os
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
-from ..graphdef.metagraph import shape_text
+from ..graphdef.metagraph import frozen, node_map, shape_text
 from ..graphdef.roles import classify
 from ..graphdef.slots import VariableRole
 from ..graphdef.walk import reachable
@@ -134,6 +134,11 @@ def inspect_checkpoint(path: str, *, check_import: bool = False) -> Inspection:
     from ..formats.checkpoint import open_checkpoint
 
     ckpt = open_checkpoint(path)
+    with frozen(ckpt.meta_graph):  # roles and the summary ask the same of the graph
+        return _inspect(ckpt, check_import)
+
+
+def _inspect(ckpt, check_import: bool) -> Inspection:
     infos = dict(ckpt.variables)
     object_based = ckpt.has_tensor(_OBJECT_GRAPH)
     names = list(infos) + ([_OBJECT_GRAPH] if object_based else [])
@@ -162,6 +167,11 @@ def inspect_checkpoint(path: str, *, check_import: bool = False) -> Inspection:
 
 def summarize_meta(meta, path: str, *, check_import: bool = False) -> MetaSummary:
     """A :class:`MetaSummary` of a parsed ``MetaGraphDef`` read from ``path``."""
+    with frozen(meta):
+        return _summarize_meta(meta, path, check_import)
+
+
+def _summarize_meta(meta, path: str, check_import: bool) -> MetaSummary:
     from ..graphdef.collections import collection_items, collection_kind
     from ..graphdef.metagraph import tf_version, unregistered_ops
 
@@ -292,7 +302,7 @@ def _stale_entries(meta) -> dict[str, list[str]]:
     """Collection entries (node lists) naming ops the graph does not have."""
     from ..graphdef.metagraph import op_name
 
-    names = {n.name for n in meta.graph_def.node}
+    names = node_map(meta)
     stale = {}
     for key in sorted(meta.collection_def):
         col = meta.collection_def[key]
@@ -315,7 +325,7 @@ def _likely_outputs(meta) -> list[str]:
         return found[:8]
     readers = consumers(meta)
     forward = _forward_nodes(meta, readers)
-    return [f"{node.name}:0" for node in meta.graph_def.node
+    return [f"{node.name}:0" for node in node_map(meta).values()
             if node.name in forward and node.op not in _BOOKKEEPING_OPS
             and not _loss_scope(node.name)
             and not any(c in forward and not _loss_scope(c) for c in readers.get(node.name, ()))
@@ -338,9 +348,9 @@ def _forward_nodes(meta, consumers: dict[str, list[str]]) -> set[str]:
     """Nodes that depend on a variable through data edges, outside training scopes."""
     from ..graphdef.saver import VARIABLE_OPS
 
-    nodes = {n.name: n for n in meta.graph_def.node}
+    nodes = node_map(meta)
     seen = reachable(
-        [n.name for n in meta.graph_def.node if n.op in VARIABLE_OPS],
+        [name for name, node in nodes.items() if node.op in VARIABLE_OPS],
         lambda name: consumers.get(name, ()),
         enter=lambda name: not (_training_scope(name) or nodes[name].op in _BOOKKEEPING_OPS[:6]))
     return {n for n in seen if nodes[n].op not in VARIABLE_OPS}
