@@ -121,3 +121,29 @@ def test_a_step_it_cannot_copy_trains_with_the_feed_loop_and_says_why(tmp_path):
     (line,) = [line for line in log if FEED_LOOP in line]
     assert "init_state" in line, line
     assert len(result.training.epochs) == 1
+
+
+def test_reused_layers_at_their_own_rate_train_as_in_the_feed_loop(tmp_path):
+    spec = GraftSpec(at="hiddens3", layers=NEW_TOP, strategy="fine-tune-all", lr_reused=0.01,
+                     seed=3)
+    _assert_same_training(tmp_path, spec, train={"optimizer": "momentum"})
+
+
+def test_resource_variables_train_as_in_the_feed_loop(tmp_path):
+    import tensorflow as tf
+
+    from ckptsurgery.graph.layers import dense
+
+    tf1 = tf.compat.v1
+    graph = tf.Graph()
+    graph.seed = 5
+    with graph.as_default():
+        hidden = dense(tf1.placeholder(tf1.float32, (None, 784), name="X"),
+                       DenseSpec("hidden1", 16, "relu"), use_resource=True)
+        tf1.add_to_collection("hiddens1", hidden)
+        with tf1.Session(graph=graph) as sess:
+            sess.run(tf1.global_variables_initializer())
+            tf1.train.Saver().save(sess, str(tmp_path / "resource.ckpt"))
+    spec = GraftSpec(at="hiddens1", layers=[DenseSpec("logits", 10)], seed=3)
+    _assert_same_training(tmp_path, spec, checkpoint=str(tmp_path / "resource.ckpt"),
+                          train={"optimizer": "adam", "lr": 0.001})

@@ -14,8 +14,9 @@ loop's variables: the same kernels do the same math (ref or resource variables, 
 :data:`STEPS_PER_ITERATION` steps of static batch shape, chained by control dependencies (a
 step reads weights only after the previous one wrote them); the last short batch has a step of
 its own. Everything lives in a second graph with its own session (one inter-op thread for a
-small step, whose ops are a chain), so the user's graph and what is exported from it stay as they were; the
-variables are copied in before training and out after it.
+small step, whose ops are a chain), so the user's graph and what is exported from it stay as
+they were; the variables are copied in before training and out after it (the copy holds the
+model's variables a second time while it trains).
 
 Not covered, so :func:`epoch_loop` raises :class:`LoopUnavailable` and ``fit`` uses the feed
 loop: a step with a while loop of its own (an RNN), stateful ops other than variables (tables,
