@@ -334,6 +334,11 @@ class Checkpoint:
 
         return read_meta_graph(self.files.meta)
 
+    def drop_meta_graph(self) -> None:
+        """Free the parsed ``.meta`` (:attr:`meta_graph` parses it again when asked): on a big
+        graph it is 100s of MB that a rewrite holding its own copy no longer needs."""
+        self.__dict__.pop("meta_graph", None)
+
 
 def open_checkpoint(path: str) -> Checkpoint:
     """Locate the checkpoint at ``path`` (see :func:`locate`) and open it for lazy reading.

@@ -31,8 +31,8 @@ from dataclasses import dataclass, field, replace
 from ..errors import SelectionError, UserError, nearest
 from ..formats.metafile import CONTEXT_COLLECTIONS, VARIABLE_COLLECTIONS, collection_proto
 from .collections import drop_stale_collection_entries
-from .metagraph import op_name, set_repeated
-from .saver import VARIABLE_OPS, remove_saver, replace_saver, saved_variables
+from .metagraph import frozen, node_map, op_name, set_repeated
+from .saver import VARIABLE_OPS, replace_saver, saved_variables, saver_nodes
 
 __all__ = ["MetaRewrite", "rewrite_meta_graph"]
 
@@ -79,22 +79,27 @@ def rewrite_meta_graph(meta, targets: dict[str, str | None], *,
             dropped one.
         UnsupportedSaverError: the saver saves something other than variables.
     """
-    new = type(meta)()
-    new.CopyFrom(meta)
     stored_dtypes = stored_dtypes or {}
-    saved = saved_variables(new)
+    with frozen(meta):
+        saved = saved_variables(meta)
+        by_node: dict[str, list] = defaultdict(list)
+        for v in saved:
+            by_node[v.node].append(v)
+        dropped = {node for node, vs in by_node.items()
+                   if all(v.key in targets and targets[v.key] is None for v in vs)}
+        saver = saver_nodes(meta)
+        variables = {name for name, n in node_map(meta).items()
+                     if n.op in VARIABLE_OPS and name not in saver}
+        # No node outside the saver reads one of its nodes, so a walk from the dropped
+        # variables that enters the saver stays there: what it reaches there goes anyway.
+        removed, cut = _dependents_of(meta, dropped, variables)
+        removed -= saver
+        new = _copy_without(meta, removed | saver)
     had_savers = "savers" in new.collection_def
-    remove_saver(new)
-
-    by_node: dict[str, list] = defaultdict(list)
-    for v in saved:
-        by_node[v.node].append(v)
-    dropped = {node for node, vs in by_node.items()
-               if all(v.key in targets and targets[v.key] is None for v in vs)}
-    info = MetaRewrite(removed_variables=sorted(dropped))
-    variables = {n.name for n in new.graph_def.node if n.op in VARIABLE_OPS}
-    removed = _remove_variables(new, dropped, variables)
-    info.removed_ops = sorted(removed)
+    info = MetaRewrite(removed_variables=sorted(dropped), removed_ops=sorted(removed))
+    for node in new.graph_def.node if cut else ():  # control edges from dropped variables
+        if node.name in cut:
+            set_repeated(node.input, [i for i in node.input if op_name(i) not in removed])
     _check_initializers(new, removed)
     _drop_dead_references(new, removed)
 
@@ -130,10 +135,15 @@ def _owner_fn(variables: set[str]) -> Callable[[str], str | None]:
     return owner
 
 
-def _remove_variables(meta, dropped: set[str], variables: set[str]) -> set[str]:
-    """Remove, in place, the ``dropped`` variable ops, their owned nodes and what uses them."""
+def _dependents_of(meta, dropped: set[str], variables: set[str]) -> tuple[set[str], set[str]]:
+    """The nodes that go with the ``dropped`` variable ops: their owned nodes and whatever uses
+    them, transitively; and the nodes that stay but lose a control input from an owned node.
+
+    Returns:
+        ``(removed, cut)``, op names.
+    """
     if not dropped:
-        return set()
+        return set(), set()
     owner = _owner_fn(variables)
     owned_by_dropped = {n.name for n in meta.graph_def.node if owner(n.name) in dropped}
     consumers: dict[str, list[tuple[str, bool]]] = defaultdict(list)
@@ -141,21 +151,45 @@ def _remove_variables(meta, dropped: set[str], variables: set[str]) -> set[str]:
         for inp in node.input:
             consumers[op_name(inp)].append((node.name, inp.startswith("^")))
     removed = set(owned_by_dropped)
+    cut = set()
     queue = list(removed)
     while queue:
         name = queue.pop()
         for consumer, control in consumers.get(name, ()):
-            if consumer in removed or (control and name in owned_by_dropped):
+            if consumer in removed:
+                continue
+            if control and name in owned_by_dropped:
+                cut.add(consumer)
                 continue
             removed.add(consumer)
             queue.append(consumer)
-    kept = [n for n in meta.graph_def.node if n.name not in removed]
-    set_repeated(meta.graph_def.node, kept)
-    for node in meta.graph_def.node:
-        inputs = [i for i in node.input if op_name(i) not in removed]
-        if len(inputs) != len(node.input):
-            set_repeated(node.input, inputs)
-    return removed
+    return removed, cut - removed
+
+
+def _copy_without(meta, gone: set[str]):
+    """A copy of ``meta`` without the nodes named in ``gone`` (only the kept nodes are copied:
+    on a big graph, copying all and deleting is twice the work and memory)."""
+    new = type(meta)()
+    for desc, value in meta.ListFields():
+        if desc.name != "graph_def":
+            _copy_field(new, desc, value)
+    for desc, value in meta.graph_def.ListFields():
+        if desc.name != "node":
+            _copy_field(new.graph_def, desc, value)
+    new.graph_def.node.extend(n for n in meta.graph_def.node if n.name not in gone)
+    return new
+
+
+def _copy_field(msg, desc, value) -> None:
+    if desc.type != desc.TYPE_MESSAGE:
+        if _repeated(desc):
+            getattr(msg, desc.name).extend(value)
+        else:
+            setattr(msg, desc.name, value)
+    elif _repeated(desc):  # repeated messages and maps
+        getattr(msg, desc.name).MergeFrom(value)
+    else:
+        getattr(msg, desc.name).CopyFrom(value)
 
 
 def _check_initializers(meta, removed: set[str]) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
-from .metagraph import analysis, node_map
+from .metagraph import analysis, frozen, node_map
 from .saver import VARIABLE_OPS, UnsupportedSaverError, saved_variables, trace_variable
 from .slots import VariableRole, classify_by_name
 
@@ -99,7 +99,8 @@ def classify(names, meta=None) -> dict[str, VariableRole]:
     by_name = classify_by_name(names)
     if meta is None:
         return by_name
-    from_graph = graph_roles(meta)
+    with frozen(meta):  # the roles and the saver's keys read the same nodes
+        from_graph = graph_roles(meta)
     return {n: replace(from_graph[n], source="graph") if n in from_graph else by_name[n]
             for n in names}
 

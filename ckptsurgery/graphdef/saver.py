@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import UserError
-from .metagraph import analysis, node_map, op_name
+from .metagraph import analysis, frozen, node_map, op_name
 from .walk import reachable
 
 __all__ = [
@@ -81,8 +81,10 @@ def saver_nodes(meta) -> set[str]:
     if scope is None:
         return set()
     prefix = scope + "/"
+    members = {n.name for n in meta.graph_def.node if n.name.startswith(prefix)}
+    if not members:
+        return members
     nodes = node_map(meta)
-    members = {name for name in nodes if name.startswith(prefix)}
     used = [op_name(ref) for name, node in nodes.items() if not name.startswith(prefix)
             for ref in node.input if prefix in ref]  # a cheap test first: most refs fail it
     outside = reachable(used, lambda name: (op_name(ref) for ref in nodes[name].input),
@@ -342,11 +344,12 @@ def saver_tensors(meta) -> list[tuple[str, str, tuple[int, ...] | None]]:
     saves and restores (:func:`saved_variables`), once per key."""
     from ..formats.dtypes import DTYPE_NAMES
 
-    try:
-        saved = saved_variables(meta)
-    except UnsupportedSaverError:  # it saves something else than variables: not checkable
-        return []
-    nodes = node_map(meta)
+    with frozen(meta):
+        try:
+            saved = saved_variables(meta)
+        except UnsupportedSaverError:  # it saves something else than variables: not checkable
+            return []
+        nodes = node_map(meta)
     out = {}
     for v in saved:
         enum = v.stored_dtype or v.dtype

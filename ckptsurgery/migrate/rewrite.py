@@ -330,6 +330,7 @@ def rewrite_checkpoint(checkpoint, plan: RewritePlan, out: str, *, force: bool =
     new_meta, meta_info, note = None, None, ""
     if checkpoint.files.meta and with_meta:
         new_meta, meta_info = _rewrite_meta(checkpoint, plan)
+        checkpoint.drop_meta_graph()  # the input's graph is not needed any more
     elif checkpoint.files.meta:
         note = "not written (--no-meta)"
     prefix = check_output_prefix(out, inputs=checkpoint.files.paths, force=force)
@@ -337,10 +338,11 @@ def rewrite_checkpoint(checkpoint, plan: RewritePlan, out: str, *, force: bool =
              for k, t in plan.targets.items() if t is not None]
     extra = _object_graph(checkpoint, plan)
     with staged_checkpoint(prefix, verify=lambda tmp: _verify(tmp, specs, extra)) as tmp:
+        if new_meta is not None:  # written first, so that no graph is held while tensors are
+            write_meta_graph(new_meta, tmp + ".meta")
+            new_meta = None
         stats = copy_tensors(checkpoint, tmp, specs, progress=progress, extra=extra,
                              max_batch_bytes=max_batch_bytes or DEFAULT_BATCH_BYTES)
-        if new_meta is not None:
-            write_meta_graph(new_meta, tmp + ".meta")
     folder = os.path.dirname(prefix) or "."
     base = os.path.basename(prefix)
     files = sorted(os.path.join(folder, f) for f in os.listdir(folder)
