@@ -147,3 +147,21 @@ def test_resource_variables_train_as_in_the_feed_loop(tmp_path):
     spec = GraftSpec(at="hiddens1", layers=[DenseSpec("logits", 10)], seed=3)
     _assert_same_training(tmp_path, spec, checkpoint=str(tmp_path / "resource.ckpt"),
                           train={"optimizer": "adam", "lr": 0.001})
+
+
+def test_the_copied_step_leaves_out_only_the_gradient_nobody_reads(mlp_ckpt):
+    """tf.gradients' gates wait for the first layer's gradient with respect to the data,
+    which no update reads: the loop's copy of the step computes everything else."""
+    from ckptsurgery.formats.checkpoint import open_checkpoint
+    from ckptsurgery.graft.build import build
+    from ckptsurgery.train.fit import add_training_ops
+
+    grafted = build(open_checkpoint(mlp_ckpt), GraftSpec(at="hiddens3", layers=NEW_TOP))
+    ops = add_training_ops(grafted.inputs, grafted.labels, grafted.output,
+                           grafted.train_vars, TrainConfig(optimizer="adam"))
+    fed = {ops.inputs.op.name, ops.labels.op.name}
+    step = loop._ancestors(grafted.graph, [ops.train_op, ops.loss.op], stop=fed)
+    (unused,) = loop._unused(step, {ops.train_op, ops.loss.op})
+    matmul = grafted.graph.get_operation_by_name(unused)
+    assert matmul.type == "MatMul" and "hidden1" in unused
+    assert matmul.outputs[0].shape.as_list() == [None, 784]

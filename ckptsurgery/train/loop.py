@@ -139,7 +139,8 @@ def epoch_loop(session, ops, *, batch_size: int, n_rows: int, cached: bool,
                               "collection, so their values cannot be copied")
     variables = [by_name[n] for n in sorted(set(used))]
     full = graph.as_graph_def()
-    step_def = _step_graph_def(full, {op.name for op in step_ops} - fed - set(used))
+    keep = {op.name for op in step_ops} - fed - set(used)
+    step_def = _step_graph_def(full, keep, _unused(step_ops, {ops.train_op, ops.loss.op}))
 
     copy = tf.Graph()
     v2 = tf1.control_flow_v2_enabled()
@@ -159,8 +160,8 @@ def epoch_loop(session, ops, *, batch_size: int, n_rows: int, cached: bool,
     # A small step is a chain of tiny ops: one thread runs it with no hand-offs between
     # threads (0.09-0.11 s an epoch against 0.12-0.13 s with two on the cached demo step); a
     # large one gains from running a layer's two gradient products at once (1.5-2.1 s against
-    # 1.9-3.2 s with one on the full network; bench/README.md). The pool is the session's own: TF's global one is sized by
-    # the first session of the process.
+    # 1.9-3.2 s with one on the full network; bench/README.md). The pool is the session's
+    # own: TF's global one is sized by the first session of the process.
     small = sum(v.shape.num_elements() or 0 for v in variables) < SMALL_STEP
     config = tf1.ConfigProto(inter_op_parallelism_threads=1 if small else 0,
                              use_per_session_threads=True)
@@ -218,22 +219,62 @@ def _check_step(step_ops: set) -> None:
                                   "of the step would not share")
 
 
-def _step_graph_def(full, keep: set[str]):
+def _unused(step_ops: set, fetched: set) -> set[str]:
+    """The stateless ops of the step whose outputs no op of it reads, only waits for (the
+    gates of ``tf.gradients`` wait for every gradient of an op's inputs, the first layer's
+    gradient with respect to the data included: a third of a full MLP's arithmetic). Their
+    values are dropped, so the copy leaves them out: no value it computes changes, and the
+    stateful ops keep their order (the ``NoOp`` gates stay). None in a step with a v1 ``cond``:
+    there a control edge from a branch's pivot also carries whether the branch runs."""
+    if any(op.type in ("Switch", "RefSwitch") for op in step_ops):
+        return set()
+    readers: dict = {op: 0 for op in step_ops}
+    for op in step_ops:
+        for t in op.inputs:
+            if t.op in readers:
+                readers[t.op] += 1
+
+    def droppable(op) -> bool:
+        return (readers[op] == 0 and bool(op.outputs) and op not in fetched
+                and not op.op_def.is_stateful and op.type not in _VARIABLE_OPS
+                # ApplyAdam and Assign write through a ref input without being "stateful"
+                and not any(arg.is_ref for arg in op.op_def.input_arg))
+
+    unused: set[str] = set()
+    stack = [op for op in step_ops if droppable(op)]
+    while stack:
+        op = stack.pop()
+        if op.name in unused:
+            continue
+        unused.add(op.name)
+        for t in op.inputs:
+            if t.op in readers:
+                readers[t.op] -= 1
+                if droppable(t.op):
+                    stack.append(t.op)
+    return unused
+
+
+def _step_graph_def(full, keep: set[str], unused: set[str]):
     """The part of ``GraphDef`` ``full`` named in ``keep`` (the step but its variables and fed
-    placeholders, rewired at import), colocation and devices cleared (they name ops the step
-    does not hold)."""
+    placeholders, rewired at import) but not in ``unused``, colocation and devices cleared
+    (they name ops the step does not hold)."""
     import tensorflow as tf
 
     out = tf.compat.v1.GraphDef()
     out.versions.CopyFrom(full.versions)
     out.library.CopyFrom(full.library)
     for node in full.node:
-        if node.name in keep:
+        if node.name in keep and node.name not in unused:
             added = out.node.add()
             added.CopyFrom(node)
             added.device = ""
             if "_class" in added.attr:
                 del added.attr["_class"]
+            kept = [i for i in added.input if not (i.startswith("^") and i[1:] in unused)]
+            if len(kept) < len(added.input):
+                del added.input[:]
+                added.input.extend(kept)
     return out
 
 
