@@ -17,6 +17,7 @@ before TensorFlow is even loaded. Reading the tensors themselves is :mod:`.reade
 
 from __future__ import annotations
 
+import functools
 import os
 import struct
 from collections.abc import Iterator
@@ -378,9 +379,23 @@ def _decode_entry(key: str, buf: bytes) -> BundleEntry:
 def read_index(path: str) -> BundleIndex:
     """Parse and check a V2 ``.index`` file (every block checksum, the header, every entry).
 
+    The result is kept for the file as it is on disk (same inode, size and modification time),
+    so a command that opens, writes and verifies checkpoints parses each index once.
+
     Raises:
         CheckpointCorruptError: the file is damaged; the message names what and where.
     """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError as e:
+        from ..errors import CheckpointNotFoundError
+
+        raise CheckpointNotFoundError(f"no file '{path}'") from e
+    return _parse_index(path, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _parse_index(path: str, inode: int, size: int, mtime_ns: int) -> BundleIndex:
     table = read_table(path)
     if not table or table[0][0] != b"":
         raise CheckpointCorruptError(

@@ -22,6 +22,7 @@ from .partitions import slice_key
 __all__ = ["BundleReader", "UnreadableDtypeError"]
 
 _COPY_AGAIN = "copy the checkpoint again from its source"
+_READ_LIMIT = 2**20  # pieces up to this size are read, larger ones memory-mapped
 
 
 class UnreadableDtypeError(CheckpointCorruptError):
@@ -101,11 +102,19 @@ class BundleReader:
                 "through TensorFlow") from None
 
     def _map(self, entry: BundleEntry, start: int, size: int):
+        """Bytes ``start:start+size`` of an entry: read into memory when small (mapping has a
+        fixed cost that dominates for many small tensors), else memory-mapped."""
         import numpy as np
 
         path = self.files.data[entry.shard_id]
-        return np.memmap(path, dtype=np.uint8, mode="r", offset=entry.offset + start,
-                         shape=(size,))
+        if size > _READ_LIMIT:
+            return np.memmap(path, dtype=np.uint8, mode="r", offset=entry.offset + start,
+                             shape=(size,))
+        data = np.fromfile(path, dtype=np.uint8, count=size, offset=entry.offset + start)
+        if len(data) != size:
+            raise CheckpointCorruptError(f"'{path}' is damaged: it ends inside variable "
+                                         f"'{entry.key}'; {_COPY_AGAIN}")
+        return data
 
     def _native(self, array):
         return array.byteswap().view(array.dtype) if self._big_endian else array
