@@ -309,7 +309,7 @@ def test_a_scalar_float_placeholder_is_never_taken_for_the_input():
 # --- where to graft ---------------------------------------------------------------------------
 
 def _graft_points(prefix: str) -> list[dict]:
-    r = run_cli("inspect", prefix, "--json")
+    r = run_cli("inspect", prefix, "--json", "--check-import")
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)["meta"]["graft_points"]
 
