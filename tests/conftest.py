@@ -41,7 +41,7 @@ def mnist(shared) -> str:
 
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory):
-    """``ckptsurgery demo`` (all six steps, one epoch each, on the built-in subset), run once
+    """``ckptsurgery demo`` (all seven steps, one epoch each, on the built-in subset), run once
     per test session and shared by every test that reads its output: (out dir, result, JSON)."""
     import json
 

@@ -1,4 +1,4 @@
-"""``ckptsurgery demo``: the six steps, the report, the frozen-layer check, step by step runs.
+"""``ckptsurgery demo``: the seven steps, the report, the frozen-layer check, step by step runs.
 
 The fast tests run the demo for one epoch on the MNIST subset shipped in the package; the slow
 one runs it as the README says, on full MNIST, and checks the published accuracies.
@@ -13,12 +13,14 @@ import numpy as np
 import pytest
 from conftest import read_vars, run_cli
 
-STEPS = ["base", "graft", "freeze-varlist", "freeze-stop-gradient", "cache", "fine-tune"]
+STEPS = ["base", "graft", "freeze-varlist", "freeze-stop-gradient", "cache", "fine-tune",
+         "distill"]
 TRANSFER = ["freeze-varlist", "freeze-stop-gradient", "cache"]
 CHECKPOINTS = {
     "base": "my_model.ckpt", "graft": "my_new_model.ckpt",
     "freeze-varlist": "my_transfer_model.ckpt", "freeze-stop-gradient": "my_transfer_model2.ckpt",
     "cache": "my_caching_model.ckpt", "fine-tune": "my_finetuned_model.ckpt",
+    "distill": "my_distilled_model.ckpt",
 }
 #: Validation accuracies of the original write-up (../shared/data/README.md), 5 epochs each.
 REFERENCE = {"base": 0.9570, "graft": 0.9752, "freeze-varlist": 0.9584,
@@ -27,7 +29,7 @@ REFERENCE = {"base": 0.9570, "graft": 0.9752, "freeze-varlist": 0.9584,
 
 @pytest.fixture
 def subset_run(demo_run):
-    """All six steps, one epoch each, on the built-in subset (the session's one demo run)."""
+    """All seven steps, one epoch each, on the built-in subset (the session's one demo run)."""
     return demo_run
 
 
@@ -36,13 +38,14 @@ def _report(out: str) -> dict:
         return json.load(f)
 
 
-def test_the_demo_writes_six_checkpoints_and_the_report(subset_run):
+def test_the_demo_writes_seven_checkpoints_and_the_report(subset_run):
     out, _, _ = subset_run
     for name in CHECKPOINTS.values():
         for suffix in (".index", ".meta", ".data-00000-of-00001"):
             assert os.path.isfile(os.path.join(out, name + suffix)), name + suffix
     for name in ("report.json", "report.md"):
         assert os.path.getsize(os.path.join(out, name)) > 0
+    assert not [f for f in os.listdir(out) if f.startswith(".distill-")], "scratch runs removed"
     with open(os.path.join(out, "accuracy.png"), "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
@@ -74,6 +77,21 @@ def test_parameter_counts_follow_what_each_step_trains(subset_run):
                                          "new": new_top, "reused": frozen + 50 * 50 + 50}
     assert steps["graft"]["params"]["frozen"] == steps["fine-tune"]["params"]["frozen"] == 0
     assert steps["fine-tune"]["params"]["new"] == 0
+    assert steps["distill"]["params"] == steps["graft"]["params"]
+
+
+def test_the_distill_step_compares_three_seeds_and_keeps_a_distilled_student(subset_run):
+    out = subset_run[0]
+    step = _report(out)["steps"]["distill"]
+    table = step["distill"]
+    assert table["seeds"] == [1, 2, 3] and table["per_class"] == 100
+    assert len(table["labels_alone"]) == len(table["distilled"]) == 3
+    assert all(0.1 < a < 1 for a in table["labels_alone"] + table["distilled"])
+    assert table["labels_alone"] != table["distilled"], "the soft targets change training"
+    with open(os.path.join(out, "report.md"), encoding="utf-8") as f:
+        md = f.read()
+    assert "## Distillation" in md
+    assert f"| 2 | {table['labels_alone'][1]:.4f} | {table['distilled'][1]:.4f} |" in md
 
 
 def test_frozen_check_shows_hidden1_2_unchanged_in_transfer_steps_changed_in_fine_tune(subset_run):
@@ -185,7 +203,12 @@ def test_full_mnist_reproduces_the_published_accuracies(mnist, tmp_path):
     best_transfer = max(steps[n]["final_valid_accuracy"] for n in TRANSFER)
     assert steps["fine-tune"]["final_valid_accuracy"] >= best_transfer
     assert [steps[n]["frozen_check"]["hidden1_2"] for n in STEPS[1:]] == \
-        ["changed", "identical", "identical", "identical", "changed"]
+        ["changed", "identical", "identical", "identical", "changed", "changed"]
+    # Issue 13: on 100 images per digit, the base's soft targets beat the labels alone, each seed.
+    table = steps["distill"]["distill"]
+    for seed, alone, distilled in zip(table["seeds"], table["labels_alone"], table["distilled"],
+                                      strict=True):
+        assert distilled > alone, f"seed {seed}: distilled {distilled} <= labels alone {alone}"
 
 
 def test_the_cache_step_is_what_the_graft_command_gives(subset_run, tmp_path):

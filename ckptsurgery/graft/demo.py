@@ -54,6 +54,9 @@ STEPS = (
     Step("fine-tune", "the best of the three above, everything trains, low rate",
          "my_finetuned_model.ckpt", ("freeze-varlist", "freeze-stop-gradient", "cache"),
          "adam", 0.0001),
+    Step("distill", "as graft on 100 images per digit, with the base's soft targets "
+         "(T 4, A 0.7) against labels alone, seeds 1-3", "my_distilled_model.ckpt", ("base",),
+         "adam", 0.001),
 )
 STEP_NAMES = tuple(s.name for s in STEPS)
 _BY_NAME = {s.name: s for s in STEPS}
@@ -62,6 +65,9 @@ TRANSFER_STEPS = ("freeze-varlist", "freeze-stop-gradient", "cache")
 #: The layers of the reference MLP, compared with the base checkpoint after each step.
 LAYERS = ("hidden1", "hidden2", "hidden3", "hidden4", "hidden5", "logits")
 REPORT_JSON = "report.json"
+#: The distill step: images per digit of the student's data, and the seeds it compares over.
+DISTILL_PER_CLASS = 100
+DISTILL_SEEDS = (1, 2, 3)
 
 
 class MissingStepError(UserError):
@@ -87,7 +93,9 @@ def _logdir(config: DemoConfig, step: str) -> str | None:
     return os.path.join(config.logdir, step) if config.logdir else None
 
 
-def graft_job(step: str, config: DemoConfig, source: str | None = None) -> GraftJob:
+def graft_job(step: str, config: DemoConfig, source: str | None = None, *,
+              seed: int | None = None, out: str | None = None,
+              distill: bool = True) -> GraftJob:
     """The :class:`~ckptsurgery.graft.job.GraftJob` of a step after ``base``.
 
     Args:
@@ -95,11 +103,15 @@ def graft_job(step: str, config: DemoConfig, source: str | None = None) -> Graft
         config: the demo's settings.
         source: the checkpoint to start from; default the base checkpoint (fine-tune: required,
             the best transfer step's checkpoint).
+        seed: instead of ``config.seed`` (the distill step runs several).
+        out: instead of the step's checkpoint in ``config.out``.
+        distill: for the distill step, False trains the same student on the labels alone.
     """
     from ..graph.layers import DenseSpec
     from ..train.data import BUILTIN_SUBSET
     from ..train.fit import TrainConfig
     from .build import GraftSpec
+    from .distill import Distillation
     from .job import GraftJob
 
     s = _BY_NAME[step]
@@ -115,20 +127,25 @@ def graft_job(step: str, config: DemoConfig, source: str | None = None) -> Graft
         # The transfer models of the stop_gradient steps carry their cut; uncut removes it so
         # that hidden1-2 train too.
         "fine-tune": GraftSpec(at="logits", layers=[], uncut=True),
+        "distill": GraftSpec(at="hiddens3", layers=new_top),
     }
     if step not in specs:
         raise UserError(f"step '{step}' is not a graft step; use one of {', '.join(specs)}")
     if source is None and step == "fine-tune":
         raise UserError("the fine-tune step needs the checkpoint of the best transfer step")
+    seed = config.seed if seed is None else seed
+    base = os.path.join(config.out, _BY_NAME["base"].checkpoint)
     return GraftJob(
-        checkpoint=source or os.path.join(config.out, _BY_NAME["base"].checkpoint),
-        spec=dataclasses.replace(specs[step], seed=config.seed),
-        out=os.path.join(config.out, s.checkpoint),
+        checkpoint=source or base,
+        spec=dataclasses.replace(specs[step], seed=seed),
+        out=out or os.path.join(config.out, s.checkpoint),
         data=config.data or BUILTIN_SUBSET,
         train=TrainConfig(optimizer=s.optimizer, lr=s.lr, epochs=config.epochs,
-                          batch_size=config.batch_size, seed=config.seed,
+                          batch_size=config.batch_size, seed=seed,
                           cache_frozen=s.cache_frozen, progress=config.progress),
-        force=config.force, logdir=_logdir(config, step),
+        per_class=DISTILL_PER_CLASS if step == "distill" else None,
+        distill=Distillation(base) if step == "distill" and distill else None,
+        force=config.force, logdir=_logdir(config, step) if out is None else None,
     )
 
 
@@ -272,6 +289,8 @@ def _run_step(step: Step, config: DemoConfig, data, report: dict,
             log(f"starting from the best transfer step, {best} "
                 f"(valid accuracy {report['steps'][best]['final_valid_accuracy']:.4f})")
             entry["started_from"] = best
+        if step.name == "distill":
+            entry["distill"] = _compare_distillation(config, log)
         result = run_graft(graft_job(step.name, config, source), log=log)
         training = result.training.as_dict()
         params = {key: sum(r.params for r in getattr(result.plan, key))
@@ -285,6 +304,30 @@ def _run_step(step: Step, config: DemoConfig, data, report: dict,
         os.path.join(config.out, _BY_NAME["base"].checkpoint),
         os.path.join(config.out, step.checkpoint), frozen)
     return entry
+
+
+def _compare_distillation(config: DemoConfig, log: Callable[[str], None]) -> dict:
+    """The distill step's comparison: for each of :data:`DISTILL_SEEDS` (which draw the 100
+    images per digit, the new layers' weights and the batches), the student trained on the
+    labels alone and with the base's soft targets; their validation accuracies. These runs'
+    checkpoints are thrown away; the step's own is the distilled student of ``config.seed``."""
+    import tempfile
+
+    from .job import run_graft
+
+    quiet = dataclasses.replace(config, progress=False)
+    table: dict = {"seeds": list(DISTILL_SEEDS), "per_class": DISTILL_PER_CLASS,
+                   "labels_alone": [], "distilled": []}
+    with tempfile.TemporaryDirectory(dir=config.out, prefix=".distill-") as scratch:
+        for seed in DISTILL_SEEDS:
+            for kind, soft in (("labels_alone", False), ("distilled", True)):
+                out = os.path.join(scratch, f"{kind}-{seed}", "model.ckpt")
+                result = run_graft(graft_job("distill", quiet, seed=seed, out=out,
+                                             distill=soft), log=lambda _: None)
+                table[kind].append(result.training.best_valid_accuracy)
+            log(f"seed {seed}: labels alone {table['labels_alone'][-1]:.4f}, distilled "
+                f"{table['distilled'][-1]:.4f}")
+    return table
 
 
 def _train_base(config: DemoConfig, data, log: Callable[[str], None]) -> tuple[dict, dict]:

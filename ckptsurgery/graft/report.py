@@ -161,6 +161,18 @@ def render_markdown(report: dict) -> str:
                   _frozen_cell(c)] for name, c in checked.items()]),
             "",
         ]
+    if steps.get("distill", {}).get("distill"):
+        d = steps["distill"]["distill"]
+        out += [
+            "## Distillation: the same student with and without the base's soft targets",
+            "",
+            f"{d['per_class']} training images per digit; validation accuracy of the best epoch.",
+            "",
+            _markdown_table(["seed", "labels alone", "distilled"],
+                            [[str(s), f"{a:.4f}", f"{b:.4f}"] for s, a, b in
+                             zip(d["seeds"], d["labels_alone"], d["distilled"], strict=True)]),
+            "",
+        ]
     n_epochs = max((len(s["valid_accuracy"]) for s in steps.values()), default=0)
     out += ["## Validation accuracy per epoch", "",
             _markdown_table(["step", *(str(i) for i in range(1, n_epochs + 1))],
