@@ -114,7 +114,8 @@ def test_writer_output_reads_back_in_tensorflow_and_its_index_equals_savev2(tmp_
 
 
 def _first_difference(a: bytes, b: bytes) -> str:
-    at = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    at = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y),
+              min(len(a), len(b)))
     return f"the .index differs from SaveV2's at byte {at} of {len(a)} (SaveV2: {len(b)})"
 
 

@@ -74,7 +74,6 @@ class BundleReader:
         """Yield the tensor ``key`` flattened, in C order, as arrays of at most ``max_bytes``
         (at least one element each). Each piece is valid until the next is asked for. The
         checksum is checked after the last piece (raises CheckpointCorruptError then)."""
-        import numpy as np
 
         entry = self.index.entries[key]
         width = DTYPE_NAMES.get(entry.dtype, ("", 0))[1]
