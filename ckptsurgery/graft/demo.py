@@ -94,8 +94,7 @@ def _logdir(config: DemoConfig, step: str) -> str | None:
 
 
 def graft_job(step: str, config: DemoConfig, source: str | None = None, *,
-              seed: int | None = None, out: str | None = None,
-              distill: bool = True) -> GraftJob:
+              seed: int | None = None, distill: bool = True) -> GraftJob:
     """The :class:`~ckptsurgery.graft.job.GraftJob` of a step after ``base``.
 
     Args:
@@ -104,7 +103,6 @@ def graft_job(step: str, config: DemoConfig, source: str | None = None, *,
         source: the checkpoint to start from; default the base checkpoint (fine-tune: required,
             the best transfer step's checkpoint).
         seed: instead of ``config.seed`` (the distill step runs several).
-        out: instead of the step's checkpoint in ``config.out``.
         distill: for the distill step, False trains the same student on the labels alone.
     """
     from ..graph.layers import DenseSpec
@@ -138,14 +136,14 @@ def graft_job(step: str, config: DemoConfig, source: str | None = None, *,
     return GraftJob(
         checkpoint=source or base,
         spec=dataclasses.replace(specs[step], seed=seed),
-        out=out or os.path.join(config.out, s.checkpoint),
+        out=os.path.join(config.out, s.checkpoint),
         data=config.data or BUILTIN_SUBSET,
         train=TrainConfig(optimizer=s.optimizer, lr=s.lr, epochs=config.epochs,
                           batch_size=config.batch_size, seed=seed,
                           cache_frozen=s.cache_frozen, progress=config.progress),
         per_class=DISTILL_PER_CLASS if step == "distill" else None,
         distill=Distillation(base) if step == "distill" and distill else None,
-        force=config.force, logdir=_logdir(config, step) if out is None else None,
+        force=config.force, logdir=_logdir(config, step),
     )
 
 
@@ -309,24 +307,20 @@ def _run_step(step: Step, config: DemoConfig, data, report: dict,
 def _compare_distillation(config: DemoConfig, log: Callable[[str], None]) -> dict:
     """The distill step's comparison: for each of :data:`DISTILL_SEEDS` (which draw the 100
     images per digit, the new layers' weights and the batches), the student trained on the
-    labels alone and with the base's soft targets; their validation accuracies. These runs'
-    checkpoints are thrown away; the step's own is the distilled student of ``config.seed``."""
-    import tempfile
-
+    labels alone and with the base's soft targets; their validation accuracies. These runs
+    write no checkpoint; the step's own is the distilled student of ``config.seed``."""
     from .job import run_graft
 
     quiet = dataclasses.replace(config, progress=False)
     table: dict = {"seeds": list(DISTILL_SEEDS), "per_class": DISTILL_PER_CLASS,
                    "labels_alone": [], "distilled": []}
-    with tempfile.TemporaryDirectory(dir=config.out, prefix=".distill-") as scratch:
-        for seed in DISTILL_SEEDS:
-            for kind, soft in (("labels_alone", False), ("distilled", True)):
-                out = os.path.join(scratch, f"{kind}-{seed}", "model.ckpt")
-                result = run_graft(graft_job("distill", quiet, seed=seed, out=out,
-                                             distill=soft), log=lambda _: None)
-                table[kind].append(result.training.best_valid_accuracy)
-            log(f"seed {seed}: labels alone {table['labels_alone'][-1]:.4f}, distilled "
-                f"{table['distilled'][-1]:.4f}")
+    for seed in DISTILL_SEEDS:
+        for kind, soft in (("labels_alone", False), ("distilled", True)):
+            job = dataclasses.replace(graft_job("distill", quiet, seed=seed, distill=soft),
+                                      out=None, logdir=None)
+            table[kind].append(run_graft(job, log=lambda _: None).training.best_valid_accuracy)
+        log(f"seed {seed}: labels alone {table['labels_alone'][-1]:.4f}, distilled "
+            f"{table['distilled'][-1]:.4f}")
     return table
 
 

@@ -24,7 +24,7 @@ class GraftJob:
 
     checkpoint: str
     spec: GraftSpec
-    out: str
+    out: str | None  # None: train and report, write no checkpoint (comparisons of settings)
     data: str | None = None
     train: TrainConfig = field(default_factory=TrainConfig)
     valid_size: int = 5000
@@ -93,7 +93,8 @@ def run_graft(job: GraftJob, log: Callable[[str], None] = print) -> GraftResult:
 
         # The session below runs imported ops (initialisers, the model): refuse unsafe graphs.
         check_graph_safe(source, allow_unsafe=job.allow_unsafe_ops)
-        check_output_prefix(job.out, inputs=source.files.paths, force=job.force)
+        if job.out is not None:
+            check_output_prefix(job.out, inputs=source.files.paths, force=job.force)
     training = bool(job.data) and not job.dry_run
     grafted = build(source, job.spec, require_labels=training)
     log(str(grafted.plan))
@@ -160,6 +161,8 @@ def run_graft(job: GraftJob, log: Callable[[str], None] = print) -> GraftResult:
         if events:
             events.close()
             log(f"TensorBoard events in {job.logdir} (tensorboard --logdir {job.logdir})")
+        if job.out is None:
+            return result
         exported = export_checkpoint(sess, grafted.graph, job.out,
                                      inputs=source.files.paths, force=job.force)
     log(f"wrote {exported.prefix} ({exported.n_variables} variables)")
