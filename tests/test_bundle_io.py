@@ -243,3 +243,27 @@ def test_a_streamed_cast_of_a_tensor_larger_than_the_budget(tmp_path):
     got = tf.train.load_checkpoint(out).get_tensor("w")
     assert got.dtype == np.float16 and got.tobytes() == value.astype(np.float16).tobytes()
     assert open_checkpoint(out).variables["w"].dtype == "float16"
+
+
+def test_float16_cast_gives_numpys_bits_on_every_kind_of_value():
+    """The fast float32 -> float16 conversion against numpy's: every float16 value and the
+    float32 values around each (ties, just above and below), a million random bit patterns
+    (NaNs, infinities, subnormals, overflow included), and Adam-like tiny values. (All 2**32
+    float32 values were checked once by hand: 0 differences.)"""
+    from ckptsurgery.formats.cast import cast
+
+    halves = np.arange(2**16, dtype=np.uint32).astype(np.uint16).view(np.float16)
+    centre = halves[np.isfinite(halves)].astype(np.float32).view(np.uint32).astype(np.int64)
+    near = np.concatenate([centre + d for d in (-4097, -4096, -4095, -1, 0, 1, 4095, 4096, 4097)])
+    near = (near % 2**32).astype(np.uint32)
+    rng = np.random.RandomState(4)
+    patterns = np.concatenate([
+        near, rng.randint(0, 2**32, size=2**20, dtype=np.uint64).astype(np.uint32),
+        (rng.randn(2**18) * 1e-7).astype(np.float32).view(np.uint32)]).astype(np.uint32)
+    x = patterns.view(np.float32).reshape(-1, 8)
+    with np.errstate(all="ignore"):
+        want = x.astype(np.float16)
+    got = cast(x, np.float16)
+    assert got.shape == x.shape and got.dtype == np.float16
+    differ = want.view(np.uint16) != got.view(np.uint16)
+    assert not differ.any(), f"{int(differ.sum())} values differ, first {x[differ][:3]}"

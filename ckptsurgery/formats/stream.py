@@ -103,6 +103,7 @@ def copy_tensors(checkpoint, prefix: str, specs: Sequence[CopySpec], *,
     Returns:
         A :class:`CopyStats`.
     """
+    from .cast import cast
     from .dtypes import enum_of, numpy_dtype
     from .writer import BundleFileWriter
 
@@ -120,7 +121,7 @@ def copy_tensors(checkpoint, prefix: str, specs: Sequence[CopySpec], *,
 
             def pieces(spec=spec, target=target, lost=lost):
                 for piece in checkpoint.pieces(spec.source, max_batch_bytes):
-                    out = piece if piece.dtype == target else piece.astype(target)
+                    out = piece if piece.dtype == target else cast(piece, target)
                     if out is not piece:
                         lost[0] += _overflow(piece, out)
                     yield out
