@@ -24,6 +24,25 @@ __all__ = ["BundleFileWriter", "data_path"]
 
 #: ``kTensorBundleVersion``: the format version TensorFlow's writer records.
 _PRODUCER = 1
+_WRITEBACK_BYTES = 64 * 2**20
+
+
+def _sync_file_range():
+    """libc's ``sync_file_range(fd, offset, nbytes, flags)`` (Linux), or None elsewhere."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    return fn
+
+
+_SYNC_FILE_RANGE = _sync_file_range()
 
 
 def data_path(prefix: str) -> str:
@@ -39,6 +58,7 @@ class BundleFileWriter:
         self.prefix = prefix
         self._data = open(data_path(prefix), "wb")  # noqa: SIM115 - closed in close()/abort()
         self._offset = 0
+        self._flushed = 0  # bytes handed to the disk so far (see _start_writeback)
         self._entries: dict[str, bytes] = {}
 
     def add(self, key: str, value) -> None:
@@ -69,6 +89,7 @@ class BundleFileWriter:
             crc = crc32c(piece, crc)
             self._data.write(piece.view(np.uint8).data)
             self._offset += piece.nbytes
+            self._start_writeback()
         size = self._offset - start
         expected = int(np.prod(shape, dtype=np.int64)) * width
         if size != expected:
@@ -109,6 +130,16 @@ class BundleFileWriter:
         entry.size = size
         entry.crc32c = mask_crc(crc)
         self._entries[key] = entry.SerializeToString(deterministic=True)
+
+    def _start_writeback(self) -> None:
+        """Ask the kernel to start writing what is written so far to the disk, without waiting
+        (Linux ``sync_file_range``), every 64 MB: the disk works while the next pieces are read
+        and cast, and the ``fsync`` in :meth:`close` finds little left to do."""
+        if self._offset - self._flushed < _WRITEBACK_BYTES or _SYNC_FILE_RANGE is None:
+            return
+        self._data.flush()
+        _SYNC_FILE_RANGE(self._data.fileno(), self._flushed, self._offset - self._flushed, 2)
+        self._flushed = self._offset
 
     def close(self) -> None:
         """Flush and fsync the data, write the index."""
