@@ -10,6 +10,7 @@ import argparse
 import json
 from collections.abc import Callable
 
+from ..formats.stream import DEFAULT_BATCH_BYTES
 from . import CKPT_HELP, add_output_options
 
 
@@ -22,8 +23,9 @@ def add_rewrite_options(p: argparse.ArgumentParser) -> None:
     o.add_argument("--no-meta", action="store_true",
                    help="write no .meta, even when the input has one")
     o.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
-    o.add_argument("--batch-mb", type=float, default=128, metavar="MB",
-                   help="tensors read and written per batch; bounds memory (default 128)")
+    o.add_argument("--batch-mb", type=float, default=DEFAULT_BATCH_BYTES / 2**20, metavar="MB",
+                   help="bytes of a tensor read and written at a time; bounds memory "
+                        f"(default {DEFAULT_BATCH_BYTES // 2**20})")
 
 
 def run_rewrite(args, make_plan: Callable) -> int:

@@ -29,7 +29,7 @@ __all__ = [
 
 #: Default bound of one read piece or batch. TensorFlow is not loaded, so a rewrite's peak
 #: memory is the Python process (about 100 MB with numpy and protobuf) plus about twice this.
-DEFAULT_BATCH_BYTES = 64 * 2**20
+DEFAULT_BATCH_BYTES = 128 * 2**20
 
 
 @dataclass(frozen=True)
