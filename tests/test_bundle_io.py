@@ -239,7 +239,11 @@ def test_a_streamed_cast_of_a_tensor_larger_than_the_budget(tmp_path):
     with BundleFileWriter(src) as writer:
         writer.add("w", value)
     out = str(tmp_path / "out" / "m.ckpt")
-    cast_checkpoint(src, "float16", out, progress=False, max_batch_bytes=value.nbytes // 4)
+    result = cast_checkpoint(src, "float16", out, progress=False,
+                             max_batch_bytes=value.nbytes // 4)
+    assert (result.bytes_read, result.bytes_written) == (value.nbytes, value.nbytes // 2)
+    assert result.lines()[-1].endswith(f"{value.nbytes // 2:,} bytes of tensors from "
+                                       f"{value.nbytes:,} read)")
     got = tf.train.load_checkpoint(out).get_tensor("w")
     assert got.dtype == np.float16 and got.tobytes() == value.astype(np.float16).tobytes()
     assert open_checkpoint(out).variables["w"].dtype == "float16"
