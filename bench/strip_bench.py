@@ -45,44 +45,23 @@ BUILD = textwrap.dedent("""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import numpy as np
     import tensorflow as tf
-    prefix, layers, width = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    prefix, layers, width, stacked = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
     g = tf.Graph()
     with g.as_default():
         tf.compat.v1.set_random_seed(0)
         x = tf.compat.v1.placeholder(tf.float32, [None, width], name="x")
-        h = x
+        h, outs = x, []
         for i in range(layers):
             with tf.compat.v1.variable_scope(f"layer{i}"):
                 k = tf.compat.v1.get_variable("kernel", [width, width],
                                               initializer=tf.compat.v1.glorot_uniform_initializer())
                 b = tf.compat.v1.get_variable("bias", [width], initializer=tf.zeros_initializer())
-                h = tf.nn.relu(tf.matmul(h, k) + b)
-        loss = tf.reduce_mean(tf.square(h))
-        train = tf.compat.v1.train.AdamOptimizer(1e-3).minimize(loss)
-        saver = tf.compat.v1.train.Saver()
-        with tf.compat.v1.Session(graph=g) as s:
-            s.run(tf.compat.v1.global_variables_initializer())
-            s.run(train, {x: np.random.RandomState(0).randn(8, width).astype(np.float32)})
-            saver.save(s, prefix, write_state=False)
-""")
-
-BUILD_MANY = textwrap.dedent("""
-    import os, sys
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import numpy as np
-    import tensorflow as tf
-    prefix, layers, width = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    g = tf.Graph()
-    with g.as_default():
-        x = tf.compat.v1.placeholder(tf.float32, [None, width], name="x")
-        outs = []
-        for i in range(layers):
-            with tf.compat.v1.variable_scope(f"layer{i}"):
-                k = tf.compat.v1.get_variable("kernel", [width, width],
-                                              initializer=tf.compat.v1.glorot_uniform_initializer())
-                b = tf.compat.v1.get_variable("bias", [width], initializer=tf.zeros_initializer())
-                outs.append(tf.reduce_mean(tf.nn.relu(tf.matmul(x, k) + b)))
-        loss = tf.add_n(outs)
+                if stacked == "1":
+                    h = tf.nn.relu(tf.matmul(h, k) + b)
+                else:
+                    outs.append(tf.reduce_mean(tf.nn.relu(tf.matmul(x, k) + b)))
+        # stacked: one deep network; side by side: many small layers on the same input
+        loss = tf.reduce_mean(tf.square(h)) if stacked == "1" else tf.add_n(outs)
         train = tf.compat.v1.train.AdamOptimizer(1e-3).minimize(loss)
         saver = tf.compat.v1.train.Saver()
         with tf.compat.v1.Session(graph=g) as s:
@@ -162,8 +141,8 @@ def main() -> None:
     try:
         print(f"building {layers} x [{width}, {width}] float32 + Adam slots in {work} ...",
               flush=True)
-        build = measure("build", [py, "-c", BUILD_MANY if args.many else BUILD, src,
-                                  str(layers), str(width)])
+        build = measure("build", [py, "-c", BUILD, src, str(layers), str(width),
+                                  "0" if args.many else "1"])
         data = [os.path.join(os.path.dirname(src), f) for f in os.listdir(os.path.dirname(src))
                 if ".data-" in f]
         total = files_size(src)

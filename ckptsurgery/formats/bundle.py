@@ -18,6 +18,7 @@ before TensorFlow is even loaded. Reading the tensors themselves is :mod:`.reade
 from __future__ import annotations
 
 import functools
+import math
 import os
 import struct
 from collections.abc import Iterator
@@ -66,10 +67,7 @@ class BundleEntry:
 
     @property
     def num_elements(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
+        return math.prod(self.shape)
 
 
 @dataclass(frozen=True)

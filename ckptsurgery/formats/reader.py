@@ -14,14 +14,13 @@ import struct
 from collections.abc import Iterator
 
 from ..errors import CheckpointCorruptError
-from .bundle import BundleEntry, check_bundle
+from .bundle import _COPY_AGAIN, BundleEntry, check_bundle
 from .crc import crc32c, unmask_crc
 from .dtypes import DTYPE_NAMES, numpy_dtype
 from .partitions import slice_key
 
 __all__ = ["BundleReader", "UnreadableDtypeError"]
 
-_COPY_AGAIN = "copy the checkpoint again from its source"
 _READ_LIMIT = 2**20  # pieces up to this size are read, larger ones memory-mapped
 
 
@@ -120,9 +119,12 @@ class BundleReader:
 
     def _check(self, entry: BundleEntry, key: str, crc: int) -> None:
         if crc != unmask_crc(entry.crc32c):
-            raise CheckpointCorruptError(
-                f"'{self.files.data[entry.shard_id]}' is damaged: the bytes of variable '{key}' "
-                f"do not match their checksum; {_COPY_AGAIN}")
+            raise self._damaged(entry, key)
+
+    def _damaged(self, entry: BundleEntry, key: str) -> CheckpointCorruptError:
+        return CheckpointCorruptError(
+            f"'{self.files.data[entry.shard_id]}' is damaged: the bytes of variable '{key}' do "
+            f"not match their checksum; {_COPY_AGAIN}")
 
     def _read_entry(self, entry: BundleEntry, key: str):
         import numpy as np
@@ -165,7 +167,7 @@ class BundleReader:
         crc = crc32c(stored, crc)
         pos += 4
         if pos + sum(lengths) != len(data):
-            self._check(entry, key, ~crc & 0xFFFFFFFF)  # sizes disagree: a checksum error
+            raise self._damaged(entry, key)
         values = []
         for length in lengths:
             values.append(data[pos:pos + length])

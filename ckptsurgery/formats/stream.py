@@ -103,7 +103,6 @@ def copy_tensors(checkpoint, prefix: str, specs: Sequence[CopySpec], *,
     Returns:
         A :class:`CopyStats`.
     """
-    from .cast import cast
     from .dtypes import enum_of, numpy_dtype
     from .writer import BundleFileWriter
 
@@ -117,24 +116,28 @@ def copy_tensors(checkpoint, prefix: str, specs: Sequence[CopySpec], *,
                 writer.add(spec.target, checkpoint.read(spec.source))
                 continue
             target = numpy_dtype(enum_of(spec.dtype or info.dtype))
-            lost = [0]
-
-            def pieces(spec=spec, target=target, lost=lost):
-                for piece in checkpoint.pieces(spec.source, max_batch_bytes):
-                    out = piece if piece.dtype == target else cast(piece, target)
-                    if out is not piece:
-                        lost[0] += _overflow(piece, out)
-                    yield out
-                    stats.bytes_read += piece.nbytes
-                    stats.bytes_written += out.nbytes
-                    bar.update(piece.nbytes)
-
-            writer.add_pieces(spec.target, target, info.shape, pieces())
-            if lost[0]:
-                stats.overflowed[spec.target] = lost[0]
+            pieces = _converted(checkpoint.pieces(spec.source, max_batch_bytes), target,
+                                spec.target, stats, bar)
+            writer.add_pieces(spec.target, target, info.shape, pieces)
         for key, value in extra:
             writer.add(key, value)
     return stats
+
+
+def _converted(pieces, target, key: str, stats: CopyStats, bar):
+    """``pieces`` cast to ``target``, counted into ``stats`` (bytes, overflow under ``key``)
+    and ``bar`` as they go by."""
+    from .cast import cast
+
+    for piece in pieces:
+        out = piece if piece.dtype == target else cast(piece, target)
+        lost = 0 if out is piece else _overflow(piece, out)
+        if lost:
+            stats.overflowed[key] = stats.overflowed.get(key, 0) + lost
+        yield out
+        stats.bytes_read += piece.nbytes
+        stats.bytes_written += out.nbytes
+        bar.update(piece.nbytes)
 
 
 def _overflow(value, cast) -> int:

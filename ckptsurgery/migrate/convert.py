@@ -211,18 +211,17 @@ def _arrays(checkpoint, names: dict[str, str], *, progress: bool, batch: int,
                 elif array.dtype == object:
                     array = array.astype(np.bytes_)
                 if torch_layout:
-                    array = _torch_layout(names[key], key, array)
+                    array = _torch_layout(key, array)
                 yield key, names[key], array
                 bar.update(checkpoint.variables[key].nbytes)
 
 
-def _torch_layout(name: str, key: str, array):
+def _torch_layout(key: str, array):
     """Dense kernels ``[in, out]`` to ``[out, in]``; convolution kernels (TF's
     ``[..., in, out]``) to ``[out, in, ...]``."""
     import numpy as np
 
-    last = clean_name(key).rpartition("/")[2]
-    if last not in _KERNELS or array.ndim < 2:
+    if not _transposed(key, array.ndim):
         return array
     if array.ndim == 2:
         return np.ascontiguousarray(array.T)
@@ -316,7 +315,7 @@ def _write_safetensors(checkpoint, names, out, *, force, progress, batch, torch_
             raise UserError(f"'{key}' is {info.dtype}, which safetensors cannot store; leave "
                             "it out with --only")
         shape = list(info.shape)
-        if torch_layout and _transposed(name, key, len(shape)):
+        if torch_layout and _transposed(key, len(shape)):
             shape = [shape[-1], shape[-2], *shape[:-2]]
         size = info.nbytes * (2 if info.dtype == "bfloat16" else 1)
         layout.append((key, name, dtype, shape, offset, offset + size))
@@ -331,22 +330,22 @@ def _write_safetensors(checkpoint, names, out, *, force, progress, batch, torch_
     with progress_bar(_total(checkpoint, names), "converting", progress) as bar, \
             atomic_file(out) as tmp, open(tmp, "wb") as f:
         f.write(struct.pack("<Q", len(text)) + text)
-        for key, name, dtype, _, _, _ in layout:
-            for piece in _pieces(checkpoint, key, name, batch, torch_layout):
+        for key, _, dtype, _, _, _ in layout:
+            for piece in _pieces(checkpoint, key, batch, torch_layout):
                 f.write(piece.astype(dtype, copy=False).tobytes())
                 bar.update(piece.nbytes)
     return out, _total(checkpoint, names)
 
 
-def _transposed(name: str, key: str, rank: int) -> bool:
+def _transposed(key: str, rank: int) -> bool:
     """Whether PyTorch's layout transposes this tensor (see :func:`_torch_layout`)."""
     return rank >= 2 and clean_name(key).rpartition("/")[2] in _KERNELS
 
 
-def _pieces(checkpoint, key: str, name: str, batch: int, torch_layout: bool):
+def _pieces(checkpoint, key: str, batch: int, torch_layout: bool):
     """A tensor's values in C order, in bounded pieces unless it must be transposed whole."""
-    if torch_layout and _transposed(name, key, len(checkpoint.variables[key].shape)):
-        yield _torch_layout(name, key, checkpoint.read(key)).reshape(-1)
+    if torch_layout and _transposed(key, len(checkpoint.variables[key].shape)):
+        yield _torch_layout(key, checkpoint.read(key)).reshape(-1)
     else:
         yield from checkpoint.pieces(key, batch)
 
