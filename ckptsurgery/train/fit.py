@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import DataError, UserError
+from ..errors import CkptSurgeryWarning, DataError, UserError
 from ..graph.restore import assign
 from ..graphdef.walk import reachable
 from .augment import augment_batch
@@ -306,8 +306,6 @@ def _trainer(session, ops: TrainingOps, config: TrainConfig, n: int, say):
 
 
 def _warn(message: str) -> None:
-    from ..graphdef.select import CkptSurgeryWarning
-
     warnings.warn(message, CkptSurgeryWarning, stacklevel=3)
 
 
