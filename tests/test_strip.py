@@ -174,3 +174,12 @@ def test_partitioned_variable_with_two_parts_keeps_restoring(tmp_path):
         parts = {v.op.name: sess.run(v) for v in tf.compat.v1.global_variables()}
     assert sorted(parts) == ["emb/part_0", "emb/part_1"]
     assert np.array_equal(np.concatenate([parts["emb/part_0"], parts["emb/part_1"]]), full)
+
+
+def test_a_piece_size_below_one_megabyte_is_refused(mlp_ckpt, tmp_path):
+    """--batch-mb 0 would stream a tensor one value at a time: refused, nothing written."""
+    r = run_cli("strip", mlp_ckpt, "--optimizer-slots", "--batch-mb", "0",
+                "--out", str(tmp_path / "o" / "m.ckpt"))
+    assert r.returncode == 2
+    assert "--batch-mb: '0': give a size in MB of at least 1" in r.stderr
+    assert not (tmp_path / "o").exists()

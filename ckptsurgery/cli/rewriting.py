@@ -23,9 +23,21 @@ def add_rewrite_options(p: argparse.ArgumentParser) -> None:
     o.add_argument("--no-meta", action="store_true",
                    help="write no .meta, even when the input has one")
     o.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
-    o.add_argument("--batch-mb", type=float, default=DEFAULT_BATCH_BYTES / 2**20, metavar="MB",
+    o.add_argument("--batch-mb", type=_megabytes, default=DEFAULT_BATCH_BYTES / 2**20, metavar="MB",
                    help="bytes of a tensor read and written at a time; bounds memory "
                         f"(default {DEFAULT_BATCH_BYTES // 2**20})")
+
+
+def _megabytes(text: str) -> float:
+    """``--batch-mb``: a number of MB, at least 1 (smaller pieces make a rewrite crawl)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value >= 1:
+        raise argparse.ArgumentTypeError(f"'{text}': give a size in MB of at least 1 (default "
+                                         f"{DEFAULT_BATCH_BYTES // 2**20})")
+    return value
 
 
 def run_rewrite(args, make_plan: Callable) -> int:
