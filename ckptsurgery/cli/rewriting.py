@@ -43,15 +43,14 @@ def _megabytes(text: str) -> float:
 def run_rewrite(args, make_plan: Callable) -> int:
     """Open the checkpoint, make the plan, print it (``--dry-run``) or carry it out."""
     from ..formats.checkpoint import open_checkpoint
-    from ..migrate.rewrite import rewrite_checkpoint
+    from ..migrate.rewrite import plan_and_rewrite
 
-    checkpoint = open_checkpoint(args.checkpoint)
-    plan = make_plan(checkpoint)
-    if args.dry_run:
+    plan, result = plan_and_rewrite(
+        open_checkpoint(args.checkpoint), make_plan, None if args.dry_run else args.out,
+        force=args.force, with_meta=not args.no_meta, progress=not args.quiet,
+        max_batch_bytes=int(args.batch_mb * 2**20))
+    if result is None:
         print(json.dumps(plan.as_dict(), indent=2) if args.json else "\n".join(plan.lines()))
         return 0
-    result = rewrite_checkpoint(checkpoint, plan, args.out, force=args.force,
-                                with_meta=not args.no_meta, progress=not args.quiet,
-                                max_batch_bytes=int(args.batch_mb * 2**20))
     print(json.dumps(result.as_dict(), indent=2) if args.json else "\n".join(result.lines()))
     return 0

@@ -10,7 +10,9 @@ is checked when the last piece has been read.
 
 from __future__ import annotations
 
+import os
 import struct
+import weakref
 from collections.abc import Iterator
 
 from ..errors import CheckpointCorruptError
@@ -39,6 +41,8 @@ class BundleReader:
         self.files = files
         self.index = check_bundle(files)
         self._big_endian = self.index.endianness == 1
+        self._fds: dict[int, int] = {}  # shard -> descriptor, for small reads
+        weakref.finalize(self, _close_all, self._fds)
 
     @property
     def entries(self) -> dict[str, BundleEntry]:
@@ -108,8 +112,16 @@ class BundleReader:
         if size > _READ_LIMIT:
             return np.memmap(path, dtype=np.uint8, mode="r", offset=entry.offset + start,
                              shape=(size,))
-        data = np.fromfile(path, dtype=np.uint8, count=size, offset=entry.offset + start)
-        if len(data) != size:
+        if hasattr(os, "preadv"):  # one system call on a descriptor kept open
+            fd = self._fds.get(entry.shard_id)
+            if fd is None:
+                fd = self._fds[entry.shard_id] = os.open(path, os.O_RDONLY)
+            data = np.empty(size, np.uint8)
+            got = os.preadv(fd, [data], entry.offset + start)
+        else:
+            data = np.fromfile(path, dtype=np.uint8, count=size, offset=entry.offset + start)
+            got = len(data)
+        if got != size:
             raise CheckpointCorruptError(f"'{path}' is damaged: it ends inside variable "
                                          f"'{entry.key}'; {_COPY_AGAIN}")
         return data
@@ -174,3 +186,9 @@ class BundleReader:
             pos += length
         self._check(entry, key, crc32c(data[len(data) - sum(lengths):], crc))
         return values
+
+
+def _close_all(fds: dict[int, int]) -> None:
+    for fd in fds.values():
+        os.close(fd)
+    fds.clear()

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 
 from ..errors import CkptSurgeryError
 from ..graphdef.feeds import resolve_feeds
-from ..graphdef.metagraph import analysis, node_map, op_name, placeholder_shape, placeholders
+from ..graphdef.metagraph import (analysis, node_map, nodes_of_type, op_name, placeholder_shape,
+                                  placeholders)
 from ..graphdef.walk import ancestors, by_distance, consumers, reachable
 from .importer import import_meta_graph
 
@@ -61,7 +62,7 @@ def inference_outputs(meta) -> list[str]:
     the logits fed to a cross-entropy, then softmax/argmax-like ops; none that depends on a
     label placeholder or sits in a loss, metric or training scope."""
     nodes = node_map(meta)
-    losses = [n for n in nodes.values() if n.op in _LOSS_OPS and not n.name.startswith("gradients")]
+    losses = [n for n in nodes_of_type(meta, *_LOSS_OPS) if not n.name.startswith("gradients")]
     labels = _label_placeholders(meta, losses)
     tainted = reachable(labels, lambda n: consumers(meta).get(n, ())) if labels else set()
     found: list[str] = []
@@ -80,8 +81,8 @@ def inference_outputs(meta) -> list[str]:
     for node in losses:
         if node.input:
             add(node.input[0] if node.op != "SigmoidCrossEntropyWithLogits" else node.input[1])
-    predictions = [n.name for n in nodes.values() if n.op in _PREDICTION_OPS
-                   and not _in_loop(n.name) and not _skipped(n.name)]
+    predictions = [n.name for n in nodes_of_type(meta, *_PREDICTION_OPS)
+                   if not _in_loop(n.name) and not _skipped(n.name)]
     hidden = set()  # a sigmoid under another layer's weights is a hidden layer, not an output
     for later in predictions:
         below = ancestors(meta, [later])

@@ -14,12 +14,13 @@ edits work on copies, which are never frozen, so no edit can read a stale answer
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TypeVar
 
-__all__ = ["op_name", "frozen", "analysis", "node_map", "placeholders", "placeholder_shape",
-           "tf_version", "unregistered_ops", "set_repeated", "shape_text", "free_name"]
+__all__ = ["op_name", "frozen", "thaw", "analysis", "NodeIndex", "node_index", "node_map", "nodes_of_type",
+           "node_inputs", "placeholders", "placeholder_shape", "tf_version", "unregistered_ops",
+           "set_repeated", "shape_text", "free_name"]
 
 F = TypeVar("F", bound=Callable)
 
@@ -50,7 +51,14 @@ def frozen(meta) -> Iterator:
     try:
         yield meta
     finally:
-        del _MEMO[id(meta)]
+        _MEMO.pop(id(meta), None)
+
+
+def thaw(meta) -> None:
+    """End the memo of ``meta`` now, inside its :func:`frozen` block, before ``meta`` is
+    modified in place: what is computed from then on is computed from the graph as it is.
+    The memo's answers (a node index, consumer maps) are freed with it."""
+    _MEMO.pop(id(meta), None)
 
 
 def analysis(fn: F) -> F:
@@ -68,10 +76,95 @@ def analysis(fn: F) -> F:
     return memoized
 
 
+class NodeIndex:
+    """A graph's node names, op types and devices as plain lists in ``GraphDef`` order, and each
+    name's position. Every protobuf node read from Python costs about a microsecond, so the
+    analyses that look at all names or types read these lists, made in one pass, and fetch the
+    few nodes they need by position."""
+
+    def __init__(self, graph_def):
+        names, ops, devices = [], [], []
+        add_name, add_op, add_device = names.append, ops.append, devices.append
+        for node in graph_def.node:
+            add_name(node.name)
+            add_op(node.op)
+            add_device(node.device)
+        self.names, self.ops, self.devices = names, ops, devices
+        self.position = dict(zip(names, range(len(names))))
+
+    @functools.cached_property
+    def by_op(self) -> dict[str, list[int]]:
+        """``{op type: positions of its nodes}``, in graph order."""
+        out: dict[str, list[int]] = {}
+        for i, op in enumerate(self.ops):
+            positions = out.get(op)
+            if positions is None:
+                out[op] = [i]
+            else:
+                positions.append(i)
+        return out
+
+
+class NodeMap(Mapping):
+    """The graph's nodes by name, read-only, looked up through a :class:`NodeIndex`: a view of
+    the graph as it was indexed (take a new one after removing nodes)."""
+
+    __slots__ = ("_nodes", "_index")
+
+    def __init__(self, graph_def, index: NodeIndex):
+        self._nodes, self._index = graph_def.node, index
+
+    @property
+    def index(self) -> NodeIndex:
+        return self._index
+
+    def __getitem__(self, name: str):
+        return self._nodes[self._index.position[name]]
+
+    def get(self, name: str, default=None):
+        i = self._index.position.get(name)
+        return default if i is None else self._nodes[i]
+
+    def __contains__(self, name) -> bool:
+        return name in self._index.position
+
+    def __iter__(self):
+        return iter(self._index.position)
+
+    def __len__(self) -> int:
+        return len(self._index.position)
+
+    def values(self):
+        return iter(self._nodes)
+
+    def items(self):
+        return zip(self._index.names, self._nodes)
+
+
 @analysis
-def node_map(meta) -> dict:
-    """The graph's nodes by name."""
-    return {n.name: n for n in meta.graph_def.node}
+def node_index(meta) -> NodeIndex:
+    """The :class:`NodeIndex` of ``meta``'s graph."""
+    return NodeIndex(meta.graph_def)
+
+
+@analysis
+def node_map(meta) -> NodeMap:
+    """The graph's nodes by name (a read-only mapping)."""
+    return NodeMap(meta.graph_def, node_index(meta))
+
+
+def nodes_of_type(meta, *op_types: str) -> list:
+    """The nodes whose op type is one of ``op_types``, in graph order."""
+    index = node_index(meta)
+    positions = sorted(i for t in op_types for i in index.by_op.get(t, ()))
+    nodes = meta.graph_def.node
+    return [nodes[i] for i in positions]
+
+
+@analysis
+def node_inputs(meta) -> list[list[str]]:
+    """Every node's inputs (``a``, ``a:1``, ``^a``), in the order of :class:`NodeIndex`."""
+    return [node.input[:] for node in meta.graph_def.node]
 
 
 @analysis
@@ -79,11 +172,7 @@ def placeholders(meta) -> dict[str, str]:
     """The graph's placeholders, ``{name: dtype name}`` (``float32``, ``int64``...)."""
     from ..formats.dtypes import dtype_name
 
-    return {
-        n.name: dtype_name(n.attr["dtype"].type)
-        for n in meta.graph_def.node
-        if n.op == "Placeholder"
-    }
+    return {n.name: dtype_name(n.attr["dtype"].type) for n in nodes_of_type(meta, "Placeholder")}
 
 
 def placeholder_shape(meta, name: str) -> tuple[int | None, ...] | None:
@@ -126,7 +215,7 @@ def unregistered_ops(meta) -> list[str]:
     (:func:`~ckptsurgery.formats.protos.registered_ops`), so that this needs no import."""
     import sys
 
-    used = {n.op for n in meta.graph_def.node}
+    used = set(node_index(meta).by_op)
     used |= {n.op for f in meta.graph_def.library.function for n in f.node_def}
     defined = {f.signature.name for f in meta.graph_def.library.function}
     if "tensorflow" in sys.modules:

@@ -31,8 +31,9 @@ from dataclasses import dataclass, field, replace
 from ..errors import SelectionError, UserError, nearest
 from ..formats.metafile import CONTEXT_COLLECTIONS, VARIABLE_COLLECTIONS, collection_proto
 from .collections import drop_stale_collection_entries
-from .metagraph import frozen, node_map, op_name, set_repeated
-from .saver import VARIABLE_OPS, replace_saver, saved_variables, saver_nodes
+from .metagraph import frozen, node_index, op_name, set_repeated, thaw
+from .saver import VARIABLE_OPS, add_saver, saved_variables, saver_nodes, saver_scope
+from .walk import consumers
 
 __all__ = ["MetaRewrite", "rewrite_meta_graph"]
 
@@ -59,17 +60,20 @@ class MetaRewrite:
 
 def rewrite_meta_graph(meta, targets: dict[str, str | None], *,
                        rename: Callable[[str], str] | None = None,
-                       stored_dtypes: dict[str, int] | None = None):
+                       stored_dtypes: dict[str, int] | None = None, in_place: bool = False):
     """A copy of ``meta`` that restores the checkpoint a rewrite produces.
 
     Args:
-        meta: the input ``MetaGraphDef`` (not modified).
+        meta: the input ``MetaGraphDef`` (not modified, unless ``in_place``).
         targets: every checkpoint key of the input to its key in the output, None if dropped.
             Keys the saver restores but ``targets`` does not list are kept as they are.
         rename: applied to the names of variable ops (with their owned nodes); None renames
             nothing. It is the same function that made ``targets``, so graph and checkpoint agree.
         stored_dtypes: ``{output key: DataType enum}`` for keys stored in another dtype than
             their variable's.
+        in_place: rewrite ``meta`` itself and return it, when the caller has no further use
+            for the input: no second graph is held (on a graph of 100,000s of nodes a copy is
+            100s of MB), and any memo of ``meta`` is ended (:func:`thaw`).
 
     Returns:
         ``(new_meta, MetaRewrite)``.
@@ -88,12 +92,18 @@ def rewrite_meta_graph(meta, targets: dict[str, str | None], *,
         dropped = {node for node, vs in by_node.items()
                    if all(v.key in targets and targets[v.key] is None for v in vs)}
         saver = saver_nodes(meta)
-        variables = {name for name, n in node_map(meta).items()
-                     if n.op in VARIABLE_OPS and name not in saver}
+        index = node_index(meta)
+        variables = {index.names[i] for op in VARIABLE_OPS for i in index.by_op.get(op, ())
+                     if index.names[i] not in saver}
         # No node outside the saver reads one of its nodes, so a walk from the dropped
         # variables that enters the saver stays there: what it reaches there goes anyway.
         removed, cut = _dependents_of(meta, dropped, variables)
         removed -= saver
+    if in_place:
+        thaw(meta)
+        new = meta
+        _remove_nodes(new, removed | saver)
+    else:
         new = _copy_without(meta, removed | saver)
     had_savers = "savers" in new.collection_def
     info = MetaRewrite(removed_variables=sorted(dropped), removed_ops=sorted(removed))
@@ -116,7 +126,7 @@ def rewrite_meta_graph(meta, targets: dict[str, str | None], *,
         stored = stored_dtypes.get(key, v.stored_dtype)
         kept.append(replace(v, key=key, node=renames.get(v.node, v.node),
                             stored_dtype=stored if stored not in (None, v.dtype) else None))
-    info.saver_scope = replace_saver(new, kept)
+    info.saver_scope = add_saver(new, kept, saver_scope(meta))  # the copy left the old one out
     info.removed_collections = [k for k in drop_stale_collection_entries(new) if k != "savers"]
     if had_savers:
         new.collection_def["savers"].bytes_list.value.append(new.saver_def.SerializeToString())
@@ -145,24 +155,27 @@ def _dependents_of(meta, dropped: set[str], variables: set[str]) -> tuple[set[st
     if not dropped:
         return set(), set()
     owner = _owner_fn(variables)
-    owned_by_dropped = {n.name for n in meta.graph_def.node if owner(n.name) in dropped}
-    consumers: dict[str, list[tuple[str, bool]]] = defaultdict(list)
-    for node in meta.graph_def.node:
-        for inp in node.input:
-            consumers[op_name(inp)].append((node.name, inp.startswith("^")))
+    heads = {v.partition("/")[0] for v in dropped}  # a cheap test first: most names fail it
+    owned_by_dropped = {name for name in node_index(meta).names
+                        if name.partition("/")[0] in heads and owner(name) in dropped}
+    data, control = consumers(meta), consumers(meta, True)
     removed = set(owned_by_dropped)
     cut = set()
     queue = list(removed)
     while queue:
         name = queue.pop()
-        for consumer, control in consumers.get(name, ()):
+        for consumer in data.get(name, ()):
+            if consumer not in removed:
+                removed.add(consumer)
+                queue.append(consumer)
+        for consumer in control.get(name, ()):
             if consumer in removed:
                 continue
-            if control and name in owned_by_dropped:
+            if name in owned_by_dropped:
                 cut.add(consumer)
-                continue
-            removed.add(consumer)
-            queue.append(consumer)
+            else:
+                removed.add(consumer)
+                queue.append(consumer)
     return removed, cut - removed
 
 
@@ -178,6 +191,17 @@ def _copy_without(meta, gone: set[str]):
             _copy_field(new.graph_def, desc, value)
     new.graph_def.node.extend(n for n in meta.graph_def.node if n.name not in gone)
     return new
+
+
+def _remove_nodes(meta, gone: set[str]) -> None:
+    """Remove the nodes named in ``gone`` from ``meta``, in place: a stable sort moves them to
+    the end (the others keep their order), where one slice deletion drops them, without
+    copying any node."""
+    nodes = meta.graph_def.node
+    if gone:
+        nodes.sort(key=lambda node: node.name in gone)
+        kept = len(nodes) - sum(1 for node in reversed(nodes) if node.name in gone)
+        del nodes[kept:]
 
 
 def _copy_field(msg, desc, value) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
-from .metagraph import analysis, frozen, node_map
+from .metagraph import analysis, frozen, node_index, node_map, nodes_of_type
 from .saver import VARIABLE_OPS, UnsupportedSaverError, saved_variables, trace_variable
 from .slots import VariableRole, classify_by_name
 
@@ -40,20 +40,22 @@ def graph_roles(meta) -> dict[str, VariableRole]:
     primary is the averaged weight) and batch-norm statistics (``kind="model"``: they are
     weights at inference). Keys the graph says nothing about are left out."""
     nodes = node_map(meta)
-    key_of = _keys(meta, nodes)
+    index = node_index(meta)
+    key_of = _keys(meta, index)
     roles: dict[str, VariableRole] = {}
     users: dict[str, set[str]] = {}  # variable -> Apply ops reading it
     applies = []
-    averages = []  # the AssignMovingAvg updates, looked at after the optimizers
-    for node in nodes.values():
-        if "AssignMovingAvg" in node.name and _MOVING_AVG_RE.search(node.name) and node.input:
-            averages.append(node)
-        m = _APPLY_RE.match(node.op)
-        if not m or not node.input:
-            continue
+    # the AssignMovingAvg updates, looked at after the optimizers
+    averages = [nodes[name] for name in index.names
+                if "AssignMovingAvg" in name and _MOVING_AVG_RE.search(name) and nodes[name].input]
+    optimizers = {op: m.group("optimizer") for op in index.by_op if (m := _APPLY_RE.match(op))}
+    for node in nodes_of_type(meta, *optimizers):
         variables = [trace_variable(nodes, ref) for ref in node.input if not ref.startswith("^")]
         names = [v.name if v is not None else None for v in variables]
-        applies.append((_OPTIMIZER_NAMES.get(m.group("optimizer"), m.group("optimizer")), names))
+        if not names:
+            continue
+        optimizer = optimizers[node.op]
+        applies.append((_OPTIMIZER_NAMES.get(optimizer, optimizer), names))
         for name in names:
             if name:
                 users.setdefault(name, set()).add(node.name)
@@ -105,12 +107,13 @@ def classify(names, meta=None) -> dict[str, VariableRole]:
             for n in names}
 
 
-def _keys(meta, nodes) -> dict[str, str]:
+def _keys(meta, index) -> dict[str, str]:
     """Variable node name -> checkpoint key (the node's name when the saver cannot be read)."""
     try:
         return {v.node: v.key for v in saved_variables(meta)}
     except UnsupportedSaverError:
-        return {n: n for n, node in nodes.items() if node.op in VARIABLE_OPS}
+        return {index.names[i]: index.names[i] for op in VARIABLE_OPS
+                for i in index.by_op.get(op, ())}
 
 
 def _collection(meta, key: str) -> list[str]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import UserError
-from .metagraph import analysis, frozen, node_map, op_name
+from .metagraph import analysis, frozen, node_index, node_inputs, node_map, op_name
 from .walk import reachable
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "saved_variables",
     "remove_saver",
     "replace_saver",
+    "add_saver",
     "trace_variable",
     "saver_tensors",
 ]
@@ -77,19 +78,28 @@ def saver_nodes(meta) -> set[str]:
     """The names of the nodes that make up the saver: every node inside its scope that no node
     outside it uses (sharded savers leave unused reads in the scope; they go too), directly or
     through other nodes of the scope."""
+    members = _scope_members(meta)
+    if not members:
+        return members
+    prefix = saver_scope(meta) + "/"
+    index = node_index(meta)
+    used = [op_name(ref) for name, refs in zip(index.names, node_inputs(meta))
+            if not name.startswith(prefix)
+            for ref in refs if prefix in ref]  # a cheap test first: most refs fail it
+    nodes = node_map(meta)
+    outside = reachable(used, lambda name: (op_name(ref) for ref in nodes[name].input),
+                        enter=lambda name: name in members)
+    return members - outside
+
+
+@analysis
+def _scope_members(meta) -> set[str]:
+    """The names of the nodes inside the saver's name scope."""
     scope = saver_scope(meta)
     if scope is None:
         return set()
     prefix = scope + "/"
-    members = {n.name for n in meta.graph_def.node if n.name.startswith(prefix)}
-    if not members:
-        return members
-    nodes = node_map(meta)
-    used = [op_name(ref) for name, node in nodes.items() if not name.startswith(prefix)
-            for ref in node.input if prefix in ref]  # a cheap test first: most refs fail it
-    outside = reachable(used, lambda name: (op_name(ref) for ref in nodes[name].input),
-                        enter=lambda name: name in members)
-    return members - outside
+    return {name for name in node_index(meta).names if name.startswith(prefix)}
 
 
 @analysis
@@ -104,8 +114,11 @@ def saved_variables(meta) -> list[SavedVariable]:
             export, for one), which a rebuilt saver could not restore.
     """
     nodes = node_map(meta)
-    members = saver_nodes(meta)
-    saves = [nodes[n] for n in members if nodes[n].op in _SAVE_OPS]
+    # The save ops of the scope: no node outside a saver reads them, so the walk of
+    # saver_nodes (every input of the graph) is not needed to find them.
+    index = node_index(meta)
+    saves = [nodes[n] for n in _scope_members(meta)
+             if index.ops[index.position[n]] in _SAVE_OPS]
     if not saves:
         return _from_variable_defs(meta, nodes)
     out: list[SavedVariable] = []
@@ -158,6 +171,17 @@ def replace_saver(meta, saved: list[SavedVariable]) -> str:
     """
     scope = saver_scope(meta)
     remove_saver(meta)
+    return add_saver(meta, saved, scope)
+
+
+def add_saver(meta, saved: list[SavedVariable], scope: str | None) -> str:
+    """Add, in place, a saver over ``saved`` to ``meta``, which has none (its nodes are gone:
+    :func:`remove_saver`), in ``scope`` unless that is None or still has nodes; see
+    :func:`replace_saver`.
+
+    Returns:
+        The scope of the new saver.
+    """
     if scope is None or any(n.name.startswith(scope + "/") for n in meta.graph_def.node):
         scope = _free_scope(meta, "save")
     _SaverBuilder(meta.graph_def, scope).build(saved)
@@ -258,20 +282,34 @@ class _SaverBuilder:
             tensor.string_val.extend(values)
 
 
-def trace_variable(nodes: dict, ref: str):
-    """The variable node that tensor ``ref`` reads, through identities and reads, or None."""
+def trace_variable(nodes, ref: str):
+    """The variable node that tensor ``ref`` reads, through identities and reads, or None.
+    ``nodes`` is a :func:`~ckptsurgery.graphdef.metagraph.node_map` (or a dict of nodes)."""
     name = op_name(ref)
+    op_of = _op_lookup(nodes)
     for _ in range(16):
-        node = nodes.get(name)
-        if node is None:
+        op = op_of(name)
+        if op is None:
             return None
-        if node.op in VARIABLE_OPS:
-            return node
-        data = [i for i in node.input if not i.startswith("^")]
-        if node.op not in _PASS_THROUGH or not data:
+        if op in VARIABLE_OPS:
+            return nodes[name]
+        if op not in _PASS_THROUGH:
+            return None
+        data = [i for i in nodes[name].input if not i.startswith("^")]
+        if not data:
             return None
         name = op_name(data[0])
     return None
+
+
+def _op_lookup(nodes):
+    """``op_of(name)``: a node's op type, from the node index when ``nodes`` has one (no
+    protobuf read), else from the node; None for a name not in the graph."""
+    index = getattr(nodes, "index", None)
+    if index is not None:
+        position, ops = index.position, index.ops
+        return lambda name: ops[position[name]] if name in position else None
+    return lambda name: nodes[name].op if name in nodes else None
 
 
 def _const_strings(nodes: dict, ref: str) -> list[str]:

@@ -11,7 +11,7 @@ from typing import TypeVar
 
 from ..errors import NotFoundError
 from .collections import variable_defs
-from .metagraph import analysis, node_map, op_name
+from .metagraph import analysis, node_index, node_inputs, node_map, op_name
 
 __all__ = ["reachable", "ancestors", "by_distance", "consumers"]
 
@@ -78,19 +78,28 @@ def by_distance(meta, start: str) -> list[str]:
     return order
 
 
+def consumers(meta, control: bool = False) -> dict[str, list[str]]:
+    """``{op name: the ops that read one of its outputs}`` (data edges); with ``control``, the
+    ops that wait for it through a control edge instead."""
+    return _edges(meta)[control]
+
+
 @analysis
-def consumers(meta) -> dict[str, list[str]]:
-    """``{op name: the ops that read one of its outputs}`` (data edges, not control edges)."""
-    out: dict[str, list[str]] = {}
-    for name, node in node_map(meta).items():
-        for ref in node.input:
+def _edges(meta) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """The consumers of every op by data edges and by control edges, in one pass."""
+    data: dict[str, list[str]] = {}
+    control: dict[str, list[str]] = {}
+    for name, refs in zip(node_index(meta).names, node_inputs(meta)):
+        for ref in refs:
             if ref[:1] == "^":
-                continue
-            if ":" in ref:  # most inputs are plain op names: no op_name call for them
-                ref = op_name(ref)
+                out, ref = control, ref[1:]
+            else:
+                out = data
+                if ":" in ref:  # most inputs are plain op names: no op_name call for them
+                    ref = op_name(ref)
             readers = out.get(ref)
             if readers is None:
                 out[ref] = [name]
             else:
                 readers.append(name)
-    return out
+    return data, control

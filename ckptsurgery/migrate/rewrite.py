@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import CheckpointCorruptError, SelectionError, UserError, nearest
+from ..graphdef.metagraph import frozen
 from ..graphdef.roles import classify
 from ..graphdef.slots import TRAINING_STATE
 
@@ -33,6 +34,7 @@ __all__ = [
     "compile_renames",
     "plan_rename",
     "plan_strip",
+    "plan_and_rewrite",
     "plan_cast",
     "plan_salvage",
     "plan_ema",
@@ -322,32 +324,57 @@ def rewrite_checkpoint(checkpoint, plan: RewritePlan, out: str, *, force: bool =
         UserError: the ``.meta`` cannot be made consistent (see
             :func:`~ckptsurgery.graphdef.metarewrite.rewrite_meta_graph`).
     """
-    from ..formats.metafile import write_meta_graph
+    return _write(checkpoint, _prepare(checkpoint, plan, out, force, with_meta), progress,
+                  max_batch_bytes)
+
+
+@dataclass
+class _Prepared:
+    """A rewrite ready to write: the plan, the output prefix, and the rewritten ``.meta``
+    (dropped once written, so that no graph is held while tensors are copied)."""
+
+    plan: RewritePlan
+    prefix: str
+    meta: object = None
+    meta_info: object = None
+    note: str = ""
+
+
+def _prepare(checkpoint, plan: RewritePlan, out: str, force: bool, with_meta: bool) -> _Prepared:
     from ..formats.output import check_output_prefix
+
+    prefix = check_output_prefix(out, inputs=checkpoint.files.paths, force=force)
+    prepared = _Prepared(plan, prefix)
+    if checkpoint.files.meta and with_meta:
+        with frozen(checkpoint.meta_graph):  # joins the planner's block (plan_and_rewrite)
+            prepared.meta, prepared.meta_info = _rewrite_meta(checkpoint, plan)
+    elif checkpoint.files.meta:
+        prepared.note = "not written (--no-meta)"
+    return prepared
+
+
+def _write(checkpoint, prepared: _Prepared, progress: bool,
+           max_batch_bytes: int | None) -> RewriteResult:
+    from ..formats.metafile import write_meta_graph
     from ..formats.stream import DEFAULT_BATCH_BYTES, CopySpec, copy_tensors
     from ..safety.staging import staged_checkpoint
 
-    new_meta, meta_info, note = None, None, ""
-    if checkpoint.files.meta and with_meta:
-        new_meta, meta_info = _rewrite_meta(checkpoint, plan)
-        checkpoint.drop_meta_graph()  # the input's graph is not needed any more
-    elif checkpoint.files.meta:
-        note = "not written (--no-meta)"
-    prefix = check_output_prefix(out, inputs=checkpoint.files.paths, force=force)
+    checkpoint.drop_meta_graph()  # the input's graph is not needed any more
+    plan, prefix = prepared.plan, prepared.prefix
     specs = [CopySpec(plan.values_from.get(k, k), t, plan.casts.get(k))
              for k, t in plan.targets.items() if t is not None]
     extra = _object_graph(checkpoint, plan)
     with staged_checkpoint(prefix, verify=lambda tmp: _verify(tmp, specs, extra)) as tmp:
-        if new_meta is not None:  # written first, so that no graph is held while tensors are
-            write_meta_graph(new_meta, tmp + ".meta")
-            new_meta = None
+        if prepared.meta is not None:  # written first, then dropped
+            write_meta_graph(prepared.meta, tmp + ".meta")
+            prepared.meta = None
         stats = copy_tensors(checkpoint, tmp, specs, progress=progress, extra=extra,
                              max_batch_bytes=max_batch_bytes or DEFAULT_BATCH_BYTES)
     folder = os.path.dirname(prefix) or "."
     base = os.path.basename(prefix)
     files = sorted(os.path.join(folder, f) for f in os.listdir(folder)
                    if f.startswith(base + ".") and not f.endswith(".shards"))
-    return RewriteResult(prefix, files, plan, stats.bytes_read, meta_info, note,
+    return RewriteResult(prefix, files, plan, stats.bytes_read, prepared.meta_info, prepared.note,
                          stats.overflowed, stats.bytes_written)
 
 
@@ -379,8 +406,6 @@ def plan_ema(checkpoint) -> RewritePlan:
     Raises:
         UserError: the checkpoint has no moving-average shadows.
     """
-    from ..graphdef.roles import classify
-
     keys = _keys(checkpoint)
     roles = classify(keys, checkpoint.meta_graph)
     shadows = {k: r.primary for k, r in roles.items() if r.kind == "ema" and r.primary in keys}
@@ -431,8 +456,26 @@ def cast_checkpoint(path: str, dtype: str, out: str, *, only: str | None = None,
 def _run(path: str, make_plan, out: str, options: dict) -> RewriteResult:
     from ..formats.checkpoint import open_checkpoint
 
-    checkpoint = open_checkpoint(path)
-    return rewrite_checkpoint(checkpoint, make_plan(checkpoint), out, **options)
+    return plan_and_rewrite(open_checkpoint(path), make_plan, out, **options)[1]
+
+
+def plan_and_rewrite(checkpoint, make_plan: Callable, out: str | None, *, force: bool = False,
+                     with_meta: bool = True, max_batch_bytes: int | None = None,
+                     progress: bool = True) -> tuple[RewritePlan, RewriteResult | None]:
+    """``make_plan(checkpoint)`` and, unless ``out`` is None (a dry run), the rewrite it plans
+    (:func:`rewrite_checkpoint`, whose options these are). Planning and rewriting ask the same questions
+    of the input's graph (roles, the saver, who reads what); on a graph of 100,000s of nodes each
+    answer costs a second, so they are computed once for both.
+
+    Returns:
+        ``(plan, result)``; result is None without ``out``.
+    """
+    with frozen(checkpoint.meta_graph if with_meta else None):
+        plan = make_plan(checkpoint)
+        if out is None:
+            return plan, None
+        prepared = _prepare(checkpoint, plan, out, force, with_meta)
+    return plan, _write(checkpoint, prepared, progress, max_batch_bytes)
 
 
 def _rewrite_meta(checkpoint, plan: RewritePlan):
@@ -440,8 +483,15 @@ def _rewrite_meta(checkpoint, plan: RewritePlan):
     from ..graphdef.metarewrite import rewrite_meta_graph
 
     stored = {plan.targets[k]: enum_of(d) for k, d in plan.casts.items()}
-    meta = plan.meta if plan.meta is not None else checkpoint.meta_graph
-    return rewrite_meta_graph(meta, plan.targets, rename=plan.rename, stored_dtypes=stored)
+    if plan.meta is not None:
+        return rewrite_meta_graph(plan.meta, plan.targets, rename=plan.rename,
+                                  stored_dtypes=stored)
+    # The input's own graph is rewritten in place and handed over: the checkpoint parses its
+    # .meta again if asked.
+    meta = checkpoint.meta_graph
+    checkpoint.drop_meta_graph()
+    return rewrite_meta_graph(meta, plan.targets, rename=plan.rename, stored_dtypes=stored,
+                              in_place=True)
 
 
 def _object_graph(checkpoint, plan: RewritePlan) -> list[tuple[str, object]]:
