@@ -16,8 +16,14 @@ from dataclasses import dataclass, field
 
 from ..errors import CkptSurgeryError
 from ..graphdef.feeds import resolve_feeds
-from ..graphdef.metagraph import (analysis, node_map, nodes_of_type, op_name, placeholder_shape,
-                                  placeholders)
+from ..graphdef.metagraph import (
+    analysis,
+    node_map,
+    nodes_of_type,
+    op_name,
+    placeholder_shape,
+    placeholders,
+)
 from ..graphdef.walk import ancestors, by_distance, consumers, reachable
 from .importer import import_meta_graph
 

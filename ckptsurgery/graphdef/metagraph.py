@@ -90,7 +90,7 @@ class NodeIndex:
             add_op(node.op)
             add_device(node.device)
         self.names, self.ops, self.devices = names, ops, devices
-        self.position = dict(zip(names, range(len(names))))
+        self.position = dict(zip(names, range(len(names)), strict=True))
 
     @functools.cached_property
     def by_op(self) -> dict[str, list[int]]:
@@ -138,7 +138,7 @@ class NodeMap(Mapping):
         return iter(self._nodes)
 
     def items(self):
-        return zip(self._index.names, self._nodes)
+        return zip(self._index.names, self._nodes, strict=True)
 
 
 @analysis

@@ -83,7 +83,7 @@ def saver_nodes(meta) -> set[str]:
         return members
     prefix = saver_scope(meta) + "/"
     index = node_index(meta)
-    used = [op_name(ref) for name, refs in zip(index.names, node_inputs(meta))
+    used = [op_name(ref) for name, refs in zip(index.names, node_inputs(meta), strict=True)
             if not name.startswith(prefix)
             for ref in refs if prefix in ref]  # a cheap test first: most refs fail it
     nodes = node_map(meta)

@@ -89,7 +89,7 @@ def _edges(meta) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
     """The consumers of every op by data edges and by control edges, in one pass."""
     data: dict[str, list[str]] = {}
     control: dict[str, list[str]] = {}
-    for name, refs in zip(node_index(meta).names, node_inputs(meta)):
+    for name, refs in zip(node_index(meta).names, node_inputs(meta), strict=True):
         for ref in refs:
             if ref[:1] == "^":
                 out, ref = control, ref[1:]

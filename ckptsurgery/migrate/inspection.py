@@ -15,8 +15,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 from ..graphdef.metagraph import frozen, node_index, node_map, op_name, shape_text
-from ..graphdef.saver import VARIABLE_OPS
 from ..graphdef.roles import classify
+from ..graphdef.saver import VARIABLE_OPS
 from ..graphdef.slots import VariableRole
 from ..graphdef.walk import reachable
 
@@ -327,7 +327,7 @@ def _likely_outputs(meta) -> list[str]:
     heads = [name.partition("/")[0] for name in index.names]
     training = {head: _training_scope(head) for head in set(heads)}
     skipped = set(_BOOKKEEPING_OPS[:6])
-    enters = [i for i, (head, op) in enumerate(zip(heads, index.ops))
+    enters = [i for i, (head, op) in enumerate(zip(heads, index.ops, strict=True))
               if not training[head] and op not in skipped]
     nodes = meta.graph_def.node
     readers: dict[str, list[str]] = {}
