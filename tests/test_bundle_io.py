@@ -271,3 +271,60 @@ def test_float16_cast_gives_numpys_bits_on_every_kind_of_value():
     assert got.shape == x.shape and got.dtype == np.float16
     differ = want.view(np.uint16) != got.view(np.uint16)
     assert not differ.any(), f"{int(differ.sum())} values differ, first {x[differ][:3]}"
+
+
+@pytest.mark.parametrize("kind", ["adam_second_moments", "weights", "mixed", "with_nan_and_inf"])
+def test_float16_cast_of_blocks_of_one_kind_gives_numpys_bits(kind):
+    """Each 2**18-value block takes the rounding its range needs (only subnormal results, only
+    normal ones, both); several blocks, so the threads run too."""
+    from ckptsurgery.formats.cast import _BLOCK, cast
+
+    rng = np.random.RandomState(5)
+    n = 3 * _BLOCK + 17
+    x = {"adam_second_moments": rng.rand(n) * 6e-5, "weights": rng.randn(n) * 0.05 + 0.5,
+         "mixed": rng.randn(n) * 1e-4, "with_nan_and_inf": rng.randn(n) * 3e4}[kind]
+    x = x.astype(np.float32)
+    if kind == "with_nan_and_inf":
+        x[::1001] = np.inf
+        x[5::997] = np.array([0x7FC01234, 0xFF800001], np.uint32).view(np.float32)[
+            np.arange(len(x[5::997])) % 2]  # NaNs with payloads, both signs
+    with np.errstate(all="ignore"):
+        want = x.astype(np.float16)
+    got = cast(x, np.float16)
+    assert np.array_equal(got.view(np.uint16), want.view(np.uint16))
+
+
+def test_small_casts_run_together_and_keep_each_tensors_values(tmp_path, monkeypatch):
+    """Small tensors cast in runs (several runs here, of mixed dtypes and with uncast ones
+    between): TensorFlow reads each back as numpy's cast of it, under its own name."""
+    import tensorflow as tf
+
+    import ckptsurgery.formats.stream as stream
+    from ckptsurgery.formats.stream import CopySpec, copy_tensors
+
+    monkeypatch.setattr(stream, "_SMALL_RUN", 4096)
+    rng = np.random.RandomState(6)
+    values = {}
+    for i in range(40):
+        dtype = (np.float32, np.float64, np.int32)[i % 3]
+        values[f"t{i:02d}"] = (rng.randn(rng.randint(1, 300)) * 1e3).astype(dtype)
+    values["t07"] = np.full(5, 1e6, np.float32)  # overflows float16
+    src = str(tmp_path / "in" / "m")
+    os.makedirs(os.path.dirname(src))
+    with BundleFileWriter(src) as writer:
+        for key, value in values.items():
+            writer.add(key, value)
+    specs = [CopySpec(k, "out/" + k, {"float32": "float16", "float64": "float32"}.get(v.dtype.name))
+             for k, v in values.items()]
+    out = str(tmp_path / "out" / "m")
+    os.makedirs(os.path.dirname(out))
+    stats = copy_tensors(open_checkpoint(src), out, specs, progress=False)
+    assert stats.overflowed == {"out/t07": 5}
+    assert stats.bytes_read == sum(v.nbytes for v in values.values())
+    reader = tf.train.load_checkpoint(out)
+    for spec in specs:
+        want = values[spec.source].astype(spec.dtype or values[spec.source].dtype)
+        got = reader.get_tensor(spec.target)
+        assert got.dtype == want.dtype and got.tobytes() == want.tobytes(), spec
+    assert stats.bytes_written == sum(
+        values[s.source].astype(s.dtype or values[s.source].dtype).nbytes for s in specs)

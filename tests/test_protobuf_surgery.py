@@ -214,3 +214,79 @@ def test_the_fixture_has_the_kinds_these_tests_rely_on(meta):
     assert len(collection_items(meta, "cond_context")) == 2
     ops = {n.op for n in meta.graph_def.node}
     assert {"VarHandleOp", "VariableV2", "ApplyAdam", "ResourceApplyAdam", "Switch", "Merge"} <= ops
+
+
+# graphdef.metagraph: the node index and the memo -------------------------------------------------
+
+def test_node_map_and_index_read_as_the_nodes_do(meta):
+    from ckptsurgery.graphdef.metagraph import node_index, node_map, nodes_of_type
+
+    nodes = node_map(meta)
+    plain = {n.name: n for n in meta.graph_def.node}
+    assert list(nodes) == list(plain) and len(nodes) == len(plain)
+    assert all(nodes[name] == node and name in nodes for name, node in plain.items())
+    assert [name for name, _ in nodes.items()] == list(plain)
+    assert nodes.get("no/such/op") is None and "no/such/op" not in nodes
+    index = node_index(meta)
+    assert index.ops == [n.op for n in meta.graph_def.node]
+    assert index.devices == [n.device for n in meta.graph_def.node]
+    adam = nodes_of_type(meta, "ApplyAdam", "ResourceApplyAdam")
+    assert [n.name for n in adam] == [n.name for n in meta.graph_def.node
+                                      if n.op in ("ApplyAdam", "ResourceApplyAdam")]
+    assert len(adam) >= 2
+
+
+def test_consumers_by_data_and_by_control_edges(meta):
+    from ckptsurgery.graphdef.metagraph import op_name
+    from ckptsurgery.graphdef.walk import consumers
+
+    data, control = {}, {}
+    for node in meta.graph_def.node:
+        for ref in node.input:
+            edges = control if ref.startswith("^") else data
+            edges.setdefault(op_name(ref), []).append(node.name)
+    assert consumers(meta) == data
+    assert consumers(meta, True) == control and control  # the fixture has control edges
+
+
+def test_thaw_ends_the_memo_inside_a_frozen_block(meta):
+    from ckptsurgery.graphdef.metagraph import frozen, node_index, thaw
+
+    with frozen(meta):
+        first = node_index(meta)
+        assert node_index(meta) is first
+        thaw(meta)
+        assert node_index(meta) is not first  # computed again from the graph as it is
+    assert node_index(meta) is not node_index(meta)  # outside a block, nothing is kept
+
+
+@pytest.mark.parametrize("few_runs", [64, 0], ids=["slices", "sort"])
+@pytest.mark.parametrize("work", ["strip", "rename", "cast"])
+def test_an_in_place_rewrite_writes_the_graph_a_copy_would(meta, values, work, few_runs,
+                                                           monkeypatch):
+    """``in_place`` (what a rewrite of a checkpoint's own graph uses) gives, byte for byte, the
+    graph the copying rewrite gives, whether removed nodes go as slices or by the sort."""
+    import ckptsurgery.graphdef.metarewrite as metarewrite
+    from ckptsurgery.formats.dtypes import enum_of
+
+    monkeypatch.setattr(metarewrite, "_FEW_RUNS", few_runs)
+    keys = list(values)
+    options = {}
+    if work == "strip":
+        targets = {k: None if k.endswith(SLOTS) or k in POWERS else k for k in keys}
+    elif work == "rename":
+        targets = {k: k.replace("dense", "fc") for k in keys}
+        options["rename"] = lambda name: name.replace("dense", "fc")
+    else:
+        targets = {k: k for k in keys}
+        options["stored_dtypes"] = {k: enum_of("float16") for k in keys
+                                    if values[k].dtype == np.float32}
+    copied, info = rewrite_meta_graph(meta, targets, **options)
+    own = type(meta).FromString(meta.SerializeToString())
+    rewritten, info_in_place = rewrite_meta_graph(own, targets, in_place=True, **options)
+    assert rewritten is own
+    assert rewritten.SerializeToString(deterministic=True) == copied.SerializeToString(
+        deterministic=True)
+    assert info_in_place == info
+    assert {"strip": info.removed_ops, "rename": info.renamed_ops,
+            "cast": [n for n in copied.graph_def.node if n.op == "Cast"]}[work]

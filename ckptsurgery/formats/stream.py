@@ -109,21 +109,25 @@ def copy_tensors(checkpoint, prefix: str, specs: Sequence[CopySpec], *,
     variables = checkpoint.variables
     stats = CopyStats()
     small: list[CopySpec] = []  # consecutive small casts of one dtype, cast together
+    run_bytes = [0]
+    run_limit = min(max_batch_bytes, _SMALL_RUN)
     with progress_bar(sum(variables[s.source].nbytes for s in specs), "writing",
                       progress) as bar, BundleFileWriter(prefix) as writer:
         def flush() -> None:
             if small:
                 _cast_together(checkpoint, small, writer, stats, bar)
                 small.clear()
+                run_bytes[0] = 0
 
         for spec in specs:
             info = variables[spec.source]
             if spec.dtype not in (None, info.dtype) and info.nbytes <= _SMALL:
                 same = small and (variables[small[0].source].dtype, small[0].dtype) == (
                     info.dtype, spec.dtype)
-                if not same or sum(variables[s.source].nbytes for s in small) > _SMALL:
+                if not same or run_bytes[0] + info.nbytes > run_limit:
                     flush()
                 small.append(spec)
+                run_bytes[0] += info.nbytes
                 continue
             flush()
             if info.dtype == "string":
@@ -139,9 +143,10 @@ def copy_tensors(checkpoint, prefix: str, specs: Sequence[CopySpec], *,
     return stats
 
 
-#: Tensors up to this size are cast in runs of up to this size: a cast has a fixed cost of
-#: tens of microseconds, which on 10,000s of small tensors is most of a rewrite.
+#: Tensors up to this size are cast in runs of up to ``_SMALL_RUN`` bytes: a cast has a fixed
+#: cost of tens of microseconds, which on 10,000s of small tensors is most of a rewrite.
 _SMALL = 2**20
+_SMALL_RUN = 16 * 2**20
 
 
 def _cast_together(checkpoint, specs: Sequence[CopySpec], writer, stats: CopyStats,
