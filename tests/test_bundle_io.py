@@ -277,7 +277,7 @@ def test_float16_cast_gives_numpys_bits_on_every_kind_of_value():
 def test_float16_cast_of_blocks_of_one_kind_gives_numpys_bits(kind):
     """Each 2**18-value block takes the rounding its range needs (only subnormal results, only
     normal ones, both); several blocks, so the threads run too."""
-    from ckptsurgery.formats.cast import _BLOCK, cast
+    from ckptsurgery.formats.cast import _BLOCK, cast_counted
 
     rng = np.random.RandomState(5)
     n = 3 * _BLOCK + 17
@@ -288,10 +288,15 @@ def test_float16_cast_of_blocks_of_one_kind_gives_numpys_bits(kind):
         x[::1001] = np.inf
         x[5::997] = np.array([0x7FC01234, 0xFF800001], np.uint32).view(np.float32)[
             np.arange(len(x[5::997])) % 2]  # NaNs with payloads, both signs
+    if kind == "with_nan_and_inf":  # the edges of float16's range, both signs
+        edges = np.array([65504, 65519.996, 65520, 65536, 1e38], np.float32)
+        x[7:17] = np.concatenate([edges, -edges])
     with np.errstate(all="ignore"):
         want = x.astype(np.float16)
-    got = cast(x, np.float16)
+    got, lost = cast_counted(x, np.float16)
     assert np.array_equal(got.view(np.uint16), want.view(np.uint16))
+    assert lost == np.count_nonzero(np.isfinite(x) & np.isinf(want))
+    assert (lost > 1000) == (kind == "with_nan_and_inf")
 
 
 def test_small_casts_run_together_and_keep_each_tensors_values(tmp_path, monkeypatch):
@@ -328,3 +333,23 @@ def test_small_casts_run_together_and_keep_each_tensors_values(tmp_path, monkeyp
         assert got.dtype == want.dtype and got.tobytes() == want.tobytes(), spec
     assert stats.bytes_written == sum(
         values[s.source].astype(s.dtype or values[s.source].dtype).nbytes for s in specs)
+
+
+def test_a_damaged_piece_of_a_big_cast_stops_it_and_writes_nothing(tmp_path):
+    """The pieces of a big cast are read and cast ahead, in a thread; a checksum error there
+    still reaches the caller, and no output is left."""
+    from ckptsurgery.migrate.rewrite import cast_checkpoint
+
+    src = str(tmp_path / "in" / "m.ckpt")
+    os.makedirs(os.path.dirname(src))
+    value = np.random.RandomState(7).randn(256, 256).astype(np.float32)
+    with BundleFileWriter(src) as writer:
+        writer.add("w", value)
+    data = src + ".data-00000-of-00001"
+    with open(data, "r+b") as f:
+        f.seek(value.nbytes - 5)
+        f.write(b"\xff")
+    out = str(tmp_path / "out" / "m.ckpt")
+    with pytest.raises(CheckpointCorruptError, match="'w' do not match their checksum"):
+        cast_checkpoint(src, "float16", out, progress=False, max_batch_bytes=value.nbytes // 4)
+    assert not os.path.exists(os.path.dirname(out)) or not os.listdir(os.path.dirname(out))

@@ -134,8 +134,12 @@ def copy_tensors(checkpoint, prefix: str, specs: Sequence[CopySpec], *,
                 writer.add(spec.target, checkpoint.read(spec.source))
                 continue
             target = numpy_dtype(enum_of(spec.dtype or info.dtype))
-            pieces = _converted(checkpoint.pieces(spec.source, max_batch_bytes), target,
-                                spec.target, stats, bar)
+            if target == numpy_dtype(enum_of(info.dtype)) or info.nbytes <= max_batch_bytes // 2:
+                pieces = _converted(checkpoint.pieces(spec.source, max_batch_bytes), target,
+                                    spec.target, stats, bar)
+            else:  # a big cast: the next piece is read and cast while this one is written
+                pieces = _ahead(_converted(checkpoint.pieces(spec.source, max_batch_bytes // 2),
+                                           target, spec.target, stats, bar))
             writer.add_pieces(spec.target, target, info.shape, pieces)
         flush()
         for key, value in extra:
@@ -155,6 +159,7 @@ def _cast_together(checkpoint, specs: Sequence[CopySpec], writer, stats: CopySta
     write each."""
     import numpy as np
 
+    from .cast import overflowed
     from .dtypes import enum_of, numpy_dtype
 
     variables = checkpoint.variables
@@ -166,10 +171,23 @@ def _cast_together(checkpoint, specs: Sequence[CopySpec], writer, stats: CopySta
     counted = stats.overflowed.pop(None, 0)  # by tensor below, only when there is any
     for spec, value, end in zip(specs, values, ends, strict=True):
         start = end - value.size
-        lost = _overflow(value, out[start:end]) if counted else 0
+        lost = overflowed(value, out[start:end]) if counted else 0
         if lost:
             stats.overflowed[spec.target] = lost
         writer.add_pieces(spec.target, target, variables[spec.source].shape, [out[start:end]])
+
+
+def _ahead(items: Iterator) -> Iterator:
+    """The items of ``items``, each next one made in a thread while the caller uses the
+    current one (two at a time, never more)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    end = object()
+    with ThreadPoolExecutor(1) as pool:
+        coming = pool.submit(next, items, end)
+        while (item := coming.result()) is not end:
+            coming = pool.submit(next, items, end)
+            yield item
 
 
 def _converted(pieces, target, key: str, stats: CopyStats, bar):
@@ -181,30 +199,15 @@ def _converted(pieces, target, key: str, stats: CopyStats, bar):
 def _convert(piece, target, key: str | None, stats: CopyStats, bar):
     """``piece`` cast to ``target``, counted into ``stats`` (bytes, overflow under ``key``)
     and ``bar``."""
-    from .cast import cast
+    from .cast import cast_counted
 
-    out = piece if piece.dtype == target else cast(piece, target)
-    lost = 0 if out is piece else _overflow(piece, out)
+    out, lost = (piece, 0) if piece.dtype == target else cast_counted(piece, target)
     if lost:
         stats.overflowed[key] = stats.overflowed.get(key, 0) + lost
     stats.bytes_read += piece.nbytes
     stats.bytes_written += out.nbytes
     bar.update(piece.nbytes)
     return out
-
-
-def _overflow(value, cast) -> int:
-    """How many finite values of ``value`` became infinite in ``cast``. Two reductions answer
-    "none" without allocating; only then is a mask of the piece's size made."""
-    import ml_dtypes
-    import numpy as np
-
-    if value.size == 0 or value.dtype.kind not in "fV" or cast.dtype.kind not in "fV":
-        return 0
-    limit = float(ml_dtypes.finfo(cast.dtype).max)
-    if float(value.max()) <= limit and float(value.min()) >= -limit:
-        return 0
-    return int(np.count_nonzero(np.isfinite(value) & np.isinf(cast)))
 
 
 @contextlib.contextmanager
