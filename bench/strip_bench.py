@@ -2,6 +2,7 @@
 
     python bench/strip_bench.py [--dir DIR] [--layers 4] [--width 8192] [--keep]
     python bench/strip_bench.py --many 2000 [--width 64]
+    python bench/strip_bench.py --dir DIR --reuse [--many 2000]   # the checkpoint of a --keep run
 
 Big tensors (default): a checkpoint of ``layers`` float32 ``[width, width]`` kernels plus biases
 (4 x 256 MiB = 1 GiB of weights by default) with Adam slots (2 GiB more), one Adam step taken
@@ -129,6 +130,8 @@ def main() -> None:
                     help="kernel width (default 8192; 64 with --many)")
     ap.add_argument("--many", type=int, metavar="N", help="N small layers instead of big ones")
     ap.add_argument("--keep", action="store_true", help="keep the files afterwards")
+    ap.add_argument("--reuse", action="store_true",
+                    help="use the checkpoint an earlier --keep run left in --dir (no build)")
     args = ap.parse_args()
     width = args.width or (64 if args.many else 8192)
     layers = args.many or args.layers
@@ -139,10 +142,17 @@ def main() -> None:
     out = lambda name: os.path.join(work, name, "model.ckpt")  # noqa: E731
     ours = lambda *argv: [py, "-m", "ckptsurgery", *argv]  # noqa: E731
     try:
-        print(f"building {layers} x [{width}, {width}] float32 + Adam slots in {work} ...",
-              flush=True)
-        build = measure("build", [py, "-c", BUILD, src, str(layers), str(width),
-                                  "0" if args.many else "1"])
+        if args.reuse:  # only the source stays from the earlier run
+            build = {"wall": 0.0}
+            for name in os.listdir(work):
+                path = os.path.join(work, name)
+                if name != "src":
+                    shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+        else:
+            print(f"building {layers} x [{width}, {width}] float32 + Adam slots in {work} ...",
+                  flush=True)
+            build = measure("build", [py, "-c", BUILD, src, str(layers), str(width),
+                                      "0" if args.many else "1"])
         data = [os.path.join(os.path.dirname(src), f) for f in os.listdir(os.path.dirname(src))
                 if ".data-" in f]
         total = files_size(src)
