@@ -101,8 +101,7 @@ def _float32_to_float16(x) -> tuple:
             nans = np.flatnonzero(mag > inf) if top > inf else None
             np.right_shift(b, u32(16), out=mag)
             np.bitwise_and(mag, u32(0x8000), out=mag)
-            np.bitwise_or(half, mag, out=half)
-            out[start:start + len(b)] = half
+            np.bitwise_or(half, mag, out=out[start:start + len(b)], casting="unsafe")
             if nans is not None:  # NaNs keep their payload, as numpy converts them
                 out[start + nans] = flat[start + nans].astype(np.float16).view(np.uint16)
         return lost
