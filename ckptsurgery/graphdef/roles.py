@@ -49,9 +49,16 @@ def graph_roles(meta) -> dict[str, VariableRole]:
     averages = [nodes[name] for name in index.names
                 if "AssignMovingAvg" in name and _MOVING_AVG_RE.search(name) and nodes[name].input]
     optimizers = {op: m.group("optimizer") for op in index.by_op if (m := _APPLY_RE.match(op))}
+    traced: dict[str, str | None] = {}  # the learning rate, beta1... are inputs of every update
     for node in nodes_of_type(meta, *optimizers):
-        variables = [trace_variable(nodes, ref) for ref in node.input if not ref.startswith("^")]
-        names = [v.name if v is not None else None for v in variables]
+        names = []
+        for ref in node.input:
+            if ref.startswith("^"):
+                continue
+            if ref not in traced:
+                variable = trace_variable(nodes, ref)
+                traced[ref] = variable.name if variable is not None else None
+            names.append(traced[ref])
         if not names:
             continue
         optimizer = optimizers[node.op]
