@@ -309,6 +309,11 @@ def rewrite_checkpoint(checkpoint, plan: RewritePlan, out: str, *, force: bool =
                        progress: bool = True) -> RewriteResult:
     """Write the checkpoint ``plan`` describes at ``out``, streaming one batch at a time.
 
+    The input's parsed ``.meta`` (``checkpoint.meta_graph``) becomes the output's: it is
+    rewritten in place, not copied (a graph can be 100s of MB), and dropped from ``checkpoint``,
+    which parses its file again if asked. A ``meta_graph`` taken before the call must not be
+    used after it.
+
     Args:
         checkpoint: the opened input checkpoint.
         plan: from :func:`plan_rename`, :func:`plan_strip` or :func:`plan_cast`.
