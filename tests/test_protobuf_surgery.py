@@ -290,3 +290,31 @@ def test_an_in_place_rewrite_writes_the_graph_a_copy_would(meta, values, work, f
     assert info_in_place == info
     assert {"strip": info.removed_ops, "rename": info.renamed_ops,
             "cast": [n for n in copied.graph_def.node if n.op == "Cast"]}[work]
+
+
+def test_a_rewrite_hands_the_inputs_graph_over_and_leaves_its_files(tmp_path):
+    """plan_and_rewrite rewrites the input's parsed graph in place (no copy); the input's files
+    stay byte for byte, and the checkpoint parses its .meta again when asked."""
+    import hashlib
+    import shutil
+
+    from ckptsurgery.migrate.rewrite import plan_and_rewrite, plan_strip
+
+    src = str(tmp_path / "in")
+    shutil.copytree(os.path.dirname(FIXTURE_MIXED), src)
+    prefix = os.path.join(src, os.path.basename(FIXTURE_MIXED))
+    ckpt = open_checkpoint(prefix)
+    digest = {p: hashlib.sha256(open(p, "rb").read()).hexdigest() for p in ckpt.files.paths}
+    before = ckpt.meta_graph
+    plan, result = plan_and_rewrite(ckpt, lambda c: plan_strip(c, optimizer_slots=True),
+                                    str(tmp_path / "out" / "m"), progress=False)
+    assert result is not None and plan.targets["dense/kernel/Adam"] is None
+    assert not any(n.name.endswith(SLOTS) for n in before.graph_def.node)  # rewritten in place
+    again = ckpt.meta_graph
+    assert again is not before
+    assert again.SerializeToString() == read_meta_graph(prefix + ".meta").SerializeToString()
+    assert any(n.name.endswith(SLOTS) for n in again.graph_def.node)
+    assert digest == {p: hashlib.sha256(open(p, "rb").read()).hexdigest()
+                      for p in ckpt.files.paths}
+    dry, nothing = plan_and_rewrite(ckpt, lambda c: plan_strip(c, optimizer_slots=True), None)
+    assert nothing is None and dry.targets == plan.targets
