@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, replace
 from ..errors import SelectionError, UserError, nearest
 from ..formats.metafile import CONTEXT_COLLECTIONS, VARIABLE_COLLECTIONS, collection_proto
 from .collections import drop_stale_collection_entries
-from .metagraph import frozen, node_index, op_name, set_repeated, thaw
+from .metagraph import frozen, node_index, node_map, op_name, set_repeated, thaw
 from .saver import VARIABLE_OPS, add_saver, saved_variables, saver_nodes, saver_scope
 from .walk import consumers
 
@@ -99,19 +99,21 @@ def rewrite_meta_graph(meta, targets: dict[str, str | None], *,
         # variables that enters the saver stays there: what it reaches there goes anyway.
         removed, cut = _dependents_of(meta, dropped, variables)
         removed -= saver
+        if in_place:  # the nodes stay the same objects while others are removed
+            cut_nodes = [node_map(meta)[name] for name in cut]
+            gone = removed | saver
+            positions = sorted(index.position[name] for name in gone)
     if in_place:
-        gone = removed | saver
-        positions = sorted(index.position[name] for name in gone)
         thaw(meta)
         new = meta
         _remove_nodes(new, gone, positions)
     else:
         new = _copy_without(meta, removed | saver)
+        cut_nodes = [node for node in new.graph_def.node if node.name in cut] if cut else []
     had_savers = "savers" in new.collection_def
     info = MetaRewrite(removed_variables=sorted(dropped), removed_ops=sorted(removed))
-    for node in new.graph_def.node if cut else ():  # control edges from dropped variables
-        if node.name in cut:
-            set_repeated(node.input, [i for i in node.input if op_name(i) not in removed])
+    for node in cut_nodes:  # control edges from dropped variables
+        set_repeated(node.input, [i for i in node.input if op_name(i) not in removed])
     _check_initializers(new, removed)
     _drop_dead_references(new, removed)
 
