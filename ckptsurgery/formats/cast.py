@@ -4,8 +4,10 @@ numpy's float32 -> float16 conversion handles each value that becomes subnormal 
 float16 on a slow scalar path: on Adam's second moments, which are almost all below float16's
 normal range, it runs at about 70 ns per value, ten times its usual speed. :func:`cast` does
 that conversion with whole-array integer and float operations instead (round to nearest even,
-as numpy and TensorFlow do; the same bits as ``astype`` for every non-NaN value, a test checks
-all of them), and every other cast with ``astype``.
+as numpy and TensorFlow do: ``astype``'s bits for every one of the 2**32 float32 values, NaN
+payloads included, checked once; the tests check 1.4 million chosen ones and each kind of
+block), and every other cast with ``astype``. A narrowing cast turns values out of range into
+infinities without a word; :func:`cast_counted` also says how many, which a migration reports.
 """
 
 from __future__ import annotations
