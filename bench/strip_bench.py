@@ -3,6 +3,7 @@
     python bench/strip_bench.py [--dir DIR] [--layers 4] [--width 8192] [--keep]
     python bench/strip_bench.py --many 2000 [--width 64]
     python bench/strip_bench.py --dir DIR --reuse [--many 2000]   # the checkpoint of a --keep run
+    python bench/strip_bench.py --repeat 3    # each step 3 times: the median, and every run
 
 Big tensors (default): a checkpoint of ``layers`` float32 ``[width, width]`` kernels plus biases
 (4 x 256 MiB = 1 GiB of weights by default) with Adam slots (2 GiB more), one Adam step taken
@@ -100,20 +101,33 @@ PLAIN_TF = textwrap.dedent("""
 """)
 
 
-def measure(label: str, argv: list[str]) -> dict:
-    """Run ``argv``; its wall time and the peak RSS ``os.wait4`` reports for it."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    os.sync()  # start each step with no dirty pages of the previous one still being written
-    start = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    err = proc.stderr.read().decode(errors="replace")
-    proc.stderr.close()
-    if proc.returncode != 0:
-        sys.exit(f"{label} failed (exit {proc.returncode}):\n{err[-2000:]}")
-    return {"label": label, "wall": wall, "rss_mb": usage.ru_maxrss / 1024}
+REPEAT = 1  # runs of each step (--repeat); the median wall time is reported
+
+
+def measure(label: str, argv: list[str], outputs: tuple[str, ...] = (),
+            repeat: int | None = None) -> dict:
+    """Run ``argv`` ``repeat`` (default ``REPEAT``) times; the median wall time, every wall
+    time, and the peak RSS ``os.wait4`` reports. ``outputs`` (files or folders) are removed,
+    untimed, before each run."""
+    walls, rss = [], 0.0
+    for _ in range(repeat or REPEAT):
+        for path in outputs:
+            shutil.rmtree(path) if os.path.isdir(path) else (
+                os.remove(path) if os.path.exists(path) else None)
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+        os.sync()  # start each step with no dirty pages of the previous one still being written
+        start = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        walls.append(time.perf_counter() - start)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        err = proc.stderr.read().decode(errors="replace")
+        proc.stderr.close()
+        if proc.returncode != 0:
+            sys.exit(f"{label} failed (exit {proc.returncode}):\n{err[-2000:]}")
+        rss = max(rss, usage.ru_maxrss / 1024)
+    return {"label": label, "wall": sorted(walls)[len(walls) // 2], "walls": walls,
+            "rss_mb": rss}
 
 
 def files_size(prefix: str) -> int:
@@ -130,9 +144,13 @@ def main() -> None:
                     help="kernel width (default 8192; 64 with --many)")
     ap.add_argument("--many", type=int, metavar="N", help="N small layers instead of big ones")
     ap.add_argument("--keep", action="store_true", help="keep the files afterwards")
+    ap.add_argument("--repeat", type=int, default=1, metavar="N",
+                    help="run each step N times and report the median (default 1)")
     ap.add_argument("--reuse", action="store_true",
                     help="use the checkpoint an earlier --keep run left in --dir (no build)")
     args = ap.parse_args()
+    global REPEAT
+    REPEAT = max(1, args.repeat)
     width = args.width or (64 if args.many else 8192)
     layers = args.many or args.layers
     work = args.dir or tempfile.mkdtemp(prefix="strip_bench-")
@@ -152,7 +170,7 @@ def main() -> None:
             print(f"building {layers} x [{width}, {width}] float32 + Adam slots in {work} ...",
                   flush=True)
             build = measure("build", [py, "-c", BUILD, src, str(layers), str(width),
-                                      "0" if args.many else "1"])
+                                      "0" if args.many else "1"], repeat=1)
         data = [os.path.join(os.path.dirname(src), f) for f in os.listdir(os.path.dirname(src))
                 if ".data-" in f]
         total = files_size(src)
@@ -160,24 +178,30 @@ def main() -> None:
         print(f"built {total / 2**20:,.0f} MiB of data, {meta / 2**20:.1f} MiB .meta in "
               f"{build['wall']:.0f} s", flush=True)
         plain_strip = measure("plain TF strip (import, restore, save)",
-                              [py, "-c", PLAIN_TF, src, out("plain")])
+                              [py, "-c", PLAIN_TF, src, out("plain")],
+                              (os.path.dirname(out("plain")),))
         steps = [measure("ckptsurgery inspect", ours("inspect", src))]
         if args.many:
             steps.append(measure("ckptsurgery verify", ours("verify", src)))
         else:
-            steps.insert(0, measure("cp data file", ["cp", data[0], os.path.join(work, "c.data")]))
+            steps.insert(0, measure("cp data file", ["cp", data[0], os.path.join(work, "c.data")],
+                                    (os.path.join(work, "c.data"),)))
         steps += [
             measure("ckptsurgery strip --optimizer-slots",
-                    ours("strip", src, "--optimizer-slots", "--quiet", "--out", out("strip"))),
+                    ours("strip", src, "--optimizer-slots", "--quiet", "--out", out("strip")),
+                    (os.path.dirname(out("strip")),)),
             measure("ckptsurgery cast --dtype float16",
-                    ours("cast", src, "--dtype", "float16", "--quiet", "--out", out("cast"))),
+                    ours("cast", src, "--dtype", "float16", "--quiet", "--out", out("cast")),
+                    (os.path.dirname(out("cast")),)),
         ]
         if not args.many:
             plain_cast = measure("plain TF cast (read all, cast, save)",
-                                 [py, "-c", PLAIN_TF_CAST, src, out("plaincast")])
+                                 [py, "-c", PLAIN_TF_CAST, src, out("plaincast")],
+                                 (os.path.dirname(out("plaincast")),))
             steps += [measure("ckptsurgery convert --to safetensors",
                               ours("convert", src, "--to", "safetensors", "--quiet", "--out",
-                                   os.path.join(work, "model.safetensors"))), plain_cast]
+                                   os.path.join(work, "model.safetensors")),
+                              (os.path.join(work, "model.safetensors"),)), plain_cast]
         print(f"\ncheckpoint: {total / 2**30:.2f} GiB, {layers} layers of [{width}, {width}] + "
               f"Adam slots, .meta {meta / 2**20:.1f} MiB; outputs: strip "
               f"{files_size(out('strip')) / 2**30:.2f} GiB (plain TF "
@@ -188,8 +212,10 @@ def main() -> None:
         for r in [plain_strip, *steps]:
             cast_ratio = (f"{r['wall'] / plain_cast['wall']:>10.2f}" if not args.many
                           else f"{'':>10}")
+            runs = (" (" + ", ".join(f"{w:.1f}" for w in r["walls"]) + ")"
+                    if len(r["walls"]) > 1 else "")
             print(f"{r['label']:<40} {r['wall']:>8.1f} {r['wall'] / plain_strip['wall']:>11.2f} "
-                  f"{cast_ratio} {r['rss_mb']:>12.0f}")
+                  f"{cast_ratio} {r['rss_mb']:>12.0f}{runs}")
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
