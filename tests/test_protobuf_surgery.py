@@ -318,3 +318,25 @@ def test_a_rewrite_hands_the_inputs_graph_over_and_leaves_its_files(tmp_path):
                       for p in ckpt.files.paths}
     dry, nothing = plan_and_rewrite(ckpt, lambda c: plan_strip(c, optimizer_slots=True), None)
     assert nothing is None and dry.targets == plan.targets
+
+
+def test_a_rewrite_fsyncs_every_file_after_its_read_back_and_before_the_rename(tmp_path,
+                                                                               monkeypatch):
+    """The data is not fsynced as it is closed (the disk writes while the read-back checks
+    it); every file is, before it is renamed into place."""
+    import ckptsurgery.formats.output as output
+    from ckptsurgery.migrate.rewrite import cast_checkpoint
+
+    events = []
+    real_fsync, real_replace = output._fsync, output.os.replace
+    monkeypatch.setattr(output, "_fsync",
+                        lambda path: (events.append(("fsync", os.path.basename(path))),
+                                      real_fsync(path)))
+    monkeypatch.setattr(output.os, "replace",
+                        lambda a, b: (events.append(("replace", os.path.basename(a))),
+                                      real_replace(a, b)))
+    out = str(tmp_path / "o" / "model.ckpt")
+    cast_checkpoint(FIXTURE_MIXED, "float16", out, progress=False)
+    data = "model.ckpt.data-00000-of-00001"
+    for name in (data, "model.ckpt.index", "model.ckpt.meta"):
+        assert events.index(("fsync", name)) < events.index(("replace", name)), events

@@ -88,7 +88,7 @@ class CopyStats:
 
 def copy_tensors(checkpoint, prefix: str, specs: Sequence[CopySpec], *,
                  max_batch_bytes: int = DEFAULT_BATCH_BYTES, progress: bool = True,
-                 extra: Iterable[tuple[str, object]] = ()) -> CopyStats:
+                 extra: Iterable[tuple[str, object]] = (), fsync: bool = True) -> CopyStats:
     """Stream the tensors ``specs`` from ``checkpoint`` into a new bundle at ``prefix``.
 
     Args:
@@ -99,6 +99,8 @@ def copy_tensors(checkpoint, prefix: str, specs: Sequence[CopySpec], *,
         max_batch_bytes: bound of one piece read.
         progress: show a progress bar of bytes done on stderr (only when it is a terminal).
         extra: small ``(key, value)`` tensors to add (bookkeeping such as TF2's object graph).
+        fsync: fsync the data when done; False when the caller fsyncs the files later
+            (:func:`~ckptsurgery.safety.staging.staged_checkpoint`, after its read-back).
 
     Returns:
         A :class:`CopyStats`.
@@ -112,7 +114,7 @@ def copy_tensors(checkpoint, prefix: str, specs: Sequence[CopySpec], *,
     run_bytes = [0]
     run_limit = min(max_batch_bytes, _SMALL_RUN)
     with progress_bar(sum(variables[s.source].nbytes for s in specs), "writing",
-                      progress) as bar, BundleFileWriter(prefix) as writer:
+                      progress) as bar, BundleFileWriter(prefix, fsync=fsync) as writer:
         def flush() -> None:
             if small:
                 _cast_together(checkpoint, small, writer, stats, bar)

@@ -52,10 +52,15 @@ def data_path(prefix: str) -> str:
 
 class BundleFileWriter:
     """A new V2 bundle at ``prefix``; use as a context manager (closed on success, removed on
-    error) or call :meth:`close` / :meth:`abort`."""
+    error) or call :meth:`close` / :meth:`abort`.
 
-    def __init__(self, prefix: str):
+    ``fsync=False`` leaves the data to the kernel on closing, for a caller that fsyncs the
+    files itself later (:func:`~ckptsurgery.safety.staging.staged_checkpoint` does, after
+    reading them back: the disk writes while they are checked)."""
+
+    def __init__(self, prefix: str, *, fsync: bool = True):
         self.prefix = prefix
+        self._fsync = fsync
         self._data = open(data_path(prefix), "wb")  # noqa: SIM115 - closed in close()/abort()
         self._offset = 0
         self._flushed = 0  # bytes handed to the disk so far (see _start_writeback)
@@ -142,9 +147,10 @@ class BundleFileWriter:
         self._flushed = self._offset
 
     def close(self) -> None:
-        """Flush and fsync the data, write the index."""
+        """Flush and fsync the data (unless made with ``fsync=False``), write the index."""
         self._data.flush()
-        os.fsync(self._data.fileno())
+        if self._fsync:
+            os.fsync(self._data.fileno())
         self._data.close()
         header = message_class("tensorflow.BundleHeaderProto")()
         header.num_shards = 1

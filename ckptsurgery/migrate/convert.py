@@ -365,7 +365,7 @@ def _write_tf2(checkpoint, names, out, *, force, progress, batch, torch_layout):
         extra.append(("save_counter" + _TF2_SUFFIX, np.array(1, dtype=np.int64)))
     with staged_checkpoint(prefix) as tmp:
         stats = copy_tensors(checkpoint, tmp, specs, progress=progress, extra=extra,
-                             max_batch_bytes=batch)
+                             max_batch_bytes=batch, fsync=False)  # the staging fsyncs
     return prefix, stats.bytes_read
 
 

@@ -374,7 +374,8 @@ def _write(checkpoint, prepared: _Prepared, progress: bool,
             write_meta_graph(prepared.meta, tmp + ".meta")
             prepared.meta = None
         stats = copy_tensors(checkpoint, tmp, specs, progress=progress, extra=extra,
-                             max_batch_bytes=max_batch_bytes or DEFAULT_BATCH_BYTES)
+                             max_batch_bytes=max_batch_bytes or DEFAULT_BATCH_BYTES,
+                             fsync=False)  # the staging fsyncs after reading back
     folder = os.path.dirname(prefix) or "."
     base = os.path.basename(prefix)
     files = sorted(os.path.join(folder, f) for f in os.listdir(folder)
