@@ -183,3 +183,23 @@ def test_a_piece_size_below_one_megabyte_is_refused(mlp_ckpt, tmp_path):
     assert r.returncode == 2
     assert "--batch-mb: '0': give a size in MB of at least 1" in r.stderr
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("dropped", [50, 12000])
+def test_a_plan_of_thousands_of_changes_lists_the_first_and_counts_the_rest(dropped):
+    """A strip of a checkpoint of 12,000 tensors prints 20 of them and how many more, not
+    12,000 lines; up to 50 are all listed; the JSON plan always has every one."""
+    from ckptsurgery.migrate.rewrite import RewritePlan
+
+    targets = {f"layer{i}/kernel/Adam": None for i in range(dropped)}
+    targets["layer0/kernel"] = "layer0/kernel"
+    plan = RewritePlan("strip", targets)
+    lines = plan.lines()
+    drops = [line for line in lines if line.startswith("  drop   ")]
+    assert lines[0] == f"strip: 1 variable(s) kept, {dropped} dropped, 0 renamed, 0 cast"
+    if dropped == 50:
+        assert len(drops) == 50 and len(lines) == 51
+    else:
+        assert drops == [f"  drop   {k}" for k in plan.dropped[:20]]
+        assert lines[-1] == "  ... and 11,980 more dropped (--json lists all)"
+    assert len(plan.as_dict()["dropped"]) == dropped

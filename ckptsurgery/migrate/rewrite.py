@@ -108,18 +108,29 @@ class RewritePlan:
         return {k: t for k, t in self.targets.items() if t is not None and t != k}
 
     def lines(self) -> list[str]:
-        """The plan as text, one change per line."""
+        """The plan as text, one change per line; of a kind with more than
+        ``_LISTED`` changes (a checkpoint of 10,000s of tensors), the first ``_SHOWN`` and
+        how many more (``as_dict`` has them all)."""
         out = [f"{self.operation}: {len(self.kept)} variable(s) kept, {len(self.dropped)} "
                f"dropped, {len(self.renamed)} renamed, {len(self.casts)} cast"]
-        out += [f"  rename {k} -> {t}" for k, t in self.renamed.items()]
-        out += [f"  drop   {k}" for k in self.dropped]
+        out += _listed([f"  rename {k} -> {t}" for k, t in self.renamed.items()], "renamed")
+        out += _listed([f"  drop   {k}" for k in self.dropped], "dropped")
         out += [f"  {note}" for note in self.notes]
-        out += [f"  cast   {k} -> {d}" for k, d in self.casts.items()]
+        out += _listed([f"  cast   {k} -> {d}" for k, d in self.casts.items()], "cast")
         return out
 
     def as_dict(self) -> dict:
         return {"operation": self.operation, "kept": self.kept, "dropped": self.dropped,
                 "renamed": self.renamed, "cast": self.casts}
+
+
+_LISTED, _SHOWN = 50, 20
+
+
+def _listed(lines: list[str], kind: str) -> list[str]:
+    if len(lines) <= _LISTED:
+        return lines
+    return lines[:_SHOWN] + [f"  ... and {len(lines) - _SHOWN:,} more {kind} (--json lists all)"]
 
 
 @dataclass
