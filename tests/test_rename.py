@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from conftest import read_vars, run_cli
@@ -141,3 +143,25 @@ def test_the_update_ops_of_a_renamed_variable_follow_it(tmp_path):
     assert not any("update_dense/" in n for n in names)
     assert sorted(restore_values(out)) == sorted(
         k.replace("dense/", "fc/", 1) for k in read_vars(FIXTURE_MIXED))
+
+
+def test_a_dry_run_rename_needs_no_readable_meta(tmp_path):
+    """A rename's plan comes from the keys alone: --dry-run prints it even when the .meta is
+    damaged; the rename itself says which file is wrong, in one line, and writes nothing."""
+    import shutil
+
+    from conftest import FIXTURE_MIXED
+
+    src = tmp_path / "in"
+    shutil.copytree(os.path.dirname(FIXTURE_MIXED), src)
+    prefix = str(src / os.path.basename(FIXTURE_MIXED))
+    with open(prefix + ".meta", "r+b") as f:
+        f.truncate(3000)
+    out = str(tmp_path / "out" / "m")
+    proc = run_cli("rename", prefix, "--map", "dense=fc", "--out", out, "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert "rename dense/kernel -> fc/kernel" in proc.stdout
+    proc = run_cli("rename", prefix, "--map", "dense=fc", "--out", out)
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and ".meta" in proc.stderr
+    assert not os.path.exists(out + ".index")

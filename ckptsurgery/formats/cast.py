@@ -35,18 +35,18 @@ def cast_counted(values, dtype) -> tuple:
     return out, overflowed(values, out)
 
 
-def overflowed(value, cast) -> int:
-    """How many finite values of ``value`` became infinite in ``cast``. Two reductions answer
-    "none" without allocating; only then is a mask of the array's size made."""
+def overflowed(value, result) -> int:
+    """How many finite values of ``value`` became infinite in ``result``, its cast. Two
+    reductions answer "none" without allocating; only then is a mask of the array's size made."""
     import ml_dtypes
     import numpy as np
 
-    if value.size == 0 or value.dtype.kind not in "fV" or cast.dtype.kind not in "fV":
+    if value.size == 0 or value.dtype.kind not in "fV" or result.dtype.kind not in "fV":
         return 0
-    limit = float(ml_dtypes.finfo(cast.dtype).max)
+    limit = float(ml_dtypes.finfo(result.dtype).max)
     if float(value.max()) <= limit and float(value.min()) >= -limit:
         return 0
-    return int(np.count_nonzero(np.isfinite(value) & np.isinf(cast)))
+    return int(np.count_nonzero(np.isfinite(value) & np.isinf(result)))
 
 
 _BLOCK = 2**17  # values per step: temporaries stay in cache (512 KB each)

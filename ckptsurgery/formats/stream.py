@@ -13,6 +13,7 @@ TensorFlow for V2 checkpoints.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -42,13 +43,13 @@ class CopySpec:
     dtype: str | None = None
 
 
-def plan_batches(sizes: Sequence[tuple[str, int]], max_batch_bytes: int) -> list[list[str]]:
+def plan_batches(sizes: Sequence[tuple], max_batch_bytes: int) -> list[list]:
     """Split ``(key, nbytes)`` pairs, in order, into batches of at most ``max_batch_bytes``.
 
     A tensor larger than the bound is a batch of its own.
     """
-    batches: list[list[str]] = []
-    current: list[str] = []
+    batches: list[list] = []
+    current: list = []
     used = 0
     for key, nbytes in sizes:
         if current and used + nbytes > max_batch_bytes:
@@ -105,45 +106,29 @@ def copy_tensors(checkpoint, prefix: str, specs: Sequence[CopySpec], *,
     Returns:
         A :class:`CopyStats`.
     """
-    from .dtypes import enum_of, numpy_dtype
     from .writer import BundleFileWriter
 
     variables = checkpoint.variables
     stats = CopyStats()
-    small: list[CopySpec] = []  # consecutive small casts of one dtype, cast together
-    run_bytes = [0]
-    run_limit = min(max_batch_bytes, _SMALL_RUN)
+
+    def small_cast(spec: CopySpec):
+        """The (from, to) dtypes of a small cast, which is made with its neighbours'; else
+        None."""
+        info = variables[spec.source]
+        casts = spec.dtype not in (None, info.dtype)
+        return (info.dtype, spec.dtype) if casts and info.nbytes <= _SMALL else None
+
     with progress_bar(sum(variables[s.source].nbytes for s in specs), "writing",
                       progress) as bar, BundleFileWriter(prefix, fsync=fsync) as writer:
-        def flush() -> None:
-            if small:
-                _cast_together(checkpoint, small, writer, stats, bar)
-                small.clear()
-                run_bytes[0] = 0
-
-        for spec in specs:
-            info = variables[spec.source]
-            if spec.dtype not in (None, info.dtype) and info.nbytes <= _SMALL:
-                same = small and (variables[small[0].source].dtype, small[0].dtype) == (
-                    info.dtype, spec.dtype)
-                if not same or run_bytes[0] + info.nbytes > run_limit:
-                    flush()
-                small.append(spec)
-                run_bytes[0] += info.nbytes
+        for kind, run in itertools.groupby(specs, small_cast):
+            if kind is not None:
+                run = list(run)
+                sizes = [(i, variables[s.source].nbytes) for i, s in enumerate(run)]
+                for batch in plan_batches(sizes, min(max_batch_bytes, _SMALL_RUN)):
+                    _cast_together(checkpoint, [run[i] for i in batch], writer, stats, bar)
                 continue
-            flush()
-            if info.dtype == "string":
-                writer.add(spec.target, checkpoint.read(spec.source))
-                continue
-            target = numpy_dtype(enum_of(spec.dtype or info.dtype))
-            if target == numpy_dtype(enum_of(info.dtype)) or info.nbytes <= max_batch_bytes // 2:
-                pieces = _converted(checkpoint.pieces(spec.source, max_batch_bytes), target,
-                                    spec.target, stats, bar)
-            else:  # a big cast: the next piece is read and cast while this one is written
-                pieces = _ahead(_converted(checkpoint.pieces(spec.source, max_batch_bytes // 2),
-                                           target, spec.target, stats, bar))
-            writer.add_pieces(spec.target, target, info.shape, pieces)
-        flush()
+            for spec in run:
+                _copy_one(checkpoint, spec, writer, stats, bar, max_batch_bytes)
         for key, value in extra:
             writer.add(key, value)
     return stats
@@ -153,6 +138,25 @@ def copy_tensors(checkpoint, prefix: str, specs: Sequence[CopySpec], *,
 #: cost of tens of microseconds, which on 10,000s of small tensors is most of a rewrite.
 _SMALL = 2**20
 _SMALL_RUN = 16 * 2**20
+
+
+def _copy_one(checkpoint, spec: CopySpec, writer, stats: CopyStats, bar,
+              max_batch_bytes: int) -> None:
+    """Copy one tensor, cast as ``spec`` says, in pieces of at most ``max_batch_bytes``."""
+    from .dtypes import enum_of, numpy_dtype
+
+    info = checkpoint.variables[spec.source]
+    if info.dtype == "string":
+        writer.add(spec.target, checkpoint.read(spec.source))
+        return
+    target = numpy_dtype(enum_of(spec.dtype or info.dtype))
+    if spec.dtype in (None, info.dtype) or info.nbytes <= max_batch_bytes // 2:
+        pieces = _converted(checkpoint.pieces(spec.source, max_batch_bytes), target,
+                            spec.target, stats, bar)
+    else:  # a big cast: the next piece is read and cast while this one is written
+        pieces = _ahead(_converted(checkpoint.pieces(spec.source, max_batch_bytes // 2),
+                                   target, spec.target, stats, bar))
+    writer.add_pieces(spec.target, target, info.shape, pieces)
 
 
 def _cast_together(checkpoint, specs: Sequence[CopySpec], writer, stats: CopyStats,
@@ -169,11 +173,10 @@ def _cast_together(checkpoint, specs: Sequence[CopySpec], writer, stats: CopySta
     target = numpy_dtype(enum_of(specs[0].dtype))
     ends = np.cumsum([v.size for v in values])
     joined = np.concatenate(values) if len(values) > 1 else values[0]
-    out = _convert(joined, target, None, stats, bar)
-    counted = stats.overflowed.pop(None, 0)  # by tensor below, only when there is any
+    out, any_lost = _convert(joined, target, stats, bar)
     for spec, value, end in zip(specs, values, ends, strict=True):
         start = end - value.size
-        lost = overflowed(value, out[start:end]) if counted else 0
+        lost = overflowed(value, out[start:end]) if any_lost else 0  # by tensor, if any
         if lost:
             stats.overflowed[spec.target] = lost
         writer.add_pieces(spec.target, target, variables[spec.source].shape, [out[start:end]])
@@ -193,23 +196,25 @@ def _ahead(items: Iterator) -> Iterator:
 
 
 def _converted(pieces, target, key: str, stats: CopyStats, bar):
-    """``pieces`` cast to ``target`` (:func:`_convert`) as they go by."""
+    """``pieces`` cast to ``target`` (:func:`_convert`) as they go by; what overflows is
+    counted under ``key``."""
     for piece in pieces:
-        yield _convert(piece, target, key, stats, bar)
+        out, lost = _convert(piece, target, stats, bar)
+        if lost:
+            stats.overflowed[key] = stats.overflowed.get(key, 0) + lost
+        yield out
 
 
-def _convert(piece, target, key: str | None, stats: CopyStats, bar):
-    """``piece`` cast to ``target``, counted into ``stats`` (bytes, overflow under ``key``)
-    and ``bar``."""
+def _convert(piece, target, stats: CopyStats, bar) -> tuple:
+    """``(piece cast to target, how many finite values became infinite)``, its bytes counted
+    into ``stats`` and ``bar``."""
     from .cast import cast_counted
 
     out, lost = (piece, 0) if piece.dtype == target else cast_counted(piece, target)
-    if lost:
-        stats.overflowed[key] = stats.overflowed.get(key, 0) + lost
     stats.bytes_read += piece.nbytes
     stats.bytes_written += out.nbytes
     bar.update(piece.nbytes)
-    return out
+    return out, lost
 
 
 @contextlib.contextmanager

@@ -21,9 +21,9 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TypeVar
 
-__all__ = ["op_name", "frozen", "thaw", "analysis", "NodeIndex", "node_index", "node_map", "nodes_of_type",
-           "node_inputs", "placeholders", "placeholder_shape", "tf_version", "unregistered_ops",
-           "set_repeated", "shape_text", "free_name"]
+__all__ = ["op_name", "frozen", "thaw", "analysis", "NodeIndex", "node_index", "node_map",
+           "nodes_of_type", "node_inputs", "placeholders", "placeholder_shape", "tf_version",
+           "unregistered_ops", "set_repeated", "shape_text", "free_name"]
 
 F = TypeVar("F", bound=Callable)
 
@@ -107,6 +107,10 @@ class NodeIndex:
                 positions.append(i)
         return out
 
+    def of_type(self, *op_types: str) -> list[int]:
+        """The positions of the nodes whose op type is one of ``op_types``, in graph order."""
+        return sorted(i for t in op_types for i in self.by_op.get(t, ()))
+
 
 class NodeMap(Mapping):
     """The graph's nodes by name, read-only, looked up through a :class:`NodeIndex`: a view of
@@ -158,10 +162,8 @@ def node_map(meta) -> NodeMap:
 
 def nodes_of_type(meta, *op_types: str) -> list:
     """The nodes whose op type is one of ``op_types``, in graph order."""
-    index = node_index(meta)
-    positions = sorted(i for t in op_types for i in index.by_op.get(t, ()))
     nodes = meta.graph_def.node
-    return [nodes[i] for i in positions]
+    return [nodes[i] for i in node_index(meta).of_type(*op_types)]
 
 
 @analysis

@@ -93,23 +93,12 @@ def rewrite_meta_graph(meta, targets: dict[str, str | None], *,
                    if all(v.key in targets and targets[v.key] is None for v in vs)}
         saver = saver_nodes(meta)
         index = node_index(meta)
-        variables = {index.names[i] for op in VARIABLE_OPS for i in index.by_op.get(op, ())
-                     if index.names[i] not in saver}
+        variables = {index.names[i] for i in index.of_type(*VARIABLE_OPS)} - saver
         # No node outside the saver reads one of its nodes, so a walk from the dropped
         # variables that enters the saver stays there: what it reaches there goes anyway.
         removed, cut = _dependents_of(meta, dropped, variables)
         removed -= saver
-        if in_place:  # the nodes stay the same objects while others are removed
-            cut_nodes = [node_map(meta)[name] for name in cut]
-            gone = removed | saver
-            positions = sorted(index.position[name] for name in gone)
-    if in_place:
-        thaw(meta)
-        new = meta
-        _remove_nodes(new, gone, positions)
-    else:
-        new = _copy_without(meta, removed | saver)
-        cut_nodes = [node for node in new.graph_def.node if node.name in cut] if cut else []
+        new, cut_nodes = _without(meta, removed | saver, cut, in_place)
     had_savers = "savers" in new.collection_def
     info = MetaRewrite(removed_variables=sorted(dropped), removed_ops=sorted(removed))
     for node in cut_nodes:  # control edges from dropped variables
@@ -181,6 +170,20 @@ def _dependents_of(meta, dropped: set[str], variables: set[str]) -> tuple[set[st
                 removed.add(consumer)
                 queue.append(consumer)
     return removed, cut - removed
+
+
+def _without(meta, gone: set[str], cut: set[str], in_place: bool):
+    """``(meta without the nodes named in gone, its nodes named in cut)``: ``meta`` itself,
+    edited after its memo is ended (:func:`~.metagraph.thaw`), or a copy."""
+    if not in_place:
+        new = _copy_without(meta, gone)
+        return new, [node for node in new.graph_def.node if node.name in cut] if cut else []
+    index, nodes = node_index(meta), node_map(meta)
+    cut_nodes = [nodes[name] for name in cut]  # the same objects while others are removed
+    positions = sorted(index.position[name] for name in gone)
+    thaw(meta)
+    _remove_nodes(meta, gone, positions)
+    return meta, cut_nodes
 
 
 def _copy_without(meta, gone: set[str]):

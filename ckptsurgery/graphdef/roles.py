@@ -119,8 +119,7 @@ def _keys(meta, index) -> dict[str, str]:
     try:
         return {v.node: v.key for v in saved_variables(meta)}
     except UnsupportedSaverError:
-        return {index.names[i]: index.names[i] for op in VARIABLE_OPS
-                for i in index.by_op.get(op, ())}
+        return {index.names[i]: index.names[i] for i in index.of_type(*VARIABLE_OPS)}
 
 
 def _collection(meta, key: str) -> list[str]:

@@ -284,13 +284,14 @@ class _SaverBuilder:
 
 def trace_variable(nodes, ref: str):
     """The variable node that tensor ``ref`` reads, through identities and reads, or None.
-    ``nodes`` is a :func:`~ckptsurgery.graphdef.metagraph.node_map` (or a dict of nodes)."""
+    ``nodes`` is the graph's :func:`~ckptsurgery.graphdef.metagraph.node_map`, whose index
+    gives the op types without reading the nodes."""
     name = op_name(ref)
-    op_of = _op_lookup(nodes)
+    position, ops = nodes.index.position, nodes.index.ops
     for _ in range(16):
-        op = op_of(name)
-        if op is None:
+        if name not in position:
             return None
+        op = ops[position[name]]
         if op in VARIABLE_OPS:
             return nodes[name]
         if op not in _PASS_THROUGH:
@@ -300,16 +301,6 @@ def trace_variable(nodes, ref: str):
             return None
         name = op_name(data[0])
     return None
-
-
-def _op_lookup(nodes):
-    """``op_of(name)``: a node's op type, from the node index when ``nodes`` has one (no
-    protobuf read), else from the node; None for a name not in the graph."""
-    index = getattr(nodes, "index", None)
-    if index is not None:
-        position, ops = index.position, index.ops
-        return lambda name: ops[position[name]] if name in position else None
-    return lambda name: nodes[name].op if name in nodes else None
 
 
 def _const_strings(nodes: dict, ref: str) -> list[str]:

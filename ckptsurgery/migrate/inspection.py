@@ -345,7 +345,7 @@ def _forward_nodes(meta) -> tuple[set[str], dict[str, list[str]]]:
         for ref in nodes[i].input:
             if ref[:1] != "^":
                 readers.setdefault(op_name(ref) if ":" in ref else ref, []).append(index.names[i])
-    variables = {index.names[i] for op in VARIABLE_OPS for i in index.by_op.get(op, ())}
+    variables = {index.names[i] for i in index.of_type(*VARIABLE_OPS)}
     entered = {index.names[i] for i in enters}
     forward = reachable(variables, lambda name: readers.get(name, ()),
                         enter=lambda name: name in entered)

@@ -480,14 +480,15 @@ def plan_and_rewrite(checkpoint, make_plan: Callable, out: str | None, *, force:
                      with_meta: bool = True, max_batch_bytes: int | None = None,
                      progress: bool = True) -> tuple[RewritePlan, RewriteResult | None]:
     """``make_plan(checkpoint)`` and, unless ``out`` is None (a dry run), the rewrite it plans
-    (:func:`rewrite_checkpoint`, whose options these are). Planning and rewriting ask the same questions
-    of the input's graph (roles, the saver, who reads what); on a graph of 100,000s of nodes each
-    answer costs a second, so they are computed once for both.
+    (:func:`rewrite_checkpoint`, whose options these are). Planning and rewriting ask the same
+    questions of the input's graph (roles, the saver, who reads what); on a graph of 100,000s
+    of nodes each answer costs a second, so they are computed once for both. A dry run reads
+    the ``.meta`` only if its plan needs it (a rename's does not).
 
     Returns:
         ``(plan, result)``; result is None without ``out``.
     """
-    with frozen(checkpoint.meta_graph if with_meta else None):
+    with frozen(checkpoint.meta_graph if with_meta and out is not None else None):
         plan = make_plan(checkpoint)
         if out is None:
             return plan, None

@@ -33,6 +33,7 @@ from dataclasses import replace
 import numpy as np
 
 from ..errors import first_line
+from ..graphdef.metagraph import set_repeated
 
 __all__ = ["LoopUnavailable", "EpochLoop", "epoch_loop", "STEPS_PER_ITERATION", "CHUNK_BYTES"]
 
@@ -273,8 +274,7 @@ def _step_graph_def(full, keep: set[str], unused: set[str]):
                 del added.attr["_class"]
             kept = [i for i in added.input if not (i.startswith("^") and i[1:] in unused)]
             if len(kept) < len(added.input):
-                del added.input[:]
-                added.input.extend(kept)
+                set_repeated(added.input, kept)
     return out
 
 
