@@ -22,7 +22,13 @@ from ckptsurgery.formats.stream import CopySpec, copy_tensors, plan_batches, rea
 from ckptsurgery.formats.writer import BundleFileWriter
 from ckptsurgery.graphdef.collections import collection_items
 from ckptsurgery.graphdef.metarewrite import rewrite_meta_graph
-from ckptsurgery.graphdef.saver import remove_saver, replace_saver, saved_variables, saver_nodes
+from ckptsurgery.graphdef.saver import (
+    remove_saver,
+    replace_saver,
+    saved_variables,
+    saver_nodes,
+    saver_tensors,
+)
 
 SLOTS = ("/Adam", "/Adam_1")
 POWERS = ("beta1_power", "beta2_power")
@@ -288,8 +294,35 @@ def test_an_in_place_rewrite_writes_the_graph_a_copy_would(meta, values, work, f
     assert rewritten.SerializeToString(deterministic=True) == copied.SerializeToString(
         deterministic=True)
     assert info_in_place == info
+    # what the new saver restores, read with the index the rewrite derived, is what a fresh
+    # parse and trace of the written graph gives
+    assert info.restored == saver_tensors(type(meta).FromString(copied.SerializeToString()))
     assert {"strip": info.removed_ops, "rename": info.renamed_ops,
             "cast": [n for n in copied.graph_def.node if n.op == "Cast"]}[work]
+
+
+def test_an_index_after_removals_renames_and_additions_is_the_graphs(meta):
+    """NodeIndex.after, which a rewrite uses instead of a new pass over the nodes, gives the
+    index a pass over the edited graph gives."""
+    from ckptsurgery.graphdef.metagraph import NodeIndex
+
+    index = NodeIndex(meta.graph_def)
+    nodes = meta.graph_def.node
+    gone = {n.name for n in nodes if "Adam" in n.name}
+    renames = {n.name: n.name.replace("dense", "fc") for n in nodes
+               if n.name.startswith("dense") and n.name not in gone}
+    kept = [n for n in nodes if n.name not in gone]
+    assert gone and renames and kept
+    del nodes[:]
+    nodes.extend(kept)
+    for node in nodes:
+        node.name = renames.get(node.name, node.name)
+    start = len(nodes)
+    added = nodes.add(name="extra/Const", op="Const", device="/cpu:0")
+    after = index.after(gone, renames, nodes[start:])
+    fresh = NodeIndex(meta.graph_def)
+    assert (after.names, after.ops, after.devices) == (fresh.names, fresh.ops, fresh.devices)
+    assert after.position == fresh.position and after.names[-1] == added.name
 
 
 def test_a_rewrite_hands_the_inputs_graph_over_and_leaves_its_files(tmp_path):

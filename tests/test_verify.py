@@ -124,6 +124,34 @@ def test_a_staged_checkpoint_that_does_not_verify_never_moves_into_place(tmp_pat
     assert os.listdir(tmp_path / "out") == []
 
 
+def test_a_meta_written_from_known_bytes_is_compared_with_them(tmp_path):
+    """check_written with a WrittenMeta compares the .meta with the bytes written instead of
+    parsing it: a changed byte fails as a damaged disk would, and the saver's restores the
+    writer traced are still checked against the data."""
+    import shutil
+
+    from conftest import FIXTURE_MIXED
+
+    from ckptsurgery.errors import CheckpointCorruptError, InternalError
+    from ckptsurgery.formats.metafile import read_meta_graph
+    from ckptsurgery.graphdef.saver import saver_tensors
+    from ckptsurgery.safety.verify import WrittenMeta, check_written
+
+    src = str(tmp_path / "m")
+    shutil.copytree(os.path.dirname(FIXTURE_MIXED), src)
+    prefix = os.path.join(src, os.path.basename(FIXTURE_MIXED))
+    data = open(prefix + ".meta", "rb").read()
+    restored = saver_tensors(read_meta_graph(prefix + ".meta"))
+    check_written(prefix, WrittenMeta(data, restored))  # as written: passes
+    with pytest.raises(InternalError, match=r"\.meta' does not read back as the bytes written"):
+        check_written(prefix, WrittenMeta(data[:-1] + bytes([data[-1] ^ 1]), restored))
+    with pytest.raises(InternalError, match="does not read back"):
+        check_written(prefix, WrittenMeta(data + b"\0", restored))
+    key, _, shape = restored[0]
+    with pytest.raises(CheckpointCorruptError, match=f"'{key}'.*reads it as int8"):
+        check_written(prefix, WrittenMeta(data, [(key, "int8", shape), *restored[1:]]))
+
+
 def test_graft_output_is_verified_before_the_rename(mlp_ckpt, tmp_path, monkeypatch):
     """export_checkpoint runs verify on the staged files: seen here by recording the call."""
     import ckptsurgery.safety.verify
@@ -131,7 +159,8 @@ def test_graft_output_is_verified_before_the_rename(mlp_ckpt, tmp_path, monkeypa
     seen = []
     original = ckptsurgery.safety.verify.check_written
     monkeypatch.setattr(ckptsurgery.safety.verify, "check_written",
-                        lambda p: (seen.append((p, os.path.exists(out + ".index"))), original(p)))
+                        lambda p, meta=None: (seen.append((p, os.path.exists(out + ".index"))),
+                                              original(p, meta)))
     out = str(tmp_path / "x.ckpt")
     code, _, _ = run_main("graft", mlp_ckpt, "--at", "hiddens3", "--dense", "logits:10",
                           "--out", out)

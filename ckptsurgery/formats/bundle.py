@@ -21,7 +21,7 @@ import functools
 import math
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from ..errors import CheckpointCorruptError
@@ -358,20 +358,28 @@ def read_table(path: str, *, thorough: bool = True) -> list[tuple[bytes, bytes]]
 
 # --- the bundle protos (BundleHeaderProto, BundleEntryProto) ---------------------------------
 
-def _decode_entry(key: str, buf: bytes) -> BundleEntry:
+def _entry_decoder() -> Callable[[str, bytes], BundleEntry]:
+    """``decode(key, value)``: a ``BundleEntryProto`` as a :class:`BundleEntry` (the imports
+    and class lookup done once: an index can hold 10,000s of entries)."""
     from google.protobuf.message import DecodeError
 
     from .protos import message_class
 
-    try:
-        e = message_class("tensorflow.BundleEntryProto").FromString(buf)
-    except DecodeError as err:
-        raise _Malformed(str(err) or "not a BundleEntryProto") from None
-    slices = tuple(tuple((x.start, x.length if x.HasField("length") else -1) for x in s.extent)
-                   for s in e.slices)
-    return BundleEntry(key=key, dtype=e.dtype, shape=tuple(d.size for d in e.shape.dim),
-                       shard_id=e.shard_id, offset=e.offset, size=e.size, crc32c=e.crc32c,
-                       slices=slices, unknown_rank=e.shape.unknown_rank)
+    parse = message_class("tensorflow.BundleEntryProto").FromString
+
+    def decode(key: str, buf: bytes) -> BundleEntry:
+        try:
+            e = parse(buf)
+        except DecodeError as err:
+            raise _Malformed(str(err) or "not a BundleEntryProto") from None
+        shape, slices = e.shape, e.slices  # each field read once
+        if slices:
+            slices = tuple(tuple((x.start, x.length if x.HasField("length") else -1)
+                                 for x in s.extent) for s in slices)
+        return BundleEntry(key=key, dtype=e.dtype, shape=tuple([d.size for d in shape.dim]),
+                           shard_id=e.shard_id, offset=e.offset, size=e.size, crc32c=e.crc32c,
+                           slices=slices or (), unknown_rank=shape.unknown_rank)
+    return decode
 
 
 def read_index(path: str) -> BundleIndex:
@@ -405,6 +413,7 @@ def _parse_index(path: str, inode: int, size: int, mtime_ns: int) -> BundleIndex
 
     entries: dict[str, BundleEntry] = {}
     key = ""
+    decode = _entry_decoder()
     try:
         try:
             header = message_class("tensorflow.BundleHeaderProto").FromString(table[0][1])
@@ -414,12 +423,12 @@ def _parse_index(path: str, inode: int, size: int, mtime_ns: int) -> BundleIndex
             if raw_key[:1] == b"\x00":  # a part of a partitioned variable (formats.partitions)
                 continue
             key = raw_key.decode("utf-8", errors="backslashreplace")
-            entries[key] = _decode_entry(key, value)
+            entries[key] = decode(key, value)
     except _Malformed as e:
         what = f"the entry of '{key}'" if key else "the bundle header"
         raise CheckpointCorruptError(f"'{path}' is damaged: {what} does not parse ({e}); "
                                      f"{_COPY_AGAIN}") from None
-    parts = {k: _decode_entry(repr(k), v) for k, v in table[1:] if k[:1] == b"\x00"}
+    parts = {k: decode(repr(k), v) for k, v in table[1:] if k[:1] == b"\x00"}
     return BundleIndex(path, header.num_shards, header.endianness, header.version.producer,
                        header.version.min_consumer, entries, parts)
 

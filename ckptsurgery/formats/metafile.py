@@ -13,7 +13,7 @@ import os
 from ..errors import CheckpointCorruptError, CheckpointNotFoundError
 
 __all__ = ["VARIABLE_COLLECTIONS", "CONTEXT_COLLECTIONS", "collection_proto", "read_meta_graph",
-           "write_meta_graph"]
+           "write_meta_graph", "write_meta_bytes"]
 
 #: Collections whose ``bytes_list`` holds serialised ``VariableDef`` protos.
 VARIABLE_COLLECTIONS = (
@@ -100,7 +100,12 @@ def _check_proto_collections(meta, path: str) -> None:
 
 def write_meta_graph(meta, path: str) -> None:
     """Write ``meta`` to ``path``, flushed to disk (the caller takes care of atomicity)."""
+    write_meta_bytes(meta.SerializeToString(), path)
+
+
+def write_meta_bytes(data: bytes, path: str) -> None:
+    """Write a serialised ``MetaGraphDef`` to ``path``, flushed to disk."""
     with open(path, "wb") as f:
-        f.write(meta.SerializeToString())
+        f.write(data)
         f.flush()
         os.fsync(f.fileno())

@@ -70,7 +70,7 @@ def context_anchors(ctx) -> set[str]:
     return names
 
 
-def drop_stale_collection_entries(meta) -> list[str]:
+def drop_stale_collection_entries(meta, names: set[str] | None = None) -> list[str]:
     """Remove, in place, collection entries that name nodes the graph no longer has.
 
     Old graphs (TFLearn's, for one) save collections naming ops that are not in the graph, which
@@ -80,10 +80,13 @@ def drop_stale_collection_entries(meta) -> list[str]:
     Saved ``SaverDef``s go (a rewritten graph gets a new saver). Collections of kinds we do not
     know are kept.
 
+    ``names``, the graph's node names, when the caller knows them (else read from the nodes).
+
     Returns:
         The keys of collections that became empty and were removed.
     """
-    names = {n.name for n in meta.graph_def.node}
+    if names is None:
+        names = {n.name for n in meta.graph_def.node}
 
     def alive(key: str, raw: bytes) -> bytes | None:
         """The entry as it stays (contexts lose values naming removed nodes), or None."""

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from typing import TypeVar
 
 __all__ = ["op_name", "frozen", "thaw", "analysis", "NodeIndex", "node_index", "node_map",
-           "nodes_of_type", "node_inputs", "placeholders", "placeholder_shape", "tf_version",
+           "nodes_of_type", "placeholders", "placeholder_shape", "tf_version",
            "unregistered_ops", "set_repeated", "shape_text", "free_name"]
 
 F = TypeVar("F", bound=Callable)
@@ -39,10 +39,12 @@ def op_name(ref: str) -> str:
 
 
 @contextmanager
-def frozen(meta) -> Iterator:
+def frozen(meta, index: NodeIndex | None = None) -> Iterator:
     """A block in which ``meta`` is not modified, so that each :func:`analysis` of it is
     computed once and its result shared (callers must not modify the results either). Nested
-    blocks over the same meta share one memo; ``frozen(None)`` does nothing.
+    blocks over the same meta share one memo; ``frozen(None)`` does nothing. ``index``, when
+    the caller already knows the graph's :class:`NodeIndex` (a rewrite knows what it removed
+    and added), is the block's :func:`node_index` instead of a new pass over the nodes.
 
     Yields:
         ``meta``.
@@ -50,7 +52,7 @@ def frozen(meta) -> Iterator:
     if meta is None or id(meta) in _MEMO:
         yield meta
         return
-    _MEMO[id(meta)] = {}
+    _MEMO[id(meta)] = {} if index is None else {(node_index.__wrapped__, ()): index}
     try:
         yield meta
     finally:
@@ -85,15 +87,33 @@ class NodeIndex:
     analyses that look at all names or types read these lists, made in one pass, and fetch the
     few nodes they need by position."""
 
-    def __init__(self, graph_def):
-        names, ops, devices = [], [], []
-        add_name, add_op, add_device = names.append, ops.append, devices.append
-        for node in graph_def.node:
-            add_name(node.name)
-            add_op(node.op)
-            add_device(node.device)
-        self.names, self.ops, self.devices = names, ops, devices
-        self.position = dict(zip(names, range(len(names)), strict=True))
+    def __init__(self, graph_def=None, *, lists: tuple[list, list, list] | None = None):
+        """Index ``graph_def``'s nodes, or take ``lists``, ``(names, ops, devices)`` known
+        otherwise (:meth:`after`)."""
+        if lists is None:
+            lists = [], [], []
+            add_name, add_op, add_device = (part.append for part in lists)
+            for node in graph_def.node:
+                add_name(node.name)
+                add_op(node.op)
+                add_device(node.device)
+        self.names, self.ops, self.devices = lists
+        self.position = dict(zip(self.names, range(len(self.names)), strict=True))
+
+    def after(self, gone: set[str], renames: dict[str, str], added) -> NodeIndex:
+        """The index of the graph once the nodes named in ``gone`` are removed (the others
+        keeping their order), ``renames`` (``{old: new}``) applied and the nodes ``added``
+        appended: on a big graph, a fraction of a new pass over the nodes."""
+        kept = [i for i, name in enumerate(self.names) if name not in gone]
+        names = [self.names[i] for i in kept]
+        if renames:
+            names = [renames.get(name, name) for name in names]
+        ops, devices = [self.ops[i] for i in kept], [self.devices[i] for i in kept]
+        for node in added:
+            names.append(node.name)
+            ops.append(node.op)
+            devices.append(node.device)
+        return NodeIndex(lists=(names, ops, devices))
 
     @functools.cached_property
     def by_op(self) -> dict[str, list[int]]:
@@ -164,12 +184,6 @@ def nodes_of_type(meta, *op_types: str) -> list:
     """The nodes whose op type is one of ``op_types``, in graph order."""
     nodes = meta.graph_def.node
     return [nodes[i] for i in node_index(meta).of_type(*op_types)]
-
-
-@analysis
-def node_inputs(meta) -> list[list[str]]:
-    """Every node's inputs (``a``, ``a:1``, ``^a``), in the order of :class:`NodeIndex`."""
-    return [node.input[:] for node in meta.graph_def.node]
 
 
 @analysis

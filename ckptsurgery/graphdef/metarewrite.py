@@ -32,7 +32,7 @@ from ..errors import SelectionError, UserError, nearest
 from ..formats.metafile import CONTEXT_COLLECTIONS, VARIABLE_COLLECTIONS, collection_proto
 from .collections import drop_stale_collection_entries
 from .metagraph import frozen, node_index, node_map, op_name, set_repeated, thaw
-from .saver import VARIABLE_OPS, add_saver, saved_variables, saver_nodes, saver_scope
+from .saver import VARIABLE_OPS, add_saver, saved_variables, saver_nodes, saver_scope, saver_tensors
 from .walk import consumers
 
 __all__ = ["MetaRewrite", "rewrite_meta_graph"]
@@ -40,13 +40,18 @@ __all__ = ["MetaRewrite", "rewrite_meta_graph"]
 @dataclass
 class MetaRewrite:
     """What :func:`rewrite_meta_graph` did: the variables and ops it removed, the ops it
-    renamed (``{old: new}``), the collections it emptied, and the new saver's scope."""
+    renamed (``{old: new}``), the collections it emptied, the new saver's scope and what it
+    restores."""
 
     removed_variables: list[str] = field(default_factory=list)
     removed_ops: list[str] = field(default_factory=list)
     renamed_ops: dict[str, str] = field(default_factory=dict)
     removed_collections: list[str] = field(default_factory=list)
     saver_scope: str = ""
+    #: What the new saver restores: ``(key, dtype name, shape)``, as
+    #: :func:`~ckptsurgery.graphdef.saver.saver_tensors` reads it from the rewritten graph
+    #: (None when it cannot be read).
+    restored: list[tuple] | None = field(default=None, repr=False)
 
     def as_dict(self) -> dict:
         return {
@@ -98,7 +103,8 @@ def rewrite_meta_graph(meta, targets: dict[str, str | None], *,
         # variables that enters the saver stays there: what it reaches there goes anyway.
         removed, cut = _dependents_of(meta, dropped, variables)
         removed -= saver
-        new, cut_nodes = _without(meta, removed | saver, cut, in_place)
+        gone = removed | saver
+        new, cut_nodes = _without(meta, gone, cut, in_place)
     had_savers = "savers" in new.collection_def
     info = MetaRewrite(removed_variables=sorted(dropped), removed_ops=sorted(removed))
     for node in cut_nodes:  # control edges from dropped variables
@@ -119,22 +125,31 @@ def rewrite_meta_graph(meta, targets: dict[str, str | None], *,
         stored = stored_dtypes.get(key, v.stored_dtype)
         kept.append(replace(v, key=key, node=renames.get(v.node, v.node),
                             stored_dtype=stored if stored not in (None, v.dtype) else None))
-    info.saver_scope = add_saver(new, kept, saver_scope(meta))  # the copy left the old one out
-    info.removed_collections = [k for k in drop_stale_collection_entries(new) if k != "savers"]
+    names = [renames.get(n, n) for n in index.names if n not in gone]  # new's, from the index
+    start = len(names)
+    info.saver_scope = add_saver(new, kept, saver_scope(meta), names)  # the old one is gone
+    index = index.after(gone, renames, new.graph_def.node[start:])
+    info.removed_collections = [k for k in drop_stale_collection_entries(new, set(index.names))
+                                if k != "savers"]
     if had_savers:
         new.collection_def["savers"].bytes_list.value.append(new.saver_def.SerializeToString())
+    with frozen(new, index):
+        try:
+            info.restored = saver_tensors(new)
+        except Exception:  # a graph carried over damaged: the read-back parses and reports it
+            info.restored = None
     return new, info
 
 
 def _owner_fn(variables: set[str]) -> Callable[[str], str | None]:
     """``owner(name)``: the longest variable name that ``name`` is or starts with (+ ``/``)."""
     def owner(name: str) -> str | None:
-        parts = name.split("/")
-        for i in range(len(parts), 0, -1):
-            candidate = "/".join(parts[:i])
-            if candidate in variables:
-                return candidate
-        return None
+        while name not in variables:
+            cut = name.rfind("/")
+            if cut < 0:
+                return None
+            name = name[:cut]
+        return name
     return owner
 
 

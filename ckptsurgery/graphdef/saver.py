@@ -14,11 +14,12 @@ Nothing here imports the graph, so graphs this TensorFlow cannot import are hand
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..errors import UserError
-from .metagraph import analysis, frozen, node_index, node_inputs, node_map, op_name
-from .walk import reachable
+from .metagraph import analysis, free_name, frozen, node_index, node_map, op_name
+from .walk import consumers, reachable
 
 __all__ = [
     "VARIABLE_OPS",
@@ -81,11 +82,9 @@ def saver_nodes(meta) -> set[str]:
     members = _scope_members(meta)
     if not members:
         return members
-    prefix = saver_scope(meta) + "/"
-    index = node_index(meta)
-    used = [op_name(ref) for name, refs in zip(index.names, node_inputs(meta), strict=True)
-            if not name.startswith(prefix)
-            for ref in refs if prefix in ref]  # a cheap test first: most refs fail it
+    data, control = consumers(meta), consumers(meta, True)
+    used = [name for name in members
+            if any(c not in members for c in (*data.get(name, ()), *control.get(name, ())))]
     nodes = node_map(meta)
     outside = reachable(used, lambda name: (op_name(ref) for ref in nodes[name].input),
                         enter=lambda name: name in members)
@@ -174,16 +173,20 @@ def replace_saver(meta, saved: list[SavedVariable]) -> str:
     return add_saver(meta, saved, scope)
 
 
-def add_saver(meta, saved: list[SavedVariable], scope: str | None) -> str:
+def add_saver(meta, saved: list[SavedVariable], scope: str | None,
+              names: Iterable[str] | None = None) -> str:
     """Add, in place, a saver over ``saved`` to ``meta``, which has none (its nodes are gone:
     :func:`remove_saver`), in ``scope`` unless that is None or still has nodes; see
-    :func:`replace_saver`.
+    :func:`replace_saver`. ``names`` are the graph's node names when the caller knows them
+    (else they are read from the nodes).
 
     Returns:
         The scope of the new saver.
     """
-    if scope is None or any(n.name.startswith(scope + "/") for n in meta.graph_def.node):
-        scope = _free_scope(meta, "save")
+    if names is None:
+        names = [n.name for n in meta.graph_def.node]
+    if scope is None or any(name.startswith(scope + "/") for name in names):
+        scope = free_name("save", {name.split("/", 1)[0] for name in names})
     _SaverBuilder(meta.graph_def, scope).build(saved)
     sd = meta.saver_def
     keep_n = sd.max_to_keep if meta.HasField("saver_def") else 5
@@ -357,15 +360,6 @@ def _from_variable_defs(meta, nodes: dict) -> list[SavedVariable]:
         out.append(SavedVariable(key, spec, name, node.attr["dtype"].type,
                                  node.op in _RESOURCE_OPS))
     return out
-
-
-def _free_scope(meta, base: str) -> str:
-    taken = {n.name.split("/", 1)[0] for n in meta.graph_def.node}
-    scope, i = base, 0
-    while scope in taken:
-        i += 1
-        scope = f"{base}_{i}"
-    return scope
 
 
 def saver_tensors(meta) -> list[tuple[str, str, tuple[int, ...] | None]]:

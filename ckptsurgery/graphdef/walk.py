@@ -11,7 +11,7 @@ from typing import TypeVar
 
 from ..errors import NotFoundError
 from .collections import variable_defs
-from .metagraph import analysis, node_index, node_inputs, node_map, op_name
+from .metagraph import analysis, node_index, node_map, op_name
 
 __all__ = ["reachable", "ancestors", "by_distance", "consumers"]
 
@@ -89,8 +89,8 @@ def _edges(meta) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
     """The consumers of every op by data edges and by control edges, in one pass."""
     data: dict[str, list[str]] = {}
     control: dict[str, list[str]] = {}
-    for name, refs in zip(node_index(meta).names, node_inputs(meta), strict=True):
-        for ref in refs:
+    for name, node in zip(node_index(meta).names, meta.graph_def.node, strict=True):
+        for ref in node.input:
             if ref[:1] == "^":
                 out, ref = control, ref[1:]
             else:

@@ -346,12 +346,12 @@ def rewrite_checkpoint(checkpoint, plan: RewritePlan, out: str, *, force: bool =
 
 @dataclass
 class _Prepared:
-    """A rewrite ready to write: the plan, the output prefix, and the rewritten ``.meta``
-    (dropped once written, so that no graph is held while tensors are copied)."""
+    """A rewrite ready to write: the plan, the output prefix, and the rewritten ``.meta``,
+    serialised (no graph is held while tensors are copied), with what its saver restores."""
 
     plan: RewritePlan
     prefix: str
-    meta: object = None
+    meta: object = None  # a WrittenMeta
     meta_info: object = None
     note: str = ""
 
@@ -362,8 +362,11 @@ def _prepare(checkpoint, plan: RewritePlan, out: str, force: bool, with_meta: bo
     prefix = check_output_prefix(out, inputs=checkpoint.files.paths, force=force)
     prepared = _Prepared(plan, prefix)
     if checkpoint.files.meta and with_meta:
+        from ..safety.verify import WrittenMeta
+
         with frozen(checkpoint.meta_graph):  # joins the planner's block (plan_and_rewrite)
-            prepared.meta, prepared.meta_info = _rewrite_meta(checkpoint, plan)
+            meta, prepared.meta_info = _rewrite_meta(checkpoint, plan)
+        prepared.meta = WrittenMeta(meta.SerializeToString(), prepared.meta_info.restored)
     elif checkpoint.files.meta:
         prepared.note = "not written (--no-meta)"
     return prepared
@@ -371,7 +374,7 @@ def _prepare(checkpoint, plan: RewritePlan, out: str, force: bool, with_meta: bo
 
 def _write(checkpoint, prepared: _Prepared, progress: bool,
            max_batch_bytes: int | None) -> RewriteResult:
-    from ..formats.metafile import write_meta_graph
+    from ..formats.metafile import write_meta_bytes
     from ..formats.stream import DEFAULT_BATCH_BYTES, CopySpec, copy_tensors
     from ..safety.staging import staged_checkpoint
 
@@ -380,10 +383,12 @@ def _write(checkpoint, prepared: _Prepared, progress: bool,
     specs = [CopySpec(plan.values_from.get(k, k), t, plan.casts.get(k))
              for k, t in plan.targets.items() if t is not None]
     extra = _object_graph(checkpoint, plan)
-    with staged_checkpoint(prefix, verify=lambda tmp: _verify(tmp, specs, extra)) as tmp:
-        if prepared.meta is not None:  # written first, then dropped
-            write_meta_graph(prepared.meta, tmp + ".meta")
-            prepared.meta = None
+    written = prepared.meta
+    known = written if written is not None and written.restored is not None else None
+    with staged_checkpoint(prefix, verify=lambda tmp: _verify(tmp, specs, extra),
+                           meta=known) as tmp:  # compared with the bytes, not parsed again
+        if written is not None:
+            write_meta_bytes(written.data, tmp + ".meta")
         stats = copy_tensors(checkpoint, tmp, specs, progress=progress, extra=extra,
                              max_batch_bytes=max_batch_bytes or DEFAULT_BATCH_BYTES,
                              fsync=False)  # the staging fsyncs after reading back

@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from ..formats.output import staged_files
+
+if TYPE_CHECKING:
+    from .verify import WrittenMeta
 
 __all__ = ["staged_checkpoint"]
 
 
 @contextlib.contextmanager
 def staged_checkpoint(prefix: str, *, verify: Callable[[str], None] | None = None,
-                      write_state: bool = True) -> Iterator[str]:
+                      write_state: bool = True,
+                      meta: WrittenMeta | None = None) -> Iterator[str]:
     """Yield a temporary prefix to write the checkpoint at; verify it, then move it to ``prefix``.
 
     Args:
@@ -28,11 +33,13 @@ def staged_checkpoint(prefix: str, *, verify: Callable[[str], None] | None = Non
             :func:`~ckptsurgery.safety.verify.check_written` always runs first.
         write_state: write a ``checkpoint`` state file naming the output, unless the folder's
             state file names another checkpoint.
+        meta: a :class:`~ckptsurgery.safety.verify.WrittenMeta` when the caller writes the
+            ``.meta`` from bytes it holds: the read-back compares the file with them.
     """
     from . import verify as verification  # looked up at call time: TensorFlow loads lazily
 
     def check(tmp: str) -> None:
-        verification.check_written(tmp)
+        verification.check_written(tmp, meta)
         if verify is not None:
             verify(tmp)
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from ..errors import CheckpointCorruptError, CkptSurgeryError, InternalError
 from ..graphdef.saver import saver_tensors
 
-__all__ = ["Problem", "VerifyReport", "verify_checkpoint", "check_written"]
+__all__ = ["Problem", "VerifyReport", "verify_checkpoint", "WrittenMeta", "check_written"]
 
 
 @dataclass(frozen=True)
@@ -102,10 +102,14 @@ class VerifyReport:
         return any(p.kind == kind for p in self.problems)
 
 
-def verify_checkpoint(path: str, *, allow_nonfinite: bool = False) -> VerifyReport:
+def verify_checkpoint(path: str, *, allow_nonfinite: bool = False,
+                      written: WrittenMeta | None = None) -> VerifyReport:
     """Check the checkpoint at ``path`` (prefix, one of its files, or a folder): every tensor
     reads back with its checksum, the ``.meta`` fits the data, and (unless ``allow_nonfinite``)
     no floating-point tensor holds NaN or Inf, which reads back fine but ruins a model.
+
+    ``written`` (for :func:`check_written`): what the ``.meta`` was written as; the file must
+    hold those bytes, and their saver's restores are checked against the data.
 
     Returns:
         A :class:`VerifyReport`; ``report.ok`` is False when anything is wrong.
@@ -144,12 +148,25 @@ def verify_checkpoint(path: str, *, allow_nonfinite: bool = False) -> VerifyRepo
         report.tensors_read += 1
         report.bytes_read += info.nbytes
     if files.meta:
-        _check_meta(ckpt, saved, report)
+        _check_meta(ckpt, saved, report, written)
     return report
 
 
-def check_written(prefix: str) -> None:
-    """Verify a checkpoint just written (the check ``staged_checkpoint`` runs before the rename).
+@dataclass(frozen=True)
+class WrittenMeta:
+    """A ``.meta`` as its writer serialised it: the bytes, and what its saver restores
+    (:func:`~ckptsurgery.graphdef.saver.saver_tensors` of the graph serialised). Given to
+    :func:`check_written`, the file is compared with the bytes instead of parsed and traced
+    again, which on a graph of 100,000s of nodes is most of the read-back."""
+
+    data: bytes
+    restored: list[tuple]
+
+
+def check_written(prefix: str, meta: WrittenMeta | None = None) -> None:
+    """Verify a checkpoint just written (the check ``staged_checkpoint`` runs before the rename):
+    every tensor reads back, and the ``.meta`` (its bytes when ``meta`` says what they are)
+    fits the data.
 
     Raises:
         CheckpointCorruptError: only its ``.meta`` disagrees with its data, which happens when a
@@ -157,7 +174,7 @@ def check_written(prefix: str) -> None:
         InternalError: the data does not read back (a bug, or a failing disk).
         Either way nothing is moved into place.
     """
-    report = verify_checkpoint(prefix, allow_nonfinite=True)  # values are the input's
+    report = verify_checkpoint(prefix, allow_nonfinite=True, written=meta)  # input's values
     if report.ok:
         return
     first = report.problems[0]
@@ -187,20 +204,31 @@ def _count_nonfinite(piece, counts: list[int]) -> None:
     counts[1] += int(np.isinf(piece).sum())
 
 
-def _check_meta(ckpt, saved, report: VerifyReport) -> None:
-    try:
-        meta = ckpt.meta_graph
-    except CkptSurgeryError as e:
-        report.problems.append(Problem("meta", ckpt.files.meta, str(e)))
-        return
-    report.meta_checked = True
+def _check_meta(ckpt, saved, report: VerifyReport, written: WrittenMeta | None) -> None:
+    path = ckpt.files.meta
+    if written is not None:
+        if not _holds(path, written.data):
+            report.problems.append(Problem(
+                "meta", path, f"'{path}' does not read back as the bytes written"))
+            return
+        report.meta_checked = True
+        restored = written.restored
+    else:
+        try:
+            meta = ckpt.meta_graph
+        except CkptSurgeryError as e:
+            report.problems.append(Problem("meta", path, str(e)))
+            return
+        report.meta_checked = True
+        if saved is None:
+            return
+        try:
+            restored = saver_tensors(meta)
+        except Exception as e:  # a damaged graph can break the walk anywhere: the finding
+            report.problems.append(Problem(
+                "meta", path, f"'{path}': its saver cannot be read ({e})"))
+            return
     if saved is None:
-        return
-    try:
-        restored = saver_tensors(meta)
-    except Exception as e:  # a damaged graph can break the walk anywhere: that is the finding
-        report.problems.append(Problem(
-            "meta", ckpt.files.meta, f"'{ckpt.files.meta}': its saver cannot be read ({e})"))
         return
     for key, dtype, shape in restored:
         report.restored_checked += 1
@@ -216,6 +244,19 @@ def _check_meta(ckpt, saved, report: VerifyReport) -> None:
             report.problems.append(Problem(
                 "shape", key, f"the .meta's variable has shape {list(shape)}, the data "
                 f"{list(info.shape)}"))
+
+
+def _holds(path: str, data: bytes, piece: int = 1 << 20) -> bool:
+    """Whether the file at ``path`` holds exactly ``data`` (read a piece at a time)."""
+    view = memoryview(data)
+    try:
+        with open(path, "rb") as f:
+            for start in range(0, len(data), piece):
+                if f.read(piece) != view[start:start + piece]:
+                    return False
+            return not f.read(1)
+    except OSError:
+        return False
 
 
 def _tf_detail(e: Exception) -> str:
