@@ -17,11 +17,11 @@ frozen, or end the memo first (:func:`thaw`), so no edit can read a stale answer
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Container, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TypeVar
 
-__all__ = ["op_name", "frozen", "thaw", "analysis", "NodeIndex", "node_index", "node_map",
+__all__ = ["op_name", "owner_of", "frozen", "thaw", "analysis", "NodeIndex", "node_index", "node_map",
            "nodes_of_type", "placeholders", "placeholder_shape", "tf_version",
            "unregistered_ops", "set_repeated", "shape_text", "free_name"]
 
@@ -36,6 +36,20 @@ def op_name(ref: str) -> str:
     ref = ref.lstrip("^")
     head, sep, tail = ref.rpartition(":")
     return head if sep and tail.isdigit() else ref
+
+
+def owner_of(variables: Container[str]) -> Callable[[str], str | None]:
+    """``owner(name)``: the longest of ``variables`` that ``name`` is or starts with (+ ``/``),
+    or None: the variable a node belongs to (``w/read`` is ``w``'s, ``w/Adam/read``
+    ``w/Adam``'s)."""
+    def owner(name: str) -> str | None:
+        while name not in variables:
+            cut = name.rfind("/")
+            if cut < 0:
+                return None
+            name = name[:cut]
+        return name
+    return owner
 
 
 @contextmanager

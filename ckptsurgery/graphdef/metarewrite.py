@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, replace
 from ..errors import SelectionError, UserError, nearest
 from ..formats.metafile import CONTEXT_COLLECTIONS, VARIABLE_COLLECTIONS, collection_proto
 from .collections import drop_stale_collection_entries
-from .metagraph import frozen, node_index, node_map, op_name, set_repeated, thaw
+from .metagraph import frozen, node_index, node_map, op_name, owner_of, set_repeated, thaw
 from .saver import VARIABLE_OPS, add_saver, saved_variables, saver_nodes, saver_scope, saver_tensors
 from .walk import consumers
 
@@ -141,18 +141,6 @@ def rewrite_meta_graph(meta, targets: dict[str, str | None], *,
     return new, info
 
 
-def _owner_fn(variables: set[str]) -> Callable[[str], str | None]:
-    """``owner(name)``: the longest variable name that ``name`` is or starts with (+ ``/``)."""
-    def owner(name: str) -> str | None:
-        while name not in variables:
-            cut = name.rfind("/")
-            if cut < 0:
-                return None
-            name = name[:cut]
-        return name
-    return owner
-
-
 def _dependents_of(meta, dropped: set[str], variables: set[str]) -> tuple[set[str], set[str]]:
     """The nodes that go with the ``dropped`` variable ops: their owned nodes and whatever uses
     them, transitively; and the nodes that stay but lose a control input from an owned node.
@@ -162,7 +150,7 @@ def _dependents_of(meta, dropped: set[str], variables: set[str]) -> tuple[set[st
     """
     if not dropped:
         return set(), set()
-    owner = _owner_fn(variables)
+    owner = owner_of(variables)
     heads = {v.partition("/")[0] for v in dropped}  # a cheap test first: most names fail it
     owned_by_dropped = {name for name in node_index(meta).names
                         if name.partition("/")[0] in heads and owner(name) in dropped}
@@ -292,7 +280,7 @@ def _node_renames(meta, rename: Callable[[str], str], variables: set[str]) -> di
     new_names = {v: n for v, n in new_names.items() if n != v}
     if not new_names:
         return {}
-    owner = _owner_fn(variables)
+    owner = owner_of(variables)
     renames = {}
     for node in meta.graph_def.node:
         o = owner(node.name)

@@ -12,8 +12,8 @@ names for what the graph does not say.
 
 from __future__ import annotations
 
+import functools
 import re
-from dataclasses import replace
 
 from .metagraph import analysis, frozen, node_index, node_map, nodes_of_type
 from .saver import VARIABLE_OPS, UnsupportedSaverError, saved_variables, trace_variable
@@ -30,6 +30,7 @@ _OPTIMIZER_NAMES = {"GradientDescent": "GradientDescent", "Momentum": "Momentum"
                     "ProximalGradientDescent": "ProximalGradientDescent", "AdaMax": "AdaMax",
                     "PowerSign": "PowerSign", "AddSign": "AddSign"}
 _MOVING_AVG_RE = re.compile(r"AssignMovingAvg(?:_\d+)?$")
+_role = functools.partial(VariableRole, source="graph")
 
 
 @analysis
@@ -38,7 +39,8 @@ def graph_roles(meta) -> dict[str, VariableRole]:
     slots and optimizer state (from ``Apply*`` ops), step counters (the ``global_step``
     collection), moving averages (``AssignMovingAvg`` of ``ExponentialMovingAverage``, whose
     primary is the averaged weight) and batch-norm statistics (``kind="model"``: they are
-    weights at inference). Keys the graph says nothing about are left out."""
+    weights at inference), each with ``source="graph"``. Keys the graph says nothing about are
+    left out."""
     nodes = node_map(meta)
     index = node_index(meta)
     key_of = _keys(meta, index)
@@ -56,8 +58,7 @@ def graph_roles(meta) -> dict[str, VariableRole]:
             if ref.startswith("^"):
                 continue
             if ref not in traced:
-                variable = trace_variable(nodes, ref)
-                traced[ref] = variable.name if variable is not None else None
+                traced[ref] = trace_variable(nodes, ref)
             names.append(traced[ref])
         if not names:
             continue
@@ -74,25 +75,25 @@ def graph_roles(meta) -> dict[str, VariableRole]:
             if name is None or name not in key_of or name == weight:
                 continue
             if len(users[name]) == 1 and _shape(nodes[name]) == _shape(nodes[weight]):
-                roles[key_of[name]] = VariableRole("slot", optimizer, key_of[weight],
+                roles[key_of[name]] = _role("slot", optimizer, key_of[weight],
                                                    key_of[name].rsplit("/", 1)[-1])
             else:  # shared by several weights: beta1_power, a learning-rate variable...
-                roles[key_of[name]] = VariableRole("optimizer", optimizer)
+                roles[key_of[name]] = _role("optimizer", optimizer)
     for ref in _collection(meta, "global_step"):
         variable = trace_variable(nodes, ref)
-        if variable is not None and variable.name in key_of:
-            roles[key_of[variable.name]] = VariableRole("step")
+        if variable in key_of:
+            roles[key_of[variable]] = _role("step")
     saved_keys = set(key_of.values())
     for node in averages:
         average = trace_variable(nodes, node.input[0])
-        if average is None or average.name not in key_of:
+        if average not in key_of:
             continue
-        key = key_of[average.name]
+        key = key_of[average]
         if key.endswith(("/moving_mean", "/moving_variance")):
-            roles.setdefault(key, VariableRole("model"))
+            roles.setdefault(key, _role("model"))
         elif "/ExponentialMovingAverage" in key:
             primary = key.split("/ExponentialMovingAverage", 1)[0]
-            roles[key] = VariableRole("ema", None, primary if primary in saved_keys else None,
+            roles[key] = _role("ema", None, primary if primary in saved_keys else None,
                                       "ExponentialMovingAverage")
     return roles
 
@@ -105,13 +106,12 @@ def classify(names, meta=None) -> dict[str, VariableRole]:
         ``{key: VariableRole}`` in the order of ``names``.
     """
     names = list(names)
-    by_name = classify_by_name(names)
     if meta is None:
-        return by_name
+        return classify_by_name(names)
     with frozen(meta):  # the roles and the saver's keys read the same nodes
         from_graph = graph_roles(meta)
-    return {n: replace(from_graph[n], source="graph") if n in from_graph else by_name[n]
-            for n in names}
+    by_name = classify_by_name(names, known=from_graph)
+    return {n: from_graph.get(n) or by_name[n] for n in names}
 
 
 def _keys(meta, index) -> dict[str, str]:

@@ -129,8 +129,8 @@ def saved_variables(meta) -> list[SavedVariable]:
         stored = list(save.attr["dtypes" if save.op == "SaveV2" else "T"].list.type)
         stored += [None] * (len(keys) - len(stored))
         for key, spec, ref, dtype in zip(keys, slices, inputs[first:], stored, strict=False):
-            var = trace_variable(nodes, ref)
-            if var is None:
+            name = trace_variable(nodes, ref)
+            if name is None:
                 src = nodes.get(op_name(ref))
                 raise UnsupportedSaverError(
                     f"the .meta's saver saves '{key}' from '{ref}' (op "
@@ -138,9 +138,9 @@ def saved_variables(meta) -> list[SavedVariable]:
                     "its restore cannot be rebuilt. Pass --no-meta to write the checkpoint "
                     "without a .meta"
                 )
-            var_dtype = var.attr["dtype"].type
-            out.append(SavedVariable(key, _spec_of(spec), var.name, var_dtype,
-                                     var.op in _RESOURCE_OPS,
+            var_dtype = nodes[name].attr["dtype"].type
+            out.append(SavedVariable(key, _spec_of(spec), name, var_dtype,
+                                     index.ops[index.position[name]] in _RESOURCE_OPS,
                                      dtype if dtype not in (None, var_dtype) else None))
     return out
 
@@ -285,9 +285,9 @@ class _SaverBuilder:
             tensor.string_val.extend(values)
 
 
-def trace_variable(nodes, ref: str):
-    """The variable node that tensor ``ref`` reads, through identities and reads, or None.
-    ``nodes`` is the graph's :func:`~ckptsurgery.graphdef.metagraph.node_map`, whose index
+def trace_variable(nodes, ref: str) -> str | None:
+    """The name of the variable op that tensor ``ref`` reads, through identities and reads, or
+    None. ``nodes`` is the graph's :func:`~ckptsurgery.graphdef.metagraph.node_map`, whose index
     gives the op types without reading the nodes."""
     name = op_name(ref)
     position, ops = nodes.index.position, nodes.index.ops
@@ -296,13 +296,13 @@ def trace_variable(nodes, ref: str):
             return None
         op = ops[position[name]]
         if op in VARIABLE_OPS:
-            return nodes[name]
+            return name
         if op not in _PASS_THROUGH:
             return None
-        data = [i for i in nodes[name].input if not i.startswith("^")]
-        if not data:
+        first = next((i for i in nodes[name].input if i[:1] != "^"), None)
+        if first is None:
             return None
-        name = op_name(data[0])
+        name = op_name(first)
     return None
 
 

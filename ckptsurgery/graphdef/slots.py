@@ -12,7 +12,7 @@ happens to be called ``.../Momentum`` is not mistaken for one.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from dataclasses import dataclass
 
 __all__ = [
@@ -79,8 +79,10 @@ def clean_name(key: str) -> str:
     return key[: -len(_TF2_SUFFIX)] if key.endswith(_TF2_SUFFIX) else key
 
 
-def classify_by_name(names: Iterable[str]) -> dict[str, VariableRole]:
-    """The role of every key in ``names`` (the keys of one checkpoint), by name only (what
+def classify_by_name(names: Iterable[str],
+                     known: Container[str] = ()) -> dict[str, VariableRole]:
+    """The role of every key in ``names`` (the keys of one checkpoint) but those in ``known``
+    (whose roles the graph gave), by name only (what
     :func:`ckptsurgery.graphdef.roles.classify` falls back to without a graph).
 
     Returns:
@@ -98,10 +100,10 @@ def classify_by_name(names: Iterable[str]) -> dict[str, VariableRole]:
             roles[name] = VariableRole("slot", opt.rsplit("/", 1)[-1],
                                        m.group("primary") + _TF2_SUFFIX, m.group("slot"))
     for name in names:
-        if name in roles:
+        if name in roles or name in known:
             continue
         roles[name] = _classify_one(name, present, optimizer_paths)
-    return {n: roles[n] for n in names}
+    return {n: roles[n] for n in names if n in roles}
 
 
 def _classify_one(name: str, present: set[str], optimizer_paths: set[str]) -> VariableRole:

@@ -14,7 +14,7 @@ import os
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
-from ..graphdef.metagraph import frozen, node_index, node_map, op_name, shape_text
+from ..graphdef.metagraph import frozen, node_index, node_map, op_name, owner_of, shape_text
 from ..graphdef.roles import classify
 from ..graphdef.saver import VARIABLE_OPS
 from ..graphdef.slots import VariableRole
@@ -314,42 +314,59 @@ def _stale_entries(meta) -> dict[str, list[str]]:
 
 def _likely_outputs(meta) -> list[str]:
     """The model's inference outputs (:func:`~ckptsurgery.graph.graftpoints.inference_outputs`);
-    without any, the ops that end the forward pass (what depends on a variable outside training
-    scopes and feeds nothing but losses and metrics)."""
+    without any, the first 8 ops that end the forward pass: what depends on a variable outside
+    training scopes, is not a variable's own op (the saver's ``w/Read/ReadVariableOp``), and
+    feeds nothing but losses and metrics."""
     from ..graph.graftpoints import inference_outputs
 
     found = inference_outputs(meta)
     if found:
         return found[:8]
     index = node_index(meta)
-    forward, readers = _forward_nodes(meta)
-    return [f"{name}:0" for name, op in zip(index.names, index.ops, strict=True)
-            if name in forward and op not in _BOOKKEEPING_OPS and not _loss_scope(name)
-            and not any(c in forward and not _loss_scope(c) for c in readers.get(name, ()))
-            ][:8]
+    forward, readers, variables = _forward_nodes(meta)
+    owner = owner_of(variables)
+    loss_heads: dict[str, bool] = {}
+
+    def loss(name: str) -> bool:
+        head = name.partition("/")[0]
+        if head not in loss_heads:
+            loss_heads[head] = _loss_scope(head)
+        return loss_heads[head]
+
+    ends = []
+    for i in sorted(index.position[name] for name in forward):  # in graph order
+        name = index.names[i]
+        if (index.ops[i] not in _BOOKKEEPING_OPS
+                and not any(c in forward and not loss(c) for c in readers.get(name, ()))
+                and owner(name) is None and not loss(name)):
+            ends.append(f"{name}:0")
+            if len(ends) == 8:
+                break
+    return ends
 
 
-def _forward_nodes(meta) -> tuple[set[str], dict[str, list[str]]]:
-    """The nodes that depend on a variable through data edges, outside training scopes, and
-    who reads whom among the nodes that walk may enter. Only those nodes' inputs are read: a
-    third of the nodes of a graph trained with Adam (the rest is gradients, optimizer, saver)."""
+def _forward_nodes(meta) -> tuple[set[str], dict[str, list[str]], set[str]]:
+    """The nodes that depend on a variable through data edges, outside training scopes; who
+    reads whom among the nodes that walk may enter; and the variables. Only those nodes'
+    inputs are read: a third of the nodes of a graph trained with Adam (the rest is gradients,
+    optimizer, saver)."""
     index = node_index(meta)
     heads = [name.partition("/")[0] for name in index.names]
     training = {head: _training_scope(head) for head in set(heads)}
     skipped = set(_BOOKKEEPING_OPS[:6])
     enters = [i for i, (head, op) in enumerate(zip(heads, index.ops, strict=True))
               if not training[head] and op not in skipped]
-    nodes = meta.graph_def.node
+    nodes, names = meta.graph_def.node, index.names
     readers: dict[str, list[str]] = {}
     for i in enters:
         for ref in nodes[i].input:
             if ref[:1] != "^":
-                readers.setdefault(op_name(ref) if ":" in ref else ref, []).append(index.names[i])
-    variables = {index.names[i] for i in index.of_type(*VARIABLE_OPS)}
-    entered = {index.names[i] for i in enters}
+                readers.setdefault(op_name(ref) if ":" in ref else ref, []).append(names[i])
+    variables = {names[i] for i in index.of_type(*VARIABLE_OPS)}
+    entered = {names[i] for i in enters}
     forward = reachable(variables, lambda name: readers.get(name, ()),
                         enter=lambda name: name in entered)
-    return forward - variables, readers
+    return forward - variables, readers, variables
 
 
 def _loss_scope(name: str) -> bool:
