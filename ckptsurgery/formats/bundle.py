@@ -82,6 +82,9 @@ class BundleIndex:
     min_consumer: int
     entries: dict[str, BundleEntry]
     parts: dict[bytes, BundleEntry] = field(default_factory=dict)
+    #: The data shard sizes every entry was found to fit (:func:`check_bundle`; a memo, so
+    #: that the entries of an index kept for its file are checked once per shard sizes).
+    fits: set[tuple[int, ...]] = field(default_factory=set, compare=False, repr=False)
 
 
 # --- the LevelDB table format -----------------------------------------------------------------
@@ -469,6 +472,8 @@ def check_bundle(files, *, thorough: bool = False) -> BundleIndex | None:
             f"'{files.index}' has an invalid byte-order field ({index.endianness}): damaged; "
             f"{_COPY_AGAIN}")
     sizes = [os.path.getsize(p) for p in files.data]
+    if tuple(sizes) in index.fits:
+        return index
     for entry in [*index.entries.values(), *index.parts.values()]:
         problem = _entry_problem(entry, sizes)
         if problem:
@@ -476,6 +481,7 @@ def check_bundle(files, *, thorough: bool = False) -> BundleIndex | None:
             where = f"'{shard}'" if shard and "data shard" in problem else f"'{files.index}'"
             raise CheckpointCorruptError(
                 f"{where} is damaged: variable '{entry.key}' {problem}; {_COPY_AGAIN}")
+    index.fits.add(tuple(sizes))
     return index
 
 

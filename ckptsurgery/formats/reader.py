@@ -150,7 +150,8 @@ class BundleReader:
             values = self._strings(entry, key, raw)
             return np.array(values, dtype=object).reshape(entry.shape)
         self._check(entry, key, crc32c(raw))
-        return self._native(np.array(raw).view(dtype)).reshape(entry.shape)
+        owned = np.array(raw) if isinstance(raw, np.memmap) else raw  # a small read is a copy
+        return self._native(owned.view(dtype)).reshape(entry.shape)
 
     def _strings(self, entry: BundleEntry, key: str, raw) -> list[bytes]:
         """A string tensor: varint lengths, their masked checksum, then the bytes."""

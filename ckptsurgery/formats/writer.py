@@ -10,6 +10,7 @@ caller's (write to a staged prefix, then move it into place).
 
 from __future__ import annotations
 
+import math
 import os
 import struct
 from collections.abc import Iterable
@@ -96,7 +97,7 @@ class BundleFileWriter:
             self._offset += piece.nbytes
             self._start_writeback()
         size = self._offset - start
-        expected = int(np.prod(shape, dtype=np.int64)) * width
+        expected = math.prod(int(d) for d in shape) * width
         if size != expected:
             raise InternalError(f"tensor '{key}' got {size} bytes for shape {list(shape)} "
                                 f"{np.dtype(dtype).name}, which takes {expected}")

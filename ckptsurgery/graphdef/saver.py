@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from ..errors import UserError
 from .metagraph import analysis, free_name, frozen, node_index, node_map, op_name
-from .walk import consumers, reachable
+from .walk import reachable
 
 __all__ = [
     "VARIABLE_OPS",
@@ -82,9 +82,11 @@ def saver_nodes(meta) -> set[str]:
     members = _scope_members(meta)
     if not members:
         return members
-    data, control = consumers(meta), consumers(meta, True)
-    used = [name for name in members
-            if any(c not in members for c in (*data.get(name, ()), *control.get(name, ())))]
+    prefix = saver_scope(meta) + "/"
+    used = [op_name(ref)
+            for name, node in zip(node_index(meta).names, meta.graph_def.node, strict=True)
+            if not name.startswith(prefix)
+            for ref in node.input if prefix in ref]  # a cheap test first: most refs fail it
     nodes = node_map(meta)
     outside = reachable(used, lambda name: (op_name(ref) for ref in nodes[name].input),
                         enter=lambda name: name in members)
