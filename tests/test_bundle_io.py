@@ -18,7 +18,7 @@ import pytest
 from conftest import FIXTURE_CNN, FIXTURE_MIXED, FIXTURE_MLP, FIXTURE_RNN, ROOT
 from migrate_helpers import corpus_prefix, readable_entries, write_checkpoint
 
-from ckptsurgery.errors import CheckpointCorruptError
+from ckptsurgery.errors import CheckpointCorruptError, InternalError
 from ckptsurgery.formats.checkpoint import locate, open_checkpoint
 from ckptsurgery.formats.crc import _python_crc32c, crc32c
 from ckptsurgery.formats.reader import BundleReader
@@ -183,6 +183,65 @@ def test_an_entry_pointing_past_its_shard_is_refused_before_reading(tmp_path):
         f.truncate(200)
     with pytest.raises(CheckpointCorruptError, match="needs bytes 0..400 of its data shard"):
         BundleReader(locate(prefix))  # the same index, other shard sizes: checked again
+
+
+def test_read_many_reads_neighbours_together_and_checks_each(tmp_path, monkeypatch):
+    """read_many gives what read gives, key by key, in the order asked (gaps, a key asked out
+    of the shard's order, a string, an empty and a big tensor between), with one read for
+    neighbours; a flipped byte in a run names its own tensor."""
+    import ckptsurgery.formats.reader as reader_module
+
+    prefix = str(tmp_path / "m")
+    rng = np.random.RandomState(3)
+    values = {f"t{i:02d}": rng.randn(rng.randint(1, 50)).astype((np.float32, np.int64)[i % 2])
+              for i in range(30)}
+    values["t05"] = np.array([b"ab", b"c"], dtype=object)
+    values["t06"] = np.zeros(0, np.float32)
+    values["t07"] = rng.randn(300_000).astype(np.float32)  # past the read limit: alone
+    with BundleFileWriter(prefix) as writer:
+        for key, value in values.items():
+            writer.add(key, value)
+    reader = BundleReader(locate(prefix))
+    reads = []
+    monkeypatch.setattr(reader, "_map", lambda e, start, size, m=reader._map: (
+        reads.append(size), m(e, start, size))[1])
+    keys = [k for k in values if k not in ("t03", "t11")] + ["t01"]  # gaps, and back
+    got = reader.read_many(keys)
+    calls = len(reads)
+    for key, value in zip(keys, got, strict=True):
+        want = reader.read(key)
+        assert value.dtype == want.dtype and value.shape == want.shape
+        assert value.tolist() == want.tolist() == values[key].tolist()
+    assert calls == 5, reads[:calls]  # t00-t04, t05 (strings), t07 (big), t08-t29, t01
+    monkeypatch.undo()
+    entry = reader.entries["t09"]
+    with open(data_path(prefix), "r+b") as f:
+        f.seek(entry.offset + 3)
+        byte = f.read(1)
+        f.seek(entry.offset + 3)
+        f.write(bytes([byte[0] ^ 1]))
+    with pytest.raises(CheckpointCorruptError, match="variable 't09' do not match"):
+        reader.read_many(["t08", "t09", "t10"])
+    assert reader_module._READ_LIMIT == 2**20
+
+
+def test_tensors_added_joined_are_written_as_one_by_one(tmp_path):
+    """add_joined (one write for a run of small tensors) gives the bytes, .index included,
+    that adding each tensor gives."""
+    values = [("a", np.arange(6, dtype=np.float16).reshape(2, 3)), ("b", np.ones(0, np.float16)),
+              ("c", np.full(5, 7, np.float16))]
+    one, joined = str(tmp_path / "one"), str(tmp_path / "joined")
+    with BundleFileWriter(one) as writer:
+        for key, value in values:
+            writer.add(key, value)
+    with BundleFileWriter(joined) as writer:
+        writer.add_joined(np.float16, [(k, v.shape) for k, v in values],
+                          np.concatenate([v.reshape(-1) for _, v in values]))
+    for suffix in (".index", ".data-00000-of-00001"):
+        assert open(one + suffix, "rb").read() == open(joined + suffix, "rb").read()
+    with BundleFileWriter(str(tmp_path / "bad")) as writer, pytest.raises(
+            InternalError, match="2 tensors take 11 values, 10 were given"):
+        writer.add_joined(np.float16, [("a", (2, 3)), ("c", (5,))], np.ones(10, np.float16))
 
 
 def test_chunks_are_bounded_and_add_up_to_the_tensor(tmp_path):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -316,6 +316,13 @@ class Checkpoint:
                 f"cannot read variable '{name}' from '{self.prefix}': {first_line(e)}; its data "
                 "is damaged: copy the checkpoint again from its source"
             ) from e
+
+    def read_many(self, names: Sequence[str]) -> list:
+        """The tensors ``names`` as :meth:`read` gives each, neighbours in a V2 data shard
+        read together (:meth:`~ckptsurgery.formats.reader.BundleReader.read_many`)."""
+        if self.bundle is None or not all(n in self.bundle.entries for n in names):
+            return [self.read(n) for n in names]
+        return self.bundle.read_many(names)
 
     def pieces(self, name: str, max_bytes: int) -> Iterator:
         """The tensor ``name`` flattened in C order, in pieces of at most ``max_bytes`` (a V1

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import os
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from ..errors import InternalError
 from .bundle import write_table
@@ -102,6 +102,32 @@ class BundleFileWriter:
             raise InternalError(f"tensor '{key}' got {size} bytes for shape {list(shape)} "
                                 f"{np.dtype(dtype).name}, which takes {expected}")
         self._entry(key, enum, shape, start, size, crc)
+
+    def add_joined(self, dtype, tensors: Sequence[tuple[str, tuple]], joined) -> None:
+        """Append the fixed-width tensors ``tensors``, ``(key, shape)`` each, whose values are
+        the flat array ``joined`` of ``dtype``, one after the other: one write for all.
+
+        Raises:
+            InternalError: the shapes do not add up to ``joined``.
+        """
+        import numpy as np
+
+        joined = np.ascontiguousarray(joined, dtype=dtype).reshape(-1)
+        counts = [math.prod(int(d) for d in shape) for _, shape in tensors]
+        if sum(counts) != joined.size:
+            raise InternalError(f"{len(tensors)} tensors take {sum(counts)} values, "
+                                f"{joined.size} were given")
+        enum = enum_of_numpy(dtype)
+        raw = joined.view(np.uint8)
+        self._data.write(raw.data)
+        start = 0
+        for (key, shape), count in zip(tensors, counts, strict=True):
+            size = count * joined.itemsize
+            self._entry(key, enum, shape, self._offset + start, size,
+                        crc32c(raw[start:start + size]))
+            start += size
+        self._offset += start
+        self._start_writeback()
 
     def _add_strings(self, key: str, array) -> None:
         """Strings: varint lengths, their masked checksum, the bytes (``WriteStringTensor``)."""
