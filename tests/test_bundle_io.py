@@ -244,6 +244,28 @@ def test_tensors_added_joined_are_written_as_one_by_one(tmp_path):
         writer.add_joined(np.float16, [("a", (2, 3)), ("c", (5,))], np.ones(10, np.float16))
 
 
+@pytest.mark.parametrize("size", [7, 300_000], ids=["small", "big"])
+def test_a_quantized_tensor_is_copied_as_itself(tmp_path, size):
+    """qint8 shares numpy's int8: a copy (small ones in runs, big ones alone) records qint8
+    again, as TensorFlow reads it, not int8."""
+    import tensorflow as tf
+
+    from ckptsurgery.formats.dtypes import enum_of
+    from ckptsurgery.formats.stream import CopySpec, copy_tensors
+
+    src, out = str(tmp_path / "in"), str(tmp_path / "out")
+    value = (np.arange(size) % 200 - 100).astype(np.int8)
+    with BundleFileWriter(src) as writer:
+        writer.add_pieces("q", np.int8, value.shape, [value], enum=enum_of("qint8"))
+        writer.add("w", np.ones(3, np.float32))
+    copy_tensors(open_checkpoint(src), out, [CopySpec("q", "r/q"), CopySpec("w", "r/w")],
+                 progress=False)
+    assert open_checkpoint(out).variables["r/q"].dtype == "qint8"
+    reader = tf.train.load_checkpoint(out)
+    assert reader.get_variable_to_dtype_map()["r/q"] == tf.qint8
+    assert open_checkpoint(out).read("r/q").tobytes() == value.tobytes()
+
+
 def test_chunks_are_bounded_and_add_up_to_the_tensor(tmp_path):
     prefix = str(tmp_path / "m")
     value = np.random.RandomState(1).randn(1000, 33).astype(np.float32)

@@ -154,14 +154,15 @@ def _copy_one(checkpoint, spec: CopySpec, writer, stats: CopyStats, bar,
     if info.dtype == "string":
         writer.add(spec.target, checkpoint.read(spec.source))
         return
-    target = numpy_dtype(enum_of(spec.dtype or info.dtype))
+    enum = enum_of(spec.dtype or info.dtype)
+    target = numpy_dtype(enum)
     if spec.dtype in (None, info.dtype) or info.nbytes <= max_batch_bytes // 2:
         pieces = _converted(checkpoint.pieces(spec.source, max_batch_bytes), target,
                             spec.target, stats, bar)
     else:  # a big cast: the next piece is read and cast while this one is written
         pieces = _ahead(_converted(checkpoint.pieces(spec.source, max_batch_bytes // 2),
                                    target, spec.target, stats, bar))
-    writer.add_pieces(spec.target, target, info.shape, pieces)
+    writer.add_pieces(spec.target, target, info.shape, pieces, enum=enum)
 
 
 def _copy_together(checkpoint, specs: Sequence[CopySpec], writer, stats: CopyStats,
@@ -175,7 +176,8 @@ def _copy_together(checkpoint, specs: Sequence[CopySpec], writer, stats: CopySta
 
     variables = checkpoint.variables
     values = [v.reshape(-1) for v in checkpoint.read_many([s.source for s in specs])]
-    target = numpy_dtype(enum_of(specs[0].dtype or variables[specs[0].source].dtype))
+    enum = enum_of(specs[0].dtype or variables[specs[0].source].dtype)
+    target = numpy_dtype(enum)
     joined = np.concatenate(values) if len(values) > 1 else values[0]
     out, any_lost = _convert(joined, target, stats, bar)
     if any_lost:  # counted by tensor
@@ -185,7 +187,8 @@ def _copy_together(checkpoint, specs: Sequence[CopySpec], writer, stats: CopySta
             lost = overflowed(value, out[end - value.size:end])
             if lost:
                 stats.overflowed[spec.target] = lost
-    writer.add_joined(target, [(s.target, variables[s.source].shape) for s in specs], out)
+    writer.add_joined(target, [(s.target, variables[s.source].shape) for s in specs], out,
+                      enum=enum)
 
 
 def _ahead(items: Iterator) -> Iterator:

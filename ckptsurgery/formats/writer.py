@@ -78,16 +78,18 @@ class BundleFileWriter:
             return
         self.add_pieces(key, array.dtype, array.shape, [np.ascontiguousarray(array).reshape(-1)])
 
-    def add_pieces(self, key: str, dtype, shape, pieces: Iterable) -> None:
+    def add_pieces(self, key: str, dtype, shape, pieces: Iterable, *,
+                   enum: int | None = None) -> None:
         """Append a fixed-width tensor of ``dtype`` and ``shape`` given as flat pieces in C
-        order (each written, then dropped), under ``key``.
+        order (each written, then dropped), under ``key``. ``enum``: the ``DataType`` to
+        record, when not numpy's dtype's (``qint8`` is stored as numpy's ``int8``).
 
         Raises:
             InternalError: the pieces do not add up to the shape.
         """
         import numpy as np
 
-        enum = enum_of_numpy(dtype)
+        enum = enum_of_numpy(dtype) if enum is None else enum
         width = DTYPE_NAMES[enum][1]
         start, crc = self._offset, 0
         for piece in pieces:
@@ -103,9 +105,11 @@ class BundleFileWriter:
                                 f"{np.dtype(dtype).name}, which takes {expected}")
         self._entry(key, enum, shape, start, size, crc)
 
-    def add_joined(self, dtype, tensors: Sequence[tuple[str, tuple]], joined) -> None:
+    def add_joined(self, dtype, tensors: Sequence[tuple[str, tuple]], joined, *,
+                   enum: int | None = None) -> None:
         """Append the fixed-width tensors ``tensors``, ``(key, shape)`` each, whose values are
         the flat array ``joined`` of ``dtype``, one after the other: one write for all.
+        ``enum`` as for :meth:`add_pieces`.
 
         Raises:
             InternalError: the shapes do not add up to ``joined``.
@@ -117,7 +121,7 @@ class BundleFileWriter:
         if sum(counts) != joined.size:
             raise InternalError(f"{len(tensors)} tensors take {sum(counts)} values, "
                                 f"{joined.size} were given")
-        enum = enum_of_numpy(dtype)
+        enum = enum_of_numpy(dtype) if enum is None else enum
         raw = joined.view(np.uint8)
         self._data.write(raw.data)
         start = 0
