@@ -301,6 +301,23 @@ def test_an_in_place_rewrite_writes_the_graph_a_copy_would(meta, values, work, f
             "cast": [n for n in copied.graph_def.node if n.op == "Cast"]}[work]
 
 
+def test_what_goes_with_dropped_variables_does_not_depend_on_node_order(meta, values):
+    """The dependents of dropped variables are found in passes over the nodes in graph order;
+    with the nodes reversed (every input read before it is seen: back edges everywhere) the
+    same nodes go, and the same control inputs are cut."""
+    targets = {k: None if k.endswith(SLOTS) or k in POWERS else k for k in values}
+    _, info = rewrite_meta_graph(meta, targets)
+    reordered = type(meta).FromString(meta.SerializeToString())
+    nodes = list(reordered.graph_def.node)[::-1]
+    del reordered.graph_def.node[:]
+    reordered.graph_def.node.extend(nodes)
+    new, info_reordered = rewrite_meta_graph(reordered, targets)
+    assert info.removed_ops and info_reordered.removed_ops == info.removed_ops
+    assert info_reordered.removed_variables == info.removed_variables
+    kept = {n.name: list(n.input) for n in rewrite_meta_graph(meta, targets)[0].graph_def.node}
+    assert {n.name: list(n.input) for n in new.graph_def.node} == kept
+
+
 def test_an_index_after_removals_renames_and_additions_is_the_graphs(meta):
     """NodeIndex.after, which a rewrite uses instead of a new pass over the nodes, gives the
     index a pass over the edited graph gives."""

@@ -33,7 +33,6 @@ from ..formats.metafile import CONTEXT_COLLECTIONS, VARIABLE_COLLECTIONS, collec
 from .collections import drop_stale_collection_entries
 from .metagraph import frozen, node_index, node_map, op_name, owner_of, set_repeated, thaw
 from .saver import VARIABLE_OPS, add_saver, saved_variables, saver_nodes, saver_scope, saver_tensors
-from .walk import consumers
 
 __all__ = ["MetaRewrite", "rewrite_meta_graph"]
 
@@ -154,25 +153,37 @@ def _dependents_of(meta, dropped: set[str], variables: set[str]) -> tuple[set[st
     heads = {v.partition("/")[0] for v in dropped}  # a cheap test first: most names fail it
     owned_by_dropped = {name for name in node_index(meta).names
                         if name.partition("/")[0] in heads and owner(name) in dropped}
-    data, control = consumers(meta), consumers(meta, True)
-    removed = set(owned_by_dropped)
-    cut = set()
-    queue = list(removed)
-    while queue:
-        name = queue.pop()
-        for consumer in data.get(name, ()):
-            if consumer not in removed:
-                removed.add(consumer)
-                queue.append(consumer)
-        for consumer in control.get(name, ()):
-            if consumer in removed:
-                continue
-            if name in owned_by_dropped:
-                cut.add(consumer)
-            else:
-                removed.add(consumer)
-                queue.append(consumer)
+    removed, cut = set(owned_by_dropped), set()
+    while _spread(meta, removed, owned_by_dropped, cut):
+        pass
     return removed, cut - removed
+
+
+def _spread(meta, removed: set[str], owned: set[str], cut: set[str]) -> bool:
+    """One pass over the nodes in graph order: add to ``removed`` each node with a data input
+    from a removed node or a control input from a removed node not ``owned`` (one from an
+    owned node goes into ``cut``). Graph order is creation order, where inputs come first,
+    so one pass finds nearly everything, and it makes no reverse map of all edges (the cost
+    on a big graph). Returns whether another pass is needed: a node removed in this one is
+    read by a node before it (a loop's back edge, an added control input)."""
+    index = node_index(meta)
+    position = index.position
+    behind = []  # inputs from a node further on: (the node reading, the node read)
+    for i, (name, node) in enumerate(zip(index.names, meta.graph_def.node, strict=True)):
+        if name in removed:
+            continue
+        for ref in node.input:
+            control = ref[:1] == "^"
+            src = ref[1:] if control else op_name(ref) if ":" in ref else ref
+            if src in removed:
+                if control and src in owned:
+                    cut.add(name)
+                    continue
+                removed.add(name)
+                break
+            if position.get(src, -1) > i:
+                behind.append((name, src))
+    return any(src in removed and name not in removed for name, src in behind)
 
 
 def _without(meta, gone: set[str], cut: set[str], in_place: bool):
