@@ -160,6 +160,30 @@ def test_importing_every_module_and_the_cli_parser_loads_no_tensorflow():
     assert proc.stdout.strip() == "False"
 
 
+def test_a_command_builds_only_its_own_options():
+    """``ckptsurgery inspect`` does not import what other commands' choices come from (the
+    rewrite, the demo's steps, layers, optimizers) nor the package metadata ``--version``
+    reads; ``--version`` still prints on stdout, and a mistyped command lists all of them."""
+    from conftest import FIXTURE_MLP
+
+    heavy = ["ckptsurgery.migrate.rewrite", "ckptsurgery.graft.demo", "ckptsurgery.graph.layers",
+             "ckptsurgery.train.optimizers", "importlib.metadata"]
+    code = ("import contextlib, io, sys\nimport ckptsurgery.cli as cli\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            f"    code = cli.main(['inspect', {FIXTURE_MLP!r}])\n"
+            f"print(code, [m for m in {heavy!r} if m in sys.modules])")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120)
+    assert proc.stdout.strip() == "0 []", proc.stderr
+    version = subprocess.run([sys.executable, "-m", "ckptsurgery", "--version"],
+                             capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert version.returncode == 0 and version.stdout.startswith("ckptsurgery ")
+    typo = subprocess.run([sys.executable, "-m", "ckptsurgery", "inspct", "x"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert typo.returncode == 2 and "invalid choice: 'inspct'" in typo.stderr
+    assert "'inspect'" in typo.stderr and "'graft'" in typo.stderr
+
+
 @pytest.mark.parametrize("name", ckptsurgery.__all__)
 def test_each_public_name_resolves_and_is_in_its_modules_all(name):
     module = importlib.import_module(f"ckptsurgery.{ckptsurgery._EXPORTS[name]}")

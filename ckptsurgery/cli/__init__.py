@@ -28,18 +28,24 @@ PROG = "ckptsurgery"
 CKPT_HELP = "checkpoint prefix, one of its files, or a folder with a 'checkpoint' file"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command; with ``command``, only that one's options are built (the
+    others are listed by name and help): building one imports what its choices come from."""
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Surgery on legacy TensorFlow 1.x checkpoints: graft new layers on a trained "
         "model, freeze, train, export; inspect, diff and migrate old checkpoints.",
         epilog=f"Run '{PROG} COMMAND --help' for the options of a command.",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--version", action=_Version, nargs=0,
+                        help="show the program's version number and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMANDS:
         module = importlib.import_module(f"{__name__}.{name}")
+        if command is not None and name != command:
+            sub.add_parser(name, help=module.HELP)
+            continue
         p = module.add_parser(sub)
         p.add_argument("--debug", action="store_true",
                        help="show the full traceback of an error")
@@ -59,7 +65,9 @@ def add_output_options(group) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command if command in COMMANDS else None)
     args = parser.parse_args(argv)
     quiet_tensorflow()
     warnings.showwarning = _show_warning
@@ -104,6 +112,14 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 
     if issubclass(category, CkptSurgeryWarning):
         print(f"{PROG}: warning: {message}", file=sys.stderr)
+
+
+class _Version(argparse.Action):
+    """``--version``, looked up only when asked (``importlib.metadata`` takes 30 ms)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"{parser.prog} {_version()}")
+        parser.exit()
 
 
 def _version() -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from ..migrate.rewrite import FLOAT_DTYPES
 from .rewriting import add_rewrite_options, run_rewrite
 
 HELP = "store floating-point variables in another dtype (float16, bfloat16, float32, float64)"
@@ -21,6 +20,8 @@ before with the rounded values.
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
+    from ..migrate.rewrite import FLOAT_DTYPES
+
     p = sub.add_parser("cast", help=HELP, description=HELP + ".", epilog=EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     add_rewrite_options(p)

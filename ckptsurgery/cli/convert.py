@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..migrate.convert import FORMATS
 from . import CKPT_HELP, add_output_options
 
 HELP = "write a checkpoint's weights as npz, Keras HDF5, safetensors or a TF2 checkpoint"
@@ -27,6 +26,8 @@ tf.Variable). safetensors holds all converted tensors in memory while writing.
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
+    from ..migrate.convert import FORMATS
+
     p = sub.add_parser("convert", help=HELP, description=HELP + ".", epilog=EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", metavar="CKPT", help=CKPT_HELP)

@@ -6,14 +6,9 @@ import argparse
 import json
 import sys
 
-# ckptsurgery.graft.demo imports TensorFlow only when a step runs, so --help stays instant.
-from ..graft.demo import STEP_NAMES, STEPS
-
 HELP = "run the MNIST transfer-learning workflow (base, graft, freeze, cache, fine-tune), report"
 
-EXAMPLES = "steps (each needs the outputs of the earlier ones in --out DIR):\n" + "".join(
-    f"  {s.name:<21} {s.title}\n  {'':<21} {s.optimizer} lr {s.lr} -> {s.checkpoint}\n"
-    for s in STEPS) + """
+EXAMPLES = """
 examples:
   # all steps on the MNIST subset shipped in the package (offline, a minute or two)
   ckptsurgery demo
@@ -29,7 +24,13 @@ The folder gets the checkpoints, report.md, report.json and accuracy.png.
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser("demo", help=HELP, description=HELP + ".", epilog=EXAMPLES,
+    # ckptsurgery.graft.demo imports TensorFlow only when a step runs, so --help stays instant.
+    from ..graft.demo import STEP_NAMES, STEPS
+
+    steps = "steps (each needs the outputs of the earlier ones in --out DIR):\n" + "".join(
+        f"  {s.name:<21} {s.title}\n  {'':<21} {s.optimizer} lr {s.lr} -> {s.checkpoint}\n"
+        for s in STEPS)
+    p = sub.add_parser("demo", help=HELP, description=HELP + ".", epilog=steps + EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("step", nargs="?", choices=STEP_NAMES, metavar="STEP",
                    help="run only this step (default: all): " + ", ".join(STEP_NAMES))

@@ -6,8 +6,6 @@ import argparse
 import json
 import sys
 
-from ..graph.layers import POOLS
-from ..train.optimizers import OPTIMIZERS
 from . import CKPT_HELP, add_output_options
 
 HELP = "put new dense layers on a tensor of a TF1 model, optionally freeze and train, export"
@@ -48,6 +46,9 @@ or an op name (dnn/hidden3/Relu). REGEX scopes match like get_collection(key, sc
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
+    from ..graph.layers import POOLS
+    from ..train.optimizers import OPTIMIZERS
+
     p = sub.add_parser("graft", help=HELP, description=HELP + ".", epilog=EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", metavar="CKPT", help=CKPT_HELP)

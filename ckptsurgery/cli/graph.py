@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from ..graphdef.picture import FORMATS
 from . import CKPT_HELP
 
 HELP = "draw a checkpoint's graph as its layers (name scopes collapsed, shapes on the edges)"
@@ -23,6 +22,8 @@ examples:
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
+    from ..graphdef.picture import FORMATS
+
     p = sub.add_parser("graph", help=HELP, description=HELP + ".", epilog=EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", metavar="CKPT", help=CKPT_HELP)

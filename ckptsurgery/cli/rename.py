@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from ..migrate.rewrite import RENAME_PRESETS
 from .rewriting import add_rewrite_options, run_rewrite
 
 HELP = "rename variables by regex, in the checkpoint and in its .meta"
@@ -27,6 +26,8 @@ renamed too (inputs, colocation, collections, saver), so the output imports and 
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
+    from ..migrate.rewrite import RENAME_PRESETS
+
     p = sub.add_parser("rename", help=HELP, description=HELP + ".", epilog=EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     add_rewrite_options(p)
