@@ -211,6 +211,10 @@ class _SaverBuilder:
     def __init__(self, graph_def, scope: str):
         self.graph_def = graph_def
         self.scope = scope
+        self._kinds: dict[tuple, object] = {}  # (op, attrs) -> a node with them, copied
+        from google.protobuf.message_factory import GetMessageClass
+
+        self._node_class = GetMessageClass(graph_def.DESCRIPTOR.fields_by_name["node"].message_type)
 
     def build(self, saved: list[SavedVariable]) -> None:
         s = self.scope
@@ -257,18 +261,22 @@ class _SaverBuilder:
 
     def _add(self, name: str, op: str, inputs: list[str], colocate: str | None = None,
              **attrs) -> str:
+        kind = (op, tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in attrs.items()))
+        template = self._kinds.get(kind)
+        if template is None:  # made once per kind: copying it is faster than setting attrs
+            template = self._kinds[kind] = self._node_class(op=op)
+            for key, value in attrs.items():
+                attr = template.attr[key]
+                if isinstance(value, bool):
+                    attr.b = value
+                elif isinstance(value, list):
+                    attr.list.type.extend(value)
+                else:
+                    attr.type = value
         node = self.graph_def.node.add()
+        node.CopyFrom(template)
         node.name = name
-        node.op = op
         node.input.extend(inputs)
-        for key, value in attrs.items():
-            attr = node.attr[key]
-            if isinstance(value, bool):
-                attr.b = value
-            elif isinstance(value, list):
-                attr.list.type.extend(value)
-            else:
-                attr.type = value
         if colocate:
             node.attr["_class"].list.s.append(f"loc:@{colocate}".encode())
         return name
