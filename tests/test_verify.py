@@ -170,6 +170,30 @@ def test_graft_output_is_verified_before_the_rename(mlp_ckpt, tmp_path, monkeypa
     assert run_main("verify", out)[0] == 0
 
 
+def test_damaged_tensors_among_neighbours_read_together_are_each_named(tmp_path):
+    """Small tensors are read back in runs; a damaged one is still reported alone, by name,
+    and the others of its run are read and counted."""
+    from ckptsurgery.formats.checkpoint import open_checkpoint
+    from ckptsurgery.formats.writer import BundleFileWriter, data_path
+    from ckptsurgery.safety.verify import verify_checkpoint
+
+    prefix = str(tmp_path / "m")
+    with BundleFileWriter(prefix) as writer:
+        for i in range(30):
+            writer.add(f"t{i:02d}", np.arange(i + 10, dtype=np.float32))
+    entries = open_checkpoint(prefix).bundle.entries
+    with open(data_path(prefix), "r+b") as f:
+        for key in ("t04", "t17"):
+            f.seek(entries[key].offset + 2)
+            byte = f.read(1)
+            f.seek(entries[key].offset + 2)
+            f.write(bytes([byte[0] ^ 1]))
+    report = verify_checkpoint(prefix)
+    assert [(p.kind, p.name) for p in report.problems] == [("data", "t04"), ("data", "t17")]
+    assert "checksum" in report.problems[0].message
+    assert report.tensors_read == 28 and not report.ok
+
+
 def test_nan_and_inf_are_reported_per_tensor_unless_allowed(tmp_path):
     from migrate_helpers import write_checkpoint
 

@@ -26,6 +26,7 @@ __all__ = [
     "CopyStats",
     "plan_batches",
     "read_batches",
+    "small_runs",
     "copy_tensors",
     "progress_bar",
 ]
@@ -75,7 +76,23 @@ def read_batches(checkpoint, keys: Sequence[str], *,
     variables = checkpoint.variables
     sizes = [(k, variables[k].nbytes if k in variables else 0) for k in keys]
     for batch in plan_batches(sizes, max_batch_bytes):
-        yield [(key, checkpoint.read(key)) for key in batch]
+        yield list(zip(batch, checkpoint.read_many(batch), strict=True))
+
+
+def small_runs(variables: dict, names: Sequence[str]) -> Iterator[list[str]]:
+    """``names`` in order, in lists: neighbours that are small fixed-width tensors together
+    (up to ``_SMALL_RUN`` bytes; :meth:`~ckptsurgery.formats.checkpoint.Checkpoint.read_many`
+    reads them with few system calls), every other one alone."""
+    for is_small, run in itertools.groupby(names, lambda n: _is_small(variables[n])):
+        if not is_small:
+            yield from ([name] for name in run)
+            continue
+        run = list(run)
+        yield from plan_batches([(n, variables[n].nbytes) for n in run], _SMALL_RUN)
+
+
+def _is_small(info) -> bool:
+    return info.nbytes <= _SMALL and info.dtype in _FIXED_WIDTH
 
 
 @dataclass
@@ -117,9 +134,7 @@ def copy_tensors(checkpoint, prefix: str, specs: Sequence[CopySpec], *,
         """The (from, to) dtypes of a small fixed-width tensor, which is read, cast and written
         with its neighbours; else None."""
         info = variables[spec.source]
-        if info.nbytes > _SMALL or info.dtype not in _FIXED_WIDTH:
-            return None
-        return info.dtype, spec.dtype or info.dtype
+        return (info.dtype, spec.dtype or info.dtype) if _is_small(info) else None
 
     with progress_bar(sum(variables[s.source].nbytes for s in specs), "writing",
                       progress) as bar, BundleFileWriter(prefix, fsync=fsync) as writer:

@@ -120,7 +120,7 @@ def verify_checkpoint(path: str, *, allow_nonfinite: bool = False,
     """
     from ..formats.bundle import check_bundle
     from ..formats.checkpoint import open_checkpoint
-    from ..formats.stream import DEFAULT_BATCH_BYTES
+    from ..formats.stream import small_runs
 
     ckpt = open_checkpoint(path)
     files = ckpt.files
@@ -131,25 +131,43 @@ def verify_checkpoint(path: str, *, allow_nonfinite: bool = False,
         saved = ckpt.variables
     except CkptSurgeryError as e:
         report.problems.append(Problem("files", files.index or files.prefix, str(e)))
-    for name, info in (saved or {}).items():
-        nonfinite = [0, 0, 0]
-        try:
-            for piece in ckpt.pieces(name, DEFAULT_BATCH_BYTES):
-                if not allow_nonfinite:
-                    _count_nonfinite(piece, nonfinite)
-        except CkptSurgeryError as e:
-            report.problems.append(Problem("data", name, _tf_detail(e)))
-            continue
-        if nonfinite[0] or nonfinite[1]:
-            report.problems.append(Problem(
-                "nonfinite", name, f"{nonfinite[0]} NaN and {nonfinite[1]} Inf of {nonfinite[2]} "
-                "values (the model diverged, or a cast overflowed); pass --allow-nonfinite to "
-                "accept them"))
-        report.tensors_read += 1
-        report.bytes_read += info.nbytes
+    for run in small_runs(saved or {}, list(saved or ())):
+        values = None
+        if len(run) > 1:
+            try:
+                values = ckpt.read_many(run)
+            except CkptSurgeryError:
+                pass  # one is damaged: read each, to name every one
+        for i, name in enumerate(run):
+            _check_tensor(ckpt, name, saved[name], values[i] if values else None,
+                          allow_nonfinite, report)
     if files.meta:
         _check_meta(ckpt, saved, report, written)
     return report
+
+
+def _check_tensor(ckpt, name: str, info, value, allow_nonfinite: bool,
+                  report: VerifyReport) -> None:
+    """Read tensor ``name`` back (unless its ``value`` was read already) and count it, or
+    add what is wrong with it to ``report``."""
+    from ..formats.stream import DEFAULT_BATCH_BYTES
+
+    nonfinite = [0, 0, 0]
+    try:
+        pieces = [value] if value is not None else ckpt.pieces(name, DEFAULT_BATCH_BYTES)
+        for piece in pieces:
+            if not allow_nonfinite:
+                _count_nonfinite(piece, nonfinite)
+    except CkptSurgeryError as e:
+        report.problems.append(Problem("data", name, _tf_detail(e)))
+        return
+    if nonfinite[0] or nonfinite[1]:
+        report.problems.append(Problem(
+            "nonfinite", name, f"{nonfinite[0]} NaN and {nonfinite[1]} Inf of {nonfinite[2]} "
+            "values (the model diverged, or a cast overflowed); pass --allow-nonfinite to "
+            "accept them"))
+    report.tensors_read += 1
+    report.bytes_read += info.nbytes
 
 
 @dataclass(frozen=True)
