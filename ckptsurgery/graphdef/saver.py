@@ -118,8 +118,9 @@ def saved_variables(meta) -> list[SavedVariable]:
     # The save ops of the scope: no node outside a saver reads them, so the walk of
     # saver_nodes (every input of the graph) is not needed to find them.
     index = node_index(meta)
-    saves = [nodes[n] for n in _scope_members(meta)
-             if index.ops[index.position[n]] in _SAVE_OPS]
+    members = _scope_members(meta)
+    saves = [nodes[index.names[i]] for i in index.of_type(*_SAVE_OPS)
+             if index.names[i] in members]
     if not saves:
         return _from_variable_defs(meta, nodes)
     out: list[SavedVariable] = []
