@@ -71,12 +71,13 @@ def graph_roles(meta) -> dict[str, VariableRole]:
         weight = names[0]
         if weight is None or weight not in key_of:
             continue
+        shape = _shape(nodes[weight])
         for name in names[1:]:
             if name is None or name not in key_of or name == weight:
                 continue
-            if len(users[name]) == 1 and _shape(nodes[name]) == _shape(nodes[weight]):
+            if len(users[name]) == 1 and _shape(nodes[name]) == shape:
                 roles[key_of[name]] = _role("slot", optimizer, key_of[weight],
-                                                   key_of[name].rsplit("/", 1)[-1])
+                                            key_of[name].rsplit("/", 1)[-1])
             else:  # shared by several weights: beta1_power, a learning-rate variable...
                 roles[key_of[name]] = _role("optimizer", optimizer)
     for ref in _collection(meta, "global_step"):

@@ -303,17 +303,20 @@ def trace_variable(nodes, ref: str) -> str | None:
     name = op_name(ref)
     position, ops = nodes.index.position, nodes.index.ops
     for _ in range(16):
-        if name not in position:
+        i = position.get(name)
+        if i is None:
             return None
-        op = ops[position[name]]
+        op = ops[i]
         if op in VARIABLE_OPS:
             return name
         if op not in _PASS_THROUGH:
             return None
-        first = next((i for i in nodes[name].input if i[:1] != "^"), None)
-        if first is None:
+        for ref in nodes[name].input:
+            if ref[:1] != "^":  # the first data input
+                name = op_name(ref) if ":" in ref else ref
+                break
+        else:
             return None
-        name = op_name(first)
     return None
 
 
