@@ -370,6 +370,35 @@ def test_a_rewrite_hands_the_inputs_graph_over_and_leaves_its_files(tmp_path):
     assert nothing is None and dry.targets == plan.targets
 
 
+def test_a_saver_the_rewrite_cannot_trace_is_checked_by_parsing_the_written_meta(
+        tmp_path, monkeypatch):
+    """When the rewritten graph's saver cannot be traced before writing, the read-back falls
+    back to parsing the written .meta and tracing it there; the output still verifies."""
+    import ckptsurgery.graphdef.metarewrite as metarewrite
+    import ckptsurgery.safety.verify as verify
+    from ckptsurgery.migrate.rewrite import strip_checkpoint
+
+    def broken(meta):
+        raise RuntimeError("cannot trace")
+
+    checked = []
+    original = verify.check_written
+    monkeypatch.setattr(verify, "check_written",
+                        lambda prefix, meta=None: (checked.append(meta), original(prefix, meta)))
+    traced = str(tmp_path / "traced" / "m")
+    strip_checkpoint(FIXTURE_MIXED, traced, optimizer_slots=True, progress=False)
+    written, = checked  # as it goes normally: the bytes and the saver traced before writing
+    assert written.data == open(traced + ".meta", "rb").read()
+    assert written.restored == saver_tensors(read_meta_graph(traced + ".meta"))
+    checked.clear()
+    monkeypatch.setattr(metarewrite, "saver_tensors", broken)
+    out = str(tmp_path / "out" / "m")
+    result = strip_checkpoint(FIXTURE_MIXED, out, optimizer_slots=True, progress=False)
+    assert result.meta.restored is None and checked == [None]
+    report = verify.verify_checkpoint(out)
+    assert report.ok and report.meta_checked and report.restored_checked > 0
+
+
 def test_a_rewrite_fsyncs_every_file_after_its_read_back_and_before_the_rename(tmp_path,
                                                                                monkeypatch):
     """The data is not fsynced as it is closed (the disk writes while the read-back checks
