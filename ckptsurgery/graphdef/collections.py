@@ -88,9 +88,9 @@ def drop_stale_collection_entries(meta, names: set[str] | None = None) -> list[s
     if names is None:
         names = {n.name for n in meta.graph_def.node}
 
-    def alive(key: str, raw: bytes) -> bytes | None:
+    def alive(key: str, parse, raw: bytes) -> bytes | None:
         """The entry as it stays (contexts lose values naming removed nodes), or None."""
-        entry = collection_proto(key).FromString(raw)
+        entry = parse(raw)
         if key in VARIABLE_COLLECTIONS:
             return raw if op_name(entry.variable_name) in names else None
         if key in CONTEXT_COLLECTIONS:
@@ -111,7 +111,9 @@ def drop_stale_collection_entries(meta, names: set[str] | None = None) -> list[s
         elif kind == "bytes_list" and key == "savers":
             empty = True
         elif kind == "bytes_list" and collection_proto(key) is not None:
-            keep = [b for b in (alive(key, raw) for raw in col.bytes_list.value) if b is not None]
+            parse = collection_proto(key).FromString
+            keep = [b for b in (alive(key, parse, raw) for raw in col.bytes_list.value)
+                    if b is not None]
             set_repeated(col.bytes_list.value, keep)
             empty = not keep
         else:

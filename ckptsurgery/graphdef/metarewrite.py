@@ -252,10 +252,11 @@ def _copy_field(msg, desc, value) -> None:
 def _check_initializers(meta, removed: set[str]) -> None:
     """A kept variable whose initializer was removed (it read a dropped one) cannot import."""
     col = meta.collection_def.get("variables") if "variables" in meta.collection_def else None
-    if col is None or not col.HasField("bytes_list"):
+    if not removed or col is None or not col.HasField("bytes_list"):
         return
+    parse = collection_proto("variables").FromString
     for raw in col.bytes_list.value:
-        vdef = collection_proto("variables").FromString(raw)
+        vdef = parse(raw)
         name = op_name(vdef.variable_name)
         if name in removed:
             continue
