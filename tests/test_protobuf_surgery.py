@@ -336,7 +336,8 @@ def test_an_index_after_removals_renames_and_additions_is_the_graphs(meta):
         node.name = renames.get(node.name, node.name)
     start = len(nodes)
     added = nodes.add(name="extra/Const", op="Const", device="/cpu:0")
-    after = index.after(gone, renames, nodes[start:])
+    after = index.after(gone, renames)
+    after.extend(nodes[start:])
     fresh = NodeIndex(meta.graph_def)
     assert (after.names, after.ops, after.devices) == (fresh.names, fresh.ops, fresh.devices)
     assert after.position == fresh.position and after.names[-1] == added.name

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from .dtypes import DTYPE_NAMES
@@ -83,12 +83,19 @@ def small_runs(variables: dict, names: Sequence[str]) -> Iterator[list[str]]:
     """``names`` in order, in lists: neighbours that are small fixed-width tensors together
     (up to ``_SMALL_RUN`` bytes; :meth:`~ckptsurgery.formats.checkpoint.Checkpoint.read_many`
     reads them with few system calls), every other one alone."""
-    for is_small, run in itertools.groupby(names, lambda n: _is_small(variables[n])):
-        if not is_small:
-            yield from ([name] for name in run)
+    yield from (run for _, run in _runs(names, lambda n: _is_small(variables[n]) or None,
+                                         lambda n: variables[n].nbytes, _SMALL_RUN))
+
+
+def _runs(items: Sequence, kind: Callable, nbytes: Callable, limit: int) -> Iterator[tuple]:
+    """``(kind, items)`` in order: neighbours of one kind (not None) together, up to ``limit``
+    bytes a run; an item of kind None alone."""
+    for k, run in itertools.groupby(items, kind):
+        if k is None:
+            yield from ((None, [item]) for item in run)
             continue
-        run = list(run)
-        yield from plan_batches([(n, variables[n].nbytes) for n in run], _SMALL_RUN)
+        for batch in plan_batches([(item, nbytes(item)) for item in run], limit):
+            yield k, batch
 
 
 def _is_small(info) -> bool:
@@ -138,15 +145,12 @@ def copy_tensors(checkpoint, prefix: str, specs: Sequence[CopySpec], *,
 
     with progress_bar(sum(variables[s.source].nbytes for s in specs), "writing",
                       progress) as bar, BundleFileWriter(prefix, fsync=fsync) as writer:
-        for kind, run in itertools.groupby(specs, small):
-            if kind is not None:
-                run = list(run)
-                sizes = [(i, variables[s.source].nbytes) for i, s in enumerate(run)]
-                for batch in plan_batches(sizes, min(max_batch_bytes, _SMALL_RUN)):
-                    _copy_together(checkpoint, [run[i] for i in batch], writer, stats, bar)
-                continue
-            for spec in run:
-                _copy_one(checkpoint, spec, writer, stats, bar, max_batch_bytes)
+        for kind, run in _runs(specs, small, lambda s: variables[s.source].nbytes,
+                               min(max_batch_bytes, _SMALL_RUN)):
+            if kind is None:
+                _copy_one(checkpoint, run[0], writer, stats, bar, max_batch_bytes)
+            else:
+                _copy_together(checkpoint, run, writer, stats, bar)
         for key, value in extra:
             writer.add(key, value)
     return stats

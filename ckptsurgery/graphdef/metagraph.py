@@ -114,20 +114,26 @@ class NodeIndex:
         self.names, self.ops, self.devices = lists
         self.position = dict(zip(self.names, range(len(self.names)), strict=True))
 
-    def after(self, gone: set[str], renames: dict[str, str], added) -> NodeIndex:
+    def after(self, gone: set[str], renames: dict[str, str]) -> NodeIndex:
         """The index of the graph once the nodes named in ``gone`` are removed (the others
-        keeping their order), ``renames`` (``{old: new}``) applied and the nodes ``added``
-        appended: on a big graph, a fraction of a new pass over the nodes."""
+        keeping their order) and ``renames`` (``{old: new}``) applied: on a big graph, a
+        fraction of a new pass over the nodes."""
         kept = [i for i, name in enumerate(self.names) if name not in gone]
         names = [self.names[i] for i in kept]
         if renames:
             names = [renames.get(name, name) for name in names]
         ops, devices = [self.ops[i] for i in kept], [self.devices[i] for i in kept]
-        for node in added:
-            names.append(node.name)
-            ops.append(node.op)
-            devices.append(node.device)
         return NodeIndex(lists=(names, ops, devices))
+
+    def extend(self, added) -> None:
+        """Index the nodes ``added``, just appended to the graph; for an index that no memo
+        holds yet (:meth:`after`'s, while a rewrite adds a saver)."""
+        for node in added:
+            self.position[node.name] = len(self.names)
+            self.names.append(node.name)
+            self.ops.append(node.op)
+            self.devices.append(node.device)
+        self.__dict__.pop("by_op", None)
 
     @functools.cached_property
     def by_op(self) -> dict[str, list[int]]:

@@ -124,10 +124,10 @@ def rewrite_meta_graph(meta, targets: dict[str, str | None], *,
         stored = stored_dtypes.get(key, v.stored_dtype)
         kept.append(replace(v, key=key, node=renames.get(v.node, v.node),
                             stored_dtype=stored if stored not in (None, v.dtype) else None))
-    names = [renames.get(n, n) for n in index.names if n not in gone]  # new's, from the index
-    start = len(names)
-    info.saver_scope = add_saver(new, kept, saver_scope(meta), names)  # the old one is gone
-    index = index.after(gone, renames, new.graph_def.node[start:])
+    index = index.after(gone, renames)  # new's nodes, without a pass over them
+    start = len(index.names)
+    info.saver_scope = add_saver(new, kept, saver_scope(meta), index.names)  # the old one is gone
+    index.extend(new.graph_def.node[start:])
     info.removed_collections = [k for k in drop_stale_collection_entries(new, set(index.names))
                                 if k != "savers"]
     if had_savers:
