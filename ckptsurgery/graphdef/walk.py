@@ -78,28 +78,20 @@ def by_distance(meta, start: str) -> list[str]:
     return order
 
 
-def consumers(meta, control: bool = False) -> dict[str, list[str]]:
-    """``{op name: the ops that read one of its outputs}`` (data edges); with ``control``, the
-    ops that wait for it through a control edge instead."""
-    return _edges(meta)[control]
-
-
 @analysis
-def _edges(meta) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
-    """The consumers of every op by data edges and by control edges, in one pass."""
+def consumers(meta) -> dict[str, list[str]]:
+    """``{op name: the ops that read one of its outputs}``, by data edges (control edges, which
+    order ops but carry no tensor, are left out), in one pass over the inputs."""
     data: dict[str, list[str]] = {}
-    control: dict[str, list[str]] = {}
     for name, node in zip(node_index(meta).names, meta.graph_def.node, strict=True):
         for ref in node.input:
             if ref[:1] == "^":
-                out, ref = control, ref[1:]
-            else:
-                out = data
-                if ":" in ref:  # most inputs are plain op names: no op_name call for them
-                    ref = op_name(ref)
-            readers = out.get(ref)
+                continue
+            if ":" in ref:  # most inputs are plain op names: no op_name call for them
+                ref = op_name(ref)
+            readers = data.get(ref)
             if readers is None:
-                out[ref] = [name]
+                data[ref] = [name]
             else:
                 readers.append(name)
-    return data, control
+    return data
