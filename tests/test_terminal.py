@@ -15,7 +15,7 @@ import termios
 import threading
 
 import pytest
-from conftest import FIXTURE_MLP, ROOT, run_cli
+from conftest import FIXTURE_MLP, ROOT
 
 from ckptsurgery.cli.crashguard import _relay_stderr
 
@@ -28,6 +28,10 @@ TF_LINES = (b"WARNING: All log messages before absl::InitializeLog() is called a
             b"I0000 00:00:1795994291.1 123 cpu_feature_guard.cc:210] This TensorFlow binary is "
             b"optimized to use available CPU instructions.\n"
             b"To enable the following instructions: AVX2 FMA, in other operations, rebuild.\n")
+
+# A user's environment: none of the switches the tests set or a user may have set.
+_USER_ENV = {k: v for k, v in os.environ.items()
+             if k not in ("CKPTSURGERY_TF_LOGS", "TF_ENABLE_ONEDNN_OPTS")}
 
 
 def _relay(data: bytes, chunk: int = 7, **kwargs) -> tuple[bytes | None]:
@@ -73,8 +77,12 @@ def test_a_fatal_check_is_returned_and_its_stack_dump_dropped(capfd):
 def verbose_run() -> subprocess.CompletedProcess:
     """``ckptsurgery inspect --check-import`` (it loads TensorFlow to import the graph; verify
     no longer does) with TensorFlow's log lines let through (``--verbose``); the tests below are
-    about the ``tensorflow`` wheel, which prints some at start-up."""
-    proc = run_cli("inspect", FIXTURE_MLP, "--check-import", "--verbose", process=True)
+    about the ``tensorflow`` wheel, which prints some at start-up. The environment is a
+    user's: no ``TF_ENABLE_ONEDNN_OPTS`` (the tests' own setting), so TensorFlow turns oneDNN
+    on and prints its notice, which the CLI leaves on and drops from stderr."""
+    proc = subprocess.run([sys.executable, "-m", "ckptsurgery", "inspect", FIXTURE_MLP,
+                           "--check-import", "--verbose"], capture_output=True, text=True,
+                          cwd=ROOT, timeout=300, env=_USER_ENV)
     assert proc.returncode == 0, proc.stderr
     if "absl::InitializeLog" not in proc.stderr and "cuda" not in proc.stderr.lower():
         pytest.skip("this TensorFlow prints nothing at start-up")
@@ -86,6 +94,7 @@ def test_verbose_lets_tensorflow_log_lines_through(verbose_run):
     assert "imports      yes" in verbose_run.stdout
     assert any(line.startswith(("WARNING: All log messages", "I0000", "E0000", "W0000"))
                for line in verbose_run.stderr.splitlines())
+    assert "oneDNN custom operations are on" in verbose_run.stderr  # TF's default, kept
 
 
 @pytest.mark.slow
@@ -93,7 +102,7 @@ def test_the_command_prints_no_tensorflow_line_on_a_pipe(verbose_run):
     proc = subprocess.run([sys.executable, "-m", "ckptsurgery", "inspect", FIXTURE_MLP,
                            "--check-import"],
                           capture_output=True, text=True, cwd=ROOT, timeout=300,
-                          env={k: v for k, v in os.environ.items() if k != "CKPTSURGERY_TF_LOGS"})
+                          env=_USER_ENV)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
     assert proc.stdout == verbose_run.stdout
