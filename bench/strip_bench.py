@@ -25,7 +25,8 @@ strip (one run of it: minutes), to show that costs grow linearly with the number
 Wall time and peak RSS of each child come from ``os.wait4`` (the child's own ``ru_maxrss``);
 ``sync`` runs (untimed) before each step. ckptsurgery fsyncs its output before renaming it into
 place (durability); ``cp`` and plain TF leave their writes in the page cache, so their times
-do not include writing to the disk.
+do not include writing to the disk. The ``+sync s`` column adds a ``sync`` right after each
+run: every tool's output on disk (ckptsurgery's has nothing left to write).
 Process start-up and the TensorFlow import (about 4 s, 550 MB) are included for both Python runs;
 the package runs from its bytecode, as an installed one does (``PYTHONDONTWRITEBYTECODE`` is
 dropped from the children's environment).
@@ -109,9 +110,11 @@ REPEAT = 1  # runs of each step (--repeat); the median wall time is reported
 def measure(label: str, argv: list[str], outputs: tuple[str, ...] = (),
             repeat: int | None = None) -> dict:
     """Run ``argv`` ``repeat`` (default ``REPEAT``) times; the median wall time, every wall
-    time, and the peak RSS ``os.wait4`` reports. ``outputs`` (files or folders) are removed,
-    untimed, before each run."""
-    walls, rss = [], 0.0
+    time, the median of wall time plus a ``sync`` right after (the output on disk, as
+    ckptsurgery's fsyncs leave it: plain TF and ``cp`` leave theirs in the page cache), and
+    the peak RSS ``os.wait4`` reports. ``outputs`` (files or folders) are removed, untimed,
+    before each run."""
+    walls, durable, rss = [], [], 0.0
     for _ in range(repeat or REPEAT):
         for path in outputs:
             shutil.rmtree(path) if os.path.isdir(path) else (
@@ -123,6 +126,8 @@ def measure(label: str, argv: list[str], outputs: tuple[str, ...] = (),
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
         _, status, usage = os.wait4(proc.pid, 0)
         walls.append(time.perf_counter() - start)
+        os.sync()
+        durable.append(time.perf_counter() - start)
         proc.returncode = os.waitstatus_to_exitcode(status)
         err = proc.stderr.read().decode(errors="replace")
         proc.stderr.close()
@@ -130,7 +135,7 @@ def measure(label: str, argv: list[str], outputs: tuple[str, ...] = (),
             sys.exit(f"{label} failed (exit {proc.returncode}):\n{err[-2000:]}")
         rss = max(rss, usage.ru_maxrss / 1024)
     return {"label": label, "wall": sorted(walls)[len(walls) // 2], "walls": walls,
-            "rss_mb": rss}
+            "durable": sorted(durable)[len(durable) // 2], "rss_mb": rss}
 
 
 def files_size(prefix: str) -> int:
@@ -212,14 +217,14 @@ def main() -> None:
               f"{files_size(out('plain')) / 2**30:.2f} GiB), cast "
               f"{files_size(out('cast')) / 2**30:.2f} GiB; {os.cpu_count()} CPUs")
         print(f"{'step':<40} {'wall s':>8} {'x TF strip':>11} {'x TF cast':>10} "
-              f"{'peak RSS MB':>12}")
+              f"{'+sync s':>8} {'peak RSS MB':>12}")
         for r in [plain_strip, *steps]:
             cast_ratio = (f"{r['wall'] / plain_cast['wall']:>10.2f}" if not args.many
                           else f"{'':>10}")
             runs = (" (" + ", ".join(f"{w:.1f}" for w in r["walls"]) + ")"
                     if len(r["walls"]) > 1 else "")
             print(f"{r['label']:<40} {r['wall']:>8.1f} {r['wall'] / plain_strip['wall']:>11.2f} "
-                  f"{cast_ratio} {r['rss_mb']:>12.0f}{runs}")
+                  f"{cast_ratio} {r['durable']:>8.1f} {r['rss_mb']:>12.0f}{runs}")
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
