@@ -111,7 +111,8 @@ def plain_epochs(step, data, base: str, start: str, epochs: int, seed: int) -> t
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=MNIST)
-    parser.add_argument("--epochs", type=int, default=5, help="epochs per step (default 5: the median epoch is not the warm-up one)")
+    parser.add_argument("--epochs", type=int, default=5,
+                        help="epochs per step (default 5: the median epoch is not the warm-up one)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--out", help="folder for the demo's outputs (default: a temporary one)")
     args = parser.parse_args(argv)
