@@ -47,4 +47,3 @@ def test_fixture_is_reproducible(remade, name):
             assert again[key].tobytes() == value.tobytes(), key
         elif name != "cnn":
             np.testing.assert_allclose(again[key], value, rtol=1e-5, atol=1e-6, err_msg=key)
-

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import platform
 import pty
 import struct
 import subprocess
@@ -94,7 +95,8 @@ def test_verbose_lets_tensorflow_log_lines_through(verbose_run):
     assert "imports      yes" in verbose_run.stdout
     assert any(line.startswith(("WARNING: All log messages", "I0000", "E0000", "W0000"))
                for line in verbose_run.stderr.splitlines())
-    assert "oneDNN custom operations are on" in verbose_run.stderr  # TF's default, kept
+    if platform.machine() == "x86_64":  # TF's default there, which the CLI keeps
+        assert "oneDNN custom operations are on" in verbose_run.stderr
 
 
 @pytest.mark.slow
