@@ -101,7 +101,7 @@ def quiet_tensorflow() -> None:
     start-up prints before reading ``TF_CPP_MIN_LOG_LEVEL`` is filtered by
     :mod:`.crashguard`). oneDNN stays as TensorFlow sets it, on for x86: its matrix products
     train the demo's full network about a fifth faster, with results repeatable run to run
-    (bench/README.md); ``TF_ENABLE_ONEDNN_OPTS=0`` in the environment turns it off.
+    (docs/demo.md: two full runs, bit-identical checkpoints); ``TF_ENABLE_ONEDNN_OPTS=0`` in the environment turns it off.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
