@@ -355,17 +355,22 @@ def test_float16_cast_gives_numpys_bits_on_every_kind_of_value():
     assert not differ.any(), f"{int(differ.sum())} values differ, first {x[differ][:3]}"
 
 
-@pytest.mark.parametrize("kind", ["adam_second_moments", "weights", "mixed", "with_nan_and_inf"])
+@pytest.mark.parametrize("kind", ["adam_second_moments", "weights", "weights_near_zero", "mixed",
+                                  "with_nan_and_inf"])
 def test_float16_cast_of_blocks_of_one_kind_gives_numpys_bits(kind):
-    """Each 2**18-value block takes the rounding its range needs (only subnormal results, only
-    normal ones, both); several blocks, so the threads run too."""
+    """Each 2**17-value block takes the rounding its range needs (only subnormal results, only
+    normal ones, normal ones with a few subnormal ones gathered, many of both); several
+    blocks, so the threads run too."""
     from ckptsurgery.formats.cast import _BLOCK, cast_counted
 
     rng = np.random.RandomState(5)
     n = 3 * _BLOCK + 17
     x = {"adam_second_moments": rng.rand(n) * 6e-5, "weights": rng.randn(n) * 0.05 + 0.5,
-         "mixed": rng.randn(n) * 1e-4, "with_nan_and_inf": rng.randn(n) * 3e4}[kind]
+         "weights_near_zero": rng.randn(n) * 0.02, "mixed": rng.randn(n) * 1e-4,
+         "with_nan_and_inf": rng.randn(n) * 3e4}[kind]
     x = x.astype(np.float32)
+    small = np.abs(x) < 2.0**-14
+    assert (0 < small.mean() < 1 / 8) == (kind == "weights_near_zero")  # what the kind is for
     if kind == "with_nan_and_inf":
         x[::1001] = np.inf
         x[5::997] = np.array([0x7FC01234, 0xFF800001], np.uint32).view(np.float32)[
@@ -379,6 +384,23 @@ def test_float16_cast_of_blocks_of_one_kind_gives_numpys_bits(kind):
     assert np.array_equal(got.view(np.uint16), want.view(np.uint16))
     assert lost == np.count_nonzero(np.isfinite(x) & np.isinf(want))
     assert (lost > 1000) == (kind == "with_nan_and_inf")
+    into = np.full(n, 7, np.float16)  # a streaming cast's reused buffer
+    again, lost_again = cast_counted(x, np.float16, into)
+    assert again.base is into or again is into
+    assert np.array_equal(into.view(np.uint16), want.view(np.uint16)) and lost_again == lost
+
+
+def test_a_cast_into_a_given_buffer_of_another_dtype():
+    """Casts other than float32 -> float16 write into the given buffer too (``astype``'s
+    values)."""
+    from ckptsurgery.formats.cast import cast_counted
+
+    x = np.array([[1.5, -2.25], [1e40, 3.0]])
+    into = np.zeros(4, np.float32)
+    with np.errstate(over="ignore"):
+        got, lost = cast_counted(x, np.float32, into)
+    assert got.shape == (2, 2) and np.shares_memory(got, into)
+    assert into.tolist() == [1.5, -2.25, np.inf, 3.0] and lost == 1
 
 
 def test_small_casts_run_together_and_keep_each_tensors_values(tmp_path, monkeypatch):

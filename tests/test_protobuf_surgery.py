@@ -387,7 +387,8 @@ def test_a_saver_the_rewrite_cannot_trace_is_checked_by_parsing_the_written_meta
     checked = []
     original = verify.check_written
     monkeypatch.setattr(verify, "check_written",
-                        lambda prefix, meta=None: (checked.append(meta), original(prefix, meta)))
+                        lambda prefix, meta=None, read_back=None: (
+                            checked.append(meta), original(prefix, meta, read_back)))
     traced = str(tmp_path / "traced" / "m")
     strip_checkpoint(FIXTURE_MIXED, traced, optimizer_slots=True, progress=False)
     written, = checked  # as it goes normally: the bytes and the saver traced before writing

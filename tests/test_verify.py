@@ -159,8 +159,9 @@ def test_graft_output_is_verified_before_the_rename(mlp_ckpt, tmp_path, monkeypa
     seen = []
     original = ckptsurgery.safety.verify.check_written
     monkeypatch.setattr(ckptsurgery.safety.verify, "check_written",
-                        lambda p, meta=None: (seen.append((p, os.path.exists(out + ".index"))),
-                                              original(p, meta)))
+                        lambda p, meta=None, read_back=None: (
+                            seen.append((p, os.path.exists(out + ".index"))),
+                            original(p, meta, read_back)))
     out = str(tmp_path / "x.ckpt")
     code, _, _ = run_main("graft", mlp_ckpt, "--at", "hiddens3", "--dense", "logits:10",
                           "--out", out)

@@ -42,7 +42,17 @@ class BundleReader:
         self.index = check_bundle(files)
         self._big_endian = self.index.endianness == 1
         self._fds: dict[int, int] = {}  # shard -> descriptor, for small reads
+        self._disk: dict | None = None  # shard -> DiskReader (or None), once read_from_disk()
         weakref.finalize(self, _close_all, self._fds)
+
+    def read_from_disk(self) -> None:
+        """From now on, :meth:`chunks` reads large pieces from the disk, around the page cache
+        (:class:`~ckptsurgery.formats.datafile.DiskReader`), where the file system allows:
+        the check of a checkpoint just written then reads what the disk holds, and needs no
+        new page-cache memory."""
+        if self._disk is None:
+            self._disk = {}
+            weakref.finalize(self, _close_readers, self._disk)
 
     @property
     def entries(self) -> dict[str, BundleEntry]:
@@ -121,7 +131,7 @@ class BundleReader:
         step = max(1, max_bytes // width) * width
         crc = 0
         for start in range(0, entry.size, step):
-            piece = self._map(entry, start, min(step, entry.size - start))
+            piece = self._piece(entry, start, min(step, entry.size - start))
             crc = crc32c(piece, crc)
             yield self._native(piece.view(dtype))
             del piece
@@ -136,6 +146,24 @@ class BundleReader:
             raise UnreadableDtypeError(
                 f"variable '{key}' is a {entry.dtype_name} tensor, which ckptsurgery reads only "
                 "through TensorFlow") from None
+
+    def _piece(self, entry: BundleEntry, start: int, size: int):
+        """Bytes ``start:start+size`` of an entry for :meth:`chunks`, from the disk when
+        :meth:`read_from_disk` asked for it (valid until the next piece)."""
+        if self._disk is None or size <= _READ_LIMIT:
+            return self._map(entry, start, size)
+        if entry.shard_id not in self._disk:
+            from .datafile import DiskReader
+
+            self._disk[entry.shard_id] = DiskReader.open(self.files.data[entry.shard_id])
+        disk = self._disk[entry.shard_id]
+        if disk is None:
+            return self._map(entry, start, size)
+        piece = disk.read(entry.offset + start, size)
+        if len(piece) != size:
+            raise CheckpointCorruptError(f"'{self.files.data[entry.shard_id]}' is damaged: it "
+                                         f"ends inside variable '{entry.key}'; {_COPY_AGAIN}")
+        return piece
 
     def _map(self, entry: BundleEntry, start: int, size: int):
         """Bytes ``start:start+size`` of an entry: read into memory when small (mapping has a
@@ -227,3 +255,10 @@ def _close_all(fds: dict[int, int]) -> None:
     for fd in fds.values():
         os.close(fd)
     fds.clear()
+
+
+def _close_readers(readers: dict) -> None:
+    for reader in readers.values():
+        if reader is not None:
+            reader.close()
+    readers.clear()

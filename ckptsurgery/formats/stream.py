@@ -115,7 +115,8 @@ class CopyStats:
 
 def copy_tensors(checkpoint, prefix: str, specs: Sequence[CopySpec], *,
                  max_batch_bytes: int = DEFAULT_BATCH_BYTES, progress: bool = True,
-                 extra: Iterable[tuple[str, object]] = (), fsync: bool = True) -> CopyStats:
+                 extra: Iterable[tuple[str, object]] = (), fsync: bool = True,
+                 read_back: dict | None = None) -> CopyStats:
     """Stream the tensors ``specs`` from ``checkpoint`` into a new bundle at ``prefix``.
 
     Args:
@@ -128,6 +129,9 @@ def copy_tensors(checkpoint, prefix: str, specs: Sequence[CopySpec], *,
         extra: small ``(key, value)`` tensors to add (bookkeeping such as TF2's object graph).
         fsync: fsync the data when done; False when the caller fsyncs the files later
             (:func:`~ckptsurgery.safety.staging.staged_checkpoint`, after its read-back).
+        read_back: a dict to fill with the large tensors read back from the disk while the
+            next ones were written (see :class:`~ckptsurgery.formats.writer.BundleFileWriter`),
+            for :func:`~ckptsurgery.safety.staging.staged_checkpoint`'s read-back to skip.
 
     Returns:
         A :class:`CopyStats`.
@@ -143,16 +147,20 @@ def copy_tensors(checkpoint, prefix: str, specs: Sequence[CopySpec], *,
         info = variables[spec.source]
         return (info.dtype, spec.dtype or info.dtype) if _is_small(info) else None
 
+    buffers = _Buffers()
     with progress_bar(sum(variables[s.source].nbytes for s in specs), "writing",
-                      progress) as bar, BundleFileWriter(prefix, fsync=fsync) as writer:
+                      progress) as bar, BundleFileWriter(prefix, fsync=fsync,
+                                                         read_back=read_back is not None) as writer:
         for kind, run in _runs(specs, small, lambda s: variables[s.source].nbytes,
                                min(max_batch_bytes, _SMALL_RUN)):
             if kind is None:
-                _copy_one(checkpoint, run[0], writer, stats, bar, max_batch_bytes)
+                _copy_one(checkpoint, run[0], writer, stats, bar, max_batch_bytes, buffers)
             else:
                 _copy_together(checkpoint, run, writer, stats, bar)
         for key, value in extra:
             writer.add(key, value)
+    if read_back is not None:
+        read_back.update(writer.read_back)
     return stats
 
 
@@ -165,8 +173,9 @@ _SMALL_RUN = 16 * 2**20
 
 
 def _copy_one(checkpoint, spec: CopySpec, writer, stats: CopyStats, bar,
-              max_batch_bytes: int) -> None:
-    """Copy one tensor, cast as ``spec`` says, in pieces of at most ``max_batch_bytes``."""
+              max_batch_bytes: int, buffers: _Buffers) -> None:
+    """Copy one tensor, cast as ``spec`` says, in pieces of at most ``max_batch_bytes``, cast
+    into ``buffers``."""
     from .dtypes import enum_of, numpy_dtype
 
     info = checkpoint.variables[spec.source]
@@ -177,10 +186,10 @@ def _copy_one(checkpoint, spec: CopySpec, writer, stats: CopyStats, bar,
     target = numpy_dtype(enum)
     if spec.dtype in (None, info.dtype) or info.nbytes <= max_batch_bytes // 2:
         pieces = _converted(checkpoint.pieces(spec.source, max_batch_bytes), target,
-                            spec.target, stats, bar)
+                            spec.target, stats, bar, buffers)
     else:  # a big cast: the next piece is read and cast while this one is written
         pieces = _ahead(_converted(checkpoint.pieces(spec.source, max_batch_bytes // 2),
-                                   target, spec.target, stats, bar))
+                                   target, spec.target, stats, bar, buffers))
     writer.add_pieces(spec.target, target, info.shape, pieces, enum=enum)
 
 
@@ -223,22 +232,44 @@ def _ahead(items: Iterator) -> Iterator:
             yield item
 
 
-def _converted(pieces, target, key: str, stats: CopyStats, bar):
-    """``pieces`` cast to ``target`` (:func:`_convert`) as they go by; what overflows is
-    counted under ``key``."""
+class _Buffers:
+    """Two flat arrays, handed out in turn, that streamed casts write into: a piece is written
+    before the piece after the next is made (:func:`_ahead` makes one ahead, never more), and
+    fresh memory costs more to clear than the cast that fills it."""
+
+    def __init__(self):
+        self._arrays: list = [None, None]
+        self._turn = 0
+
+    def take(self, dtype, size: int):
+        """The next array, as ``size`` values of ``dtype``; valid until the one after is taken."""
+        import numpy as np
+
+        dtype = np.dtype(dtype)
+        self._turn ^= 1
+        array = self._arrays[self._turn]
+        if array is None or array.nbytes < size * dtype.itemsize:
+            array = self._arrays[self._turn] = np.empty(size * dtype.itemsize, np.uint8)
+        return array[:size * dtype.itemsize].view(dtype)
+
+
+def _converted(pieces, target, key: str, stats: CopyStats, bar, buffers: _Buffers):
+    """``pieces`` cast to ``target`` (:func:`_convert`) into ``buffers`` as they go by; what
+    overflows is counted under ``key``."""
     for piece in pieces:
-        out, lost = _convert(piece, target, stats, bar)
+        out, lost = _convert(piece, target, stats, bar,
+                             None if piece.dtype == target else buffers.take(target, piece.size))
         if lost:
             stats.overflowed[key] = stats.overflowed.get(key, 0) + lost
         yield out
 
 
-def _convert(piece, target, stats: CopyStats, bar) -> tuple:
-    """``(piece cast to target, how many finite values became infinite)``, its bytes counted
-    into ``stats`` and ``bar``."""
+def _convert(piece, target, stats: CopyStats, bar, out=None) -> tuple:
+    """``(piece cast to target, how many finite values became infinite)``, cast into ``out``
+    when given, its bytes counted into ``stats`` and ``bar``."""
     from .cast import cast_counted
 
-    out, lost = (piece, 0) if piece.dtype == target else cast_counted(piece, target)
+    out, lost = (piece, 0) if piece.dtype == target else cast_counted(piece, target, out)
     stats.bytes_read += piece.nbytes
     stats.bytes_written += out.nbytes
     bar.update(piece.nbytes)

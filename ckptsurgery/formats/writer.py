@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from ..errors import InternalError
 from .bundle import write_table
 from .crc import crc32c, mask_crc
+from .datafile import open_data_file
 from .dtypes import DTYPE_NAMES, enum_of_numpy
 from .protos import message_class
 
@@ -25,25 +26,8 @@ __all__ = ["BundleFileWriter", "data_path"]
 
 #: ``kTensorBundleVersion``: the format version TensorFlow's writer records.
 _PRODUCER = 1
-_WRITEBACK_BYTES = 64 * 2**20
-
-
-def _sync_file_range():
-    """libc's ``sync_file_range(fd, offset, nbytes, flags)`` (Linux), or None elsewhere."""
-    import ctypes
-    import sys
-
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    return fn
-
-
-_SYNC_FILE_RANGE = _sync_file_range()
+_STRING = 7  # DataType DT_STRING: its entry's checksum is not of its bytes as stored
+_READ_BACK_MIN = 2**20  # smaller tensors are left to the caller's read-back, read in runs
 
 
 def data_path(prefix: str) -> str:
@@ -57,14 +41,22 @@ class BundleFileWriter:
 
     ``fsync=False`` leaves the data to the kernel on closing, for a caller that fsyncs the
     files itself later (:func:`~ckptsurgery.safety.staging.staged_checkpoint` does, after
-    reading them back: the disk writes while they are checked)."""
+    reading them back). The data goes around the page cache where the file system allows
+    (:func:`~ckptsurgery.formats.datafile.open_data_file`).
 
-    def __init__(self, prefix: str, *, fsync: bool = True):
+    ``read_back=True``: each large tensor is read back from the disk and its checksum checked
+    while the next ones are written (:meth:`~ckptsurgery.formats.datafile.DirectFile.read_back`);
+    after :meth:`close`, :attr:`read_back` maps the names so checked to their
+    ``(offset, size, masked crc32c)``, which the caller's own read-back need not read again.
+    """
+
+    def __init__(self, prefix: str, *, fsync: bool = True, read_back: bool = False):
         self.prefix = prefix
         self._fsync = fsync
-        self._data = open(data_path(prefix), "wb")  # noqa: SIM115 - closed in close()/abort()
+        self._data = open_data_file(data_path(prefix))
+        self._read_back = read_back and self._data.direct
+        self.read_back: dict[str, tuple[int, int, int]] = {}
         self._offset = 0
-        self._flushed = 0  # bytes handed to the disk so far (see _start_writeback)
         self._entries: dict[str, bytes] = {}
 
     def add(self, key: str, value) -> None:
@@ -95,9 +87,8 @@ class BundleFileWriter:
         for piece in pieces:
             piece = np.ascontiguousarray(piece, dtype=dtype).reshape(-1)
             crc = crc32c(piece, crc)
-            self._data.write(piece.view(np.uint8).data)
+            self._data.write(piece)
             self._offset += piece.nbytes
-            self._start_writeback()
         size = self._offset - start
         expected = math.prod(int(d) for d in shape) * width
         if size != expected:
@@ -123,7 +114,7 @@ class BundleFileWriter:
                                 f"{joined.size} were given")
         enum = enum_of_numpy(dtype) if enum is None else enum
         raw = joined.view(np.uint8)
-        self._data.write(raw.data)
+        self._data.write(raw)
         start = 0
         for (key, shape), count in zip(tensors, counts, strict=True):
             size = count * joined.itemsize
@@ -131,7 +122,6 @@ class BundleFileWriter:
                         crc32c(raw[start:start + size]))
             start += size
         self._offset += start
-        self._start_writeback()
 
     def _add_strings(self, key: str, array) -> None:
         """Strings: varint lengths, their masked checksum, the bytes (``WriteStringTensor``)."""
@@ -152,7 +142,7 @@ class BundleFileWriter:
         start = self._offset
         self._data.write(blob)
         self._offset += len(blob)
-        self._entry(key, 7, array.shape, start, len(blob), crc)
+        self._entry(key, _STRING, array.shape, start, len(blob), crc)
 
     def _entry(self, key: str, enum: int, shape, offset: int, size: int, crc: int) -> None:
         if key in self._entries:
@@ -166,23 +156,20 @@ class BundleFileWriter:
         entry.size = size
         entry.crc32c = mask_crc(crc)
         self._entries[key] = entry.SerializeToString(deterministic=True)
-
-    def _start_writeback(self) -> None:
-        """Ask the kernel to start writing what is written so far to the disk, without waiting
-        (Linux ``sync_file_range``), every 64 MB: the disk works while the next pieces are read
-        and cast, and the ``fsync`` in :meth:`close` finds little left to do."""
-        if self._offset - self._flushed < _WRITEBACK_BYTES or _SYNC_FILE_RANGE is None:
-            return
-        self._data.flush()
-        _SYNC_FILE_RANGE(self._data.fileno(), self._flushed, self._offset - self._flushed, 2)
-        self._flushed = self._offset
+        if self._read_back and enum != _STRING and size > _READ_BACK_MIN:
+            self._data.read_back(key, offset, size, crc)
 
     def close(self) -> None:
-        """Flush and fsync the data (unless made with ``fsync=False``), write the index."""
-        self._data.flush()
-        if self._fsync:
-            os.fsync(self._data.fileno())
-        self._data.close()
+        """Write out and fsync the data (unless made with ``fsync=False``), write the index."""
+        self._data.close(fsync=self._fsync)
+        if self._read_back:
+            if self._data.mismatched:
+                raise InternalError(
+                    f"the checkpoint just written does not verify ('{self._data.mismatched[0]}' "
+                    "does not read back from the disk as written); nothing was moved into "
+                    "place: check the disk, then report this")
+            self.read_back = {name: (offset, size, mask_crc(crc))
+                              for name, offset, size, crc in self._data.checked}
         header = message_class("tensorflow.BundleHeaderProto")()
         header.num_shards = 1
         header.version.producer = _PRODUCER
@@ -192,7 +179,7 @@ class BundleFileWriter:
 
     def abort(self) -> None:
         """Stop and remove what was written."""
-        self._data.close()
+        self._data.discard()
         for path in (data_path(self.prefix), self.prefix + ".index"):
             if os.path.exists(path):
                 os.remove(path)

@@ -363,9 +363,11 @@ def _write_tf2(checkpoint, names, out, *, force, progress, batch, torch_layout):
     extra = [("_CHECKPOINTABLE_OBJECT_GRAPH", np.array(graph.SerializeToString(), dtype=object))]
     if "save_counter" not in names.values():
         extra.append(("save_counter" + _TF2_SUFFIX, np.array(1, dtype=np.int64)))
-    with staged_checkpoint(prefix) as tmp:
+    read_back: dict = {}  # what the writing reads back as it goes, not read again
+    with staged_checkpoint(prefix, read_back=read_back) as tmp:
         stats = copy_tensors(checkpoint, tmp, specs, progress=progress, extra=extra,
-                             max_batch_bytes=batch, fsync=False)  # the staging fsyncs
+                             max_batch_bytes=batch, fsync=False,  # the staging fsyncs
+                             read_back=read_back)
     return prefix, stats.bytes_read
 
 

@@ -385,13 +385,14 @@ def _write(checkpoint, prepared: _Prepared, progress: bool,
     extra = _object_graph(checkpoint, plan)
     written = prepared.meta
     known = written if written is not None and written.restored is not None else None
+    read_back: dict = {}  # what the writing reads back as it goes, not read again
     with staged_checkpoint(prefix, verify=lambda tmp: _verify(tmp, specs, extra),
-                           meta=known) as tmp:  # compared with the bytes, not parsed again
+                           meta=known, read_back=read_back) as tmp:  # .meta: compared, not parsed
         if written is not None:
             write_meta_bytes(written.data, tmp + ".meta")
         stats = copy_tensors(checkpoint, tmp, specs, progress=progress, extra=extra,
                              max_batch_bytes=max_batch_bytes or DEFAULT_BATCH_BYTES,
-                             fsync=False)  # the staging fsyncs after reading back
+                             fsync=False, read_back=read_back)  # the staging fsyncs
     folder = os.path.dirname(prefix) or "."
     base = os.path.basename(prefix)
     files = sorted(os.path.join(folder, f) for f in os.listdir(folder)

@@ -22,8 +22,8 @@ __all__ = ["staged_checkpoint"]
 
 @contextlib.contextmanager
 def staged_checkpoint(prefix: str, *, verify: Callable[[str], None] | None = None,
-                      write_state: bool = True,
-                      meta: WrittenMeta | None = None) -> Iterator[str]:
+                      write_state: bool = True, meta: WrittenMeta | None = None,
+                      read_back: dict | None = None) -> Iterator[str]:
     """Yield a temporary prefix to write the checkpoint at; verify it, then move it to ``prefix``.
 
     Args:
@@ -35,11 +35,14 @@ def staged_checkpoint(prefix: str, *, verify: Callable[[str], None] | None = Non
             state file names another checkpoint.
         meta: a :class:`~ckptsurgery.safety.verify.WrittenMeta` when the caller writes the
             ``.meta`` from bytes it holds: the read-back compares the file with them.
+        read_back: a dict the writing fills with the tensors it already read back from the
+            disk as it wrote them (``copy_tensors(read_back=...)``): the read-back skips those
+            whose index entries are what was checked.
     """
     from . import verify as verification  # looked up at call time: TensorFlow loads lazily
 
     def check(tmp: str) -> None:
-        verification.check_written(tmp, meta)
+        verification.check_written(tmp, meta, read_back)
         if verify is not None:
             verify(tmp)
 

@@ -103,13 +103,18 @@ class VerifyReport:
 
 
 def verify_checkpoint(path: str, *, allow_nonfinite: bool = False,
-                      written: WrittenMeta | None = None) -> VerifyReport:
+                      written: WrittenMeta | None = None, from_disk: bool = False,
+                      read_back: dict | None = None) -> VerifyReport:
     """Check the checkpoint at ``path`` (prefix, one of its files, or a folder): every tensor
     reads back with its checksum, the ``.meta`` fits the data, and (unless ``allow_nonfinite``)
     no floating-point tensor holds NaN or Inf, which reads back fine but ruins a model.
 
     ``written`` (for :func:`check_written`): what the ``.meta`` was written as; the file must
-    hold those bytes, and their saver's restores are checked against the data.
+    hold those bytes, and their saver's restores are checked against the data. ``from_disk``
+    (for :func:`check_written` too): read large pieces from the disk, around the page cache
+    (:meth:`~ckptsurgery.formats.reader.BundleReader.read_from_disk`). ``read_back`` (with
+    ``allow_nonfinite``): ``{name: (offset, size, masked crc32c)}`` of tensors their writer
+    read back from the disk and checked; one whose index entry says the same is not read again.
 
     Returns:
         A :class:`VerifyReport`; ``report.ok`` is False when anything is wrong.
@@ -129,9 +134,12 @@ def verify_checkpoint(path: str, *, allow_nonfinite: bool = False,
     try:
         check_bundle(files, thorough=True)
         saved = ckpt.variables
+        if from_disk and ckpt.bundle is not None:
+            ckpt.bundle.read_from_disk()
     except CkptSurgeryError as e:
         report.problems.append(Problem("files", files.index or files.prefix, str(e)))
-    for run in small_runs(saved or {}, list(saved or ())):
+    done = _read_back_already(ckpt, read_back) if allow_nonfinite and saved else set()
+    for run in small_runs(saved or {}, [n for n in saved or () if n not in done]):
         values = None
         if len(run) > 1:
             try:
@@ -141,9 +149,22 @@ def verify_checkpoint(path: str, *, allow_nonfinite: bool = False,
         for i, name in enumerate(run):
             _check_tensor(ckpt, name, saved[name], values[i] if values else None,
                           allow_nonfinite, report)
+    report.tensors_read += len(done)
+    report.bytes_read += sum(saved[n].nbytes for n in done)
     if files.meta:
         _check_meta(ckpt, saved, report, written)
     return report
+
+
+def _read_back_already(ckpt, read_back: dict | None) -> set[str]:
+    """The tensors of ``read_back`` whose index entry is the range and checksum checked."""
+    if not read_back or ckpt.bundle is None:
+        return set()
+    entries = ckpt.bundle.entries
+    return {name for name, (offset, size, crc) in read_back.items()
+            if name in entries and not entries[name].slices and entries[name].shard_id == 0
+            and (entries[name].offset, entries[name].size, entries[name].crc32c)
+            == (offset, size, crc)}
 
 
 def _check_tensor(ckpt, name: str, info, value, allow_nonfinite: bool,
@@ -181,9 +202,12 @@ class WrittenMeta:
     restored: list[tuple]
 
 
-def check_written(prefix: str, meta: WrittenMeta | None = None) -> None:
+def check_written(prefix: str, meta: WrittenMeta | None = None,
+                  read_back: dict | None = None) -> None:
     """Verify a checkpoint just written (the check ``staged_checkpoint`` runs before the rename):
-    every tensor reads back, and the ``.meta`` (its bytes when ``meta`` says what they are)
+    every tensor reads back (large ones from the disk itself where the file system allows;
+    not again those the writer read back from the disk, ``read_back``, see
+    :func:`verify_checkpoint`), and the ``.meta`` (its bytes when ``meta`` says what they are)
     fits the data.
 
     Raises:
@@ -192,7 +216,8 @@ def check_written(prefix: str, meta: WrittenMeta | None = None) -> None:
         InternalError: the data does not read back (a bug, or a failing disk).
         Either way nothing is moved into place.
     """
-    report = verify_checkpoint(prefix, allow_nonfinite=True, written=meta)  # input's values
+    report = verify_checkpoint(prefix, allow_nonfinite=True, written=meta,  # input's values
+                               from_disk=True, read_back=read_back)
     if report.ok:
         return
     first = report.problems[0]
