@@ -225,3 +225,29 @@ def test_a_full_disk_during_a_cast_is_one_clear_error_and_leaves_nothing(tmp_pat
         assert os.listdir(small) == []
     finally:
         subprocess.run(["umount", str(small)], check=True)
+
+
+def test_where_direct_reads_are_refused_the_check_reads_through_the_page_cache(tmp_path,
+                                                                               monkeypatch):
+    from ckptsurgery.formats.writer import BundleFileWriter, data_path
+    from ckptsurgery.safety.verify import verify_checkpoint
+
+    prefix = str(tmp_path / "m")
+    value = np.random.RandomState(6).randn(2**19).astype(np.float32)
+    with BundleFileWriter(prefix) as writer:
+        writer.add("w", value)
+    refused = []
+
+    def refuse(self, offset, size):
+        refused.append(offset)
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    monkeypatch.setattr(datafile.DiskReader, "read", refuse)
+    report = verify_checkpoint(prefix, from_disk=True)
+    assert report.ok and report.tensors_read == 1 and refused == [0]
+    with open(data_path(prefix), "r+b") as f:  # and damage is still found that way
+        f.seek(1000)
+        f.write(b"\xff")
+    report = verify_checkpoint(prefix, from_disk=True)
+    assert not report.ok and "'w'" in str(report.problems[0])
+

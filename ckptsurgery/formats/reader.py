@@ -10,6 +10,7 @@ is checked when the last piece has been read.
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 import weakref
@@ -159,7 +160,14 @@ class BundleReader:
         disk = self._disk[entry.shard_id]
         if disk is None:
             return self._map(entry, start, size)
-        piece = disk.read(entry.offset + start, size)
+        try:
+            piece = disk.read(entry.offset + start, size)
+        except OSError as e:
+            if e.errno != errno.EINVAL:
+                raise
+            disk.close()  # opened, but direct reads refused: read through the page cache
+            self._disk[entry.shard_id] = None
+            return self._map(entry, start, size)
         if len(piece) != size:
             raise CheckpointCorruptError(f"'{self.files.data[entry.shard_id]}' is damaged: it "
                                          f"ends inside variable '{entry.key}'; {_COPY_AGAIN}")
