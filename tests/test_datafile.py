@@ -73,6 +73,31 @@ def test_where_the_file_system_refuses_o_direct_the_file_is_buffered(tmp_path, m
             assert got.read() == _expected(pieces)
 
 
+def test_a_direct_write_refused_after_the_probe_goes_through_the_page_cache(tmp_path,
+                                                                           monkeypatch):
+    monkeypatch.setattr(datafile, "_DIRECT_BUFFER", 8192)
+    real_pwrite = os.pwrite
+    refused = []
+
+    def refusing(fd, data, offset):
+        if offset > 0 and _is_direct(fd):
+            refused.append(offset)
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", refusing)
+    pieces = _pieces(np.random.RandomState(7))
+    path = str(tmp_path / "d")
+    f = datafile.open_data_file(path)
+    assert f.direct
+    for p in pieces:
+        f.write(p)
+    f.close()
+    assert refused == [8192]  # once; the descriptor is buffered from then on
+    with open(path, "rb") as got:
+        assert got.read() == _expected(pieces)
+
+
 def _is_direct(fd: int) -> bool:
     import fcntl
 

@@ -18,6 +18,8 @@ import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+from .crc import crc32c
+
 __all__ = ["open_data_file", "DirectFile", "BufferedFile", "DiskReader", "ALIGN"]
 
 #: Alignment of ``O_DIRECT`` transfers: offsets, sizes and memory (a multiple of every
@@ -122,8 +124,6 @@ class DirectFile:
     def _check_loop(self) -> None:
         """The checker thread. A range it cannot read (no ``O_DIRECT`` reads, a read error)
         stays out of :attr:`checked`, for the caller's own read-back to find."""
-        from .crc import crc32c
-
         reader = DiskReader.open(self._path)
         if reader is None:
             return
@@ -138,7 +138,10 @@ class DirectFile:
                 for start in range(0, size, _READ_BACK_PIECE):
                     piece = reader.read(offset + start, min(_READ_BACK_PIECE, size - start))
                     got = crc32c(piece, got)
-                (self.checked.append(job) if got == crc else self.mismatched.append(name))
+                if got == crc:
+                    self.checked.append(job)
+                else:
+                    self.mismatched.append(name)
         except OSError:
             return
         finally:
@@ -173,8 +176,22 @@ class DirectFile:
         self._filled = rest
 
     def _write_at(self, data, offset: int) -> None:
-        _pwrite_all(self._fd, data, offset)
+        try:
+            _pwrite_all(self._fd, data, offset)
+        except OSError as e:  # refused after the probe (another alignment): the page cache
+            if e.errno != errno.EINVAL or not self._buffered():
+                raise
+            _pwrite_all(self._fd, data, offset)
         self._written_to(offset + len(data))
+
+    def _buffered(self) -> bool:
+        """Clear ``O_DIRECT`` on the descriptor: later writes go through the page cache.
+        False when it was clear already."""
+        import fcntl
+
+        flags = fcntl.fcntl(self._fd, fcntl.F_GETFL)
+        fcntl.fcntl(self._fd, fcntl.F_SETFL, flags & ~os.O_DIRECT)
+        return bool(flags & os.O_DIRECT)
 
     def _wait(self) -> None:
         if self._pending is not None:
@@ -189,11 +206,8 @@ class DirectFile:
             if aligned:
                 self._hand_over(aligned)
             self._wait()
-            if self._filled:
-                import fcntl
-
-                flags = fcntl.fcntl(self._fd, fcntl.F_GETFL)
-                fcntl.fcntl(self._fd, fcntl.F_SETFL, flags & ~os.O_DIRECT)
+            if self._filled:  # under a block: through the page cache
+                self._buffered()
                 self._write_at(self._buffers[self._turn][:self._filled], self._written)
             self._stop_checks(finish=True)
             if fsync:
