@@ -16,8 +16,9 @@ cache step computes hidden2 once (untimed, as in ckptsurgery) and feeds it.
 
 The table shows the median epoch of each side, their ratio (plain TF / ckptsurgery: above 1 is
 faster than plain TF) and the best validation accuracies. One run, both sides in this process,
-step by step (ckptsurgery's step, then plain TF's), so that a change in the machine's load
-falls on both. Never used as a test: wall-clock numbers depend on the machine.
+epoch by epoch (after each of ckptsurgery's epochs, one of plain TF's, run from the demo's
+log), so that a change in the machine's load falls on both. Never used as a test: wall-clock
+numbers depend on the machine.
 """
 
 from __future__ import annotations
@@ -35,15 +36,22 @@ sys.path.insert(0, ROOT)
 
 import numpy as np  # noqa: E402
 
-from ckptsurgery.graft.demo import STEP_NAMES, STEPS, DemoConfig, run_demo  # noqa: E402
+from ckptsurgery.graft.demo import (  # noqa: E402
+    STEP_NAMES,
+    STEPS,
+    TRANSFER_STEPS,
+    DemoConfig,
+    run_demo,
+)
 from ckptsurgery.train.data import load_dataset, split  # noqa: E402
 
 MNIST = os.path.join(os.path.dirname(ROOT), "shared", "data", "mnist.npz")
 BATCH = 50
 
 
-def plain_epochs(step, data, base: str, start: str, epochs: int, seed: int) -> tuple[list, float]:
-    """The write-up's loop for one demo step: (seconds per epoch, best validation accuracy)."""
+def plain_epochs(step, data, base: str, start: str, epochs: int, seed: int):
+    """The write-up's loop for one demo step, one epoch at a time: yields (seconds, validation
+    accuracy) after each epoch."""
     import tensorflow as tf
 
     tf1 = tf.compat.v1
@@ -83,7 +91,10 @@ def plain_epochs(step, data, base: str, start: str, epochs: int, seed: int) -> t
                     if step.name == "fine-tune" or n in ("hidden1", "hidden2", "hidden3")}
         saver = tf1.train.Saver(restored) if step.name != "base" else None
     x_train, x_valid = data.x_train, data.x_valid
-    with tf1.Session(graph=graph) as sess:
+    # Not a `with Session`: that would make it the default session between yields, inside
+    # the demo's own.
+    sess = tf1.Session(graph=graph)
+    try:
         sess.run(init)
         if saver:
             saver.restore(sess, start if step.name == "fine-tune" else base)
@@ -94,7 +105,6 @@ def plain_epochs(step, data, base: str, start: str, epochs: int, seed: int) -> t
                                                 for i in range(0, len(a), 5000)])
                                 for a in (x_train, x_valid))
         rng = np.random.RandomState(seed)
-        seconds, best = [], 0.0
         for _ in range(epochs):
             t = time.perf_counter()
             order = rng.permutation(len(data.y_train))
@@ -103,9 +113,34 @@ def plain_epochs(step, data, base: str, start: str, epochs: int, seed: int) -> t
                 sess.run([train_op, loss], {inputs: x_train[idx], y: data.y_train[idx]})
             acc = sum(sess.run(accuracy, {inputs: x_valid[i:i + 5000], y: data.y_valid[i:i + 5000]})
                       * len(data.y_valid[i:i + 5000]) for i in range(0, len(x_valid), 5000))
-            seconds.append(time.perf_counter() - t)
-            best = max(best, acc / len(data.y_valid))
-    return seconds, best
+            yield time.perf_counter() - t, acc / len(data.y_valid)
+    finally:
+        sess.close()
+
+class Alternating:
+    """The demo's log, used to run one epoch of the plain loop after each of ckptsurgery's
+    epochs (whose time is taken before it logs), so that a stretch in which the machine is
+    slower falls on both sides rather than on one step of one."""
+
+    def __init__(self, plain):
+        self._make, self._loop = plain, None
+        self.seconds: list[float] = []
+        self.accuracies: list[float] = []
+
+    def __call__(self, line: str) -> None:
+        if not (line.strip().startswith("epoch ") and "valid accuracy" in line):
+            return
+        if self._loop is None:
+            self._loop = self._make()
+        seconds, accuracy = next(self._loop)
+        self.seconds.append(seconds)
+        self.accuracies.append(accuracy)
+
+    def close(self) -> None:
+        """Close the plain loop's session here, not whenever the collector finds it (closing a
+        session starts a thread, which can deadlock inside another thread's start)."""
+        if self._loop is not None:
+            self._loop.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,20 +157,27 @@ def main(argv: list[str] | None = None) -> int:
     data = split(load_dataset(args.data, input_shape=[None, 784]))
     base = os.path.join(out, STEPS[0].checkpoint)
     print(f"{args.epochs} epochs per step on {len(data.y_train):,} training rows, batch {BATCH}; "
-          f"{os.cpu_count()} CPUs; each step by ckptsurgery, then by plain TF")
+          f"{os.cpu_count()} CPUs; each step's epochs by ckptsurgery and plain TF in turn")
     print(f"{'step':22} {'plain TF s/epoch':>17} {'ckptsurgery':>12} {'ratio':>6} "
           f"{'valid acc plain':>16} {'ckptsurgery':>12}")
+    entries: dict = {}
     for step in STEPS:
         if step.name == "distill":  # not a step of the write-up: trains on 100 images a digit
             continue
-        entry = run_demo(config, [step.name], log=lambda line: None)["steps"][step.name]
-        start = os.path.join(out, next(s.checkpoint for s in STEPS
-                                       if s.name == entry.get("started_from", "base")))
-        plain, plain_acc = plain_epochs(step, data, base, start, args.epochs, args.seed)
+        started = (max(TRANSFER_STEPS, key=lambda n: entries[n]["final_valid_accuracy"])
+                   if step.name == "fine-tune" else "base")
+        start = os.path.join(out, next(s.checkpoint for s in STEPS if s.name == started))
+        plain = Alternating(lambda step=step, start=start: plain_epochs(
+            step, data, base, start, args.epochs, args.seed))
+        try:
+            entry = entries[step.name] = run_demo(config, [step.name], log=plain)["steps"][step.name]
+        finally:
+            plain.close()
+        assert entry.get("started_from", "base") == started and len(plain.seconds) == args.epochs
         ours = statistics.median(entry["seconds"])
-        theirs = statistics.median(plain)
+        theirs = statistics.median(plain.seconds)
         print(f"{step.name:22} {theirs:17.3f} {ours:12.3f} {theirs / ours:6.2f} "
-              f"{plain_acc:16.4f} {entry['final_valid_accuracy']:12.4f}", flush=True)
+              f"{max(plain.accuracies):16.4f} {entry['final_valid_accuracy']:12.4f}", flush=True)
     assert [s.name for s in STEPS] == list(STEP_NAMES)
     return 0
 

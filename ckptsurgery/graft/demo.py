@@ -23,8 +23,8 @@ from ..errors import UserError
 if TYPE_CHECKING:
     from .job import GraftJob
 
-__all__ = ["Step", "STEPS", "STEP_NAMES", "DemoConfig", "MissingStepError", "graft_job",
-           "frozen_check", "run_demo"]
+__all__ = ["Step", "STEPS", "STEP_NAMES", "TRANSFER_STEPS", "DemoConfig", "MissingStepError",
+           "graft_job", "frozen_check", "run_demo"]
 
 
 @dataclasses.dataclass(frozen=True)
