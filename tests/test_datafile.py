@@ -15,6 +15,19 @@ from ckptsurgery.formats import datafile
 pytestmark = pytest.mark.skipif(not hasattr(os, "O_DIRECT"), reason="no O_DIRECT here")
 
 
+@pytest.fixture
+def direct_dir(tmp_path):
+    """``tmp_path``, where its file system takes O_DIRECT writes and reads (else skip)."""
+    f = datafile.open_data_file(str(tmp_path / "probe"))
+    f.close(fsync=False)
+    reader = datafile.DiskReader.open(str(tmp_path / "probe"))
+    if not f.direct or reader is None:
+        pytest.skip("the test folder's file system refuses O_DIRECT")
+    reader.close()
+    os.remove(tmp_path / "probe")
+    return tmp_path
+
+
 def _pieces(rng) -> list:
     """Bytes and arrays of awkward sizes: under a block, across buffers, exactly a buffer."""
     sizes = [1, 4095, 4096, 5000, 3 * 8192 + 7, 8192, 0, 12345, 3]
@@ -31,12 +44,13 @@ def _expected(pieces) -> bytes:
 
 
 @pytest.mark.parametrize("direct", [True, False])
-def test_a_data_file_holds_exactly_the_bytes_written(tmp_path, monkeypatch, direct):
+def test_a_data_file_holds_exactly_the_bytes_written(request, monkeypatch, direct):
+    folder = request.getfixturevalue("direct_dir" if direct else "tmp_path")
     monkeypatch.setattr(datafile, "_DIRECT_BUFFER", 8192)  # many hand-overs to the thread
     pieces = _pieces(np.random.RandomState(0))
-    path = str(tmp_path / "d")
+    path = str(folder / "d")
     f = datafile.open_data_file(path, direct=direct)
-    assert f.direct == direct  # tmp_path is on a disk that takes O_DIRECT here
+    assert f.direct == direct
     for p in pieces:
         f.write(p)
     f.close()
@@ -73,7 +87,7 @@ def test_where_the_file_system_refuses_o_direct_the_file_is_buffered(tmp_path, m
             assert got.read() == _expected(pieces)
 
 
-def test_a_direct_write_refused_after_the_probe_goes_through_the_page_cache(tmp_path,
+def test_a_direct_write_refused_after_the_probe_goes_through_the_page_cache(direct_dir,
                                                                            monkeypatch):
     monkeypatch.setattr(datafile, "_DIRECT_BUFFER", 8192)
     real_pwrite = os.pwrite
@@ -87,7 +101,7 @@ def test_a_direct_write_refused_after_the_probe_goes_through_the_page_cache(tmp_
 
     monkeypatch.setattr(os, "pwrite", refusing)
     pieces = _pieces(np.random.RandomState(7))
-    path = str(tmp_path / "d")
+    path = str(direct_dir / "d")
     f = datafile.open_data_file(path)
     assert f.direct
     for p in pieces:
@@ -104,10 +118,10 @@ def _is_direct(fd: int) -> bool:
     return bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT)
 
 
-def test_a_failed_direct_write_is_raised_to_the_writer(tmp_path, monkeypatch):
+def test_a_failed_direct_write_is_raised_to_the_writer(direct_dir, monkeypatch):
     """The thread's error (a full disk) reaches the caller, at a later write or at close."""
     monkeypatch.setattr(datafile, "_DIRECT_BUFFER", 8192)
-    f = datafile.open_data_file(str(tmp_path / "d"))
+    f = datafile.open_data_file(str(direct_dir / "d"))
     assert f.direct
     real_pwrite = os.pwrite
 
@@ -127,12 +141,12 @@ def test_a_failed_direct_write_is_raised_to_the_writer(tmp_path, monkeypatch):
     f.discard()  # closing twice is harmless
 
 
-def test_ranges_are_read_back_from_the_disk_as_they_are_written(tmp_path, monkeypatch):
+def test_ranges_are_read_back_from_the_disk_as_they_are_written(direct_dir, monkeypatch):
     from ckptsurgery.formats.crc import crc32c
 
     monkeypatch.setattr(datafile, "_DIRECT_BUFFER", 8192)
     data = np.random.RandomState(4).randint(0, 256, 5 * 8192 + 300).astype(np.uint8)
-    f = datafile.open_data_file(str(tmp_path / "d"))
+    f = datafile.open_data_file(str(direct_dir / "d"))
     f.write(data[:9000])
     f.read_back("first", 0, 9000, crc32c(data[:9000]))  # its last bytes still in a buffer
     f.read_back("wrong", 100, 50, crc32c(data[100:150]) ^ 1)
@@ -142,9 +156,9 @@ def test_ranges_are_read_back_from_the_disk_as_they_are_written(tmp_path, monkey
     assert sorted(c[0] for c in f.checked) == ["first", "tail"] and f.mismatched == ["wrong"]
 
 
-def test_the_disk_reader_gives_any_range_of_the_file(tmp_path):
+def test_the_disk_reader_gives_any_range_of_the_file(direct_dir):
     data = np.random.RandomState(2).randint(0, 256, 3 * 4096 + 100).astype(np.uint8)
-    path = tmp_path / "d"
+    path = direct_dir / "d"
     path.write_bytes(data.tobytes())
     reader = datafile.DiskReader.open(str(path))
     assert reader is not None
@@ -157,7 +171,7 @@ def test_the_disk_reader_gives_any_range_of_the_file(tmp_path):
         reader.close()
 
 
-def test_a_cast_reads_its_output_back_from_the_disk(tmp_path, monkeypatch):
+def test_a_cast_reads_its_output_back_from_the_disk(direct_dir, monkeypatch):
     """The check after writing reads the large tensors through the disk reader, and a byte
     the disk got wrong stops the cast with nothing moved into place."""
     from conftest import read_vars
@@ -165,7 +179,7 @@ def test_a_cast_reads_its_output_back_from_the_disk(tmp_path, monkeypatch):
     from ckptsurgery.formats.writer import BundleFileWriter
     from ckptsurgery.migrate.rewrite import cast_checkpoint
 
-    src = str(tmp_path / "src" / "m.ckpt")
+    src = str(direct_dir / "src" / "m.ckpt")
     os.makedirs(os.path.dirname(src))
     value = np.random.RandomState(3).randn(2**20).astype(np.float32)  # 2 MB as float16
     with BundleFileWriter(src) as writer:
@@ -179,7 +193,7 @@ def test_a_cast_reads_its_output_back_from_the_disk(tmp_path, monkeypatch):
         return real_read(self, offset, size)
 
     monkeypatch.setattr(datafile.DiskReader, "read", spy)
-    out = str(tmp_path / "out" / "m.ckpt")
+    out = str(direct_dir / "out" / "m.ckpt")
     cast_checkpoint(src, "float16", out, progress=False)
     assert sum(reads) == value.size * 2  # the float16 tensor, from the disk
     got = read_vars(out)
@@ -194,17 +208,17 @@ def test_a_cast_reads_its_output_back_from_the_disk(tmp_path, monkeypatch):
     from ckptsurgery.errors import InternalError
 
     with pytest.raises(InternalError, match="does not verify"):
-        cast_checkpoint(src, "float16", str(tmp_path / "bad" / "m.ckpt"), progress=False)
-    assert not os.path.exists(tmp_path / "bad" / "m.ckpt.index")
+        cast_checkpoint(src, "float16", str(direct_dir / "bad" / "m.ckpt"), progress=False)
+    assert not os.path.exists(direct_dir / "bad" / "m.ckpt.index")
 
 
-def test_the_check_after_writing_skips_only_what_the_writer_read_back(tmp_path, monkeypatch):
+def test_the_check_after_writing_skips_only_what_the_writer_read_back(direct_dir, monkeypatch):
     """verify_checkpoint does not read again a tensor whose index entry is the range and
     checksum the writer checked on the disk; any other entry it reads."""
     from ckptsurgery.formats.writer import BundleFileWriter
     from ckptsurgery.safety.verify import verify_checkpoint
 
-    prefix = str(tmp_path / "m")
+    prefix = str(direct_dir / "m")
     rng = np.random.RandomState(5)
     with BundleFileWriter(prefix, read_back=True) as writer:
         for name in ("a", "b"):
@@ -252,12 +266,12 @@ def test_a_full_disk_during_a_cast_is_one_clear_error_and_leaves_nothing(tmp_pat
         subprocess.run(["umount", str(small)], check=True)
 
 
-def test_where_direct_reads_are_refused_the_check_reads_through_the_page_cache(tmp_path,
+def test_where_direct_reads_are_refused_the_check_reads_through_the_page_cache(direct_dir,
                                                                                monkeypatch):
     from ckptsurgery.formats.writer import BundleFileWriter, data_path
     from ckptsurgery.safety.verify import verify_checkpoint
 
-    prefix = str(tmp_path / "m")
+    prefix = str(direct_dir / "m")
     value = np.random.RandomState(6).randn(2**19).astype(np.float32)
     with BundleFileWriter(prefix) as writer:
         writer.add("w", value)
