@@ -290,3 +290,32 @@ def test_where_direct_reads_are_refused_the_check_reads_through_the_page_cache(d
     report = verify_checkpoint(prefix, from_disk=True)
     assert not report.ok and "'w'" in str(report.problems[0])
 
+
+
+def test_a_cast_on_a_file_system_without_o_direct_writes_and_checks_through_the_page_cache(
+        tmp_path, monkeypatch):
+    from conftest import read_vars
+
+    from ckptsurgery.formats.writer import BundleFileWriter
+    from ckptsurgery.migrate.rewrite import cast_checkpoint
+
+    src = str(tmp_path / "src" / "m.ckpt")
+    os.makedirs(os.path.dirname(src))
+    value = np.random.RandomState(8).randn(2**20).astype(np.float32)
+    with BundleFileWriter(src) as writer:
+        writer.add("w", value)
+    real_open = os.open
+    refused = []
+
+    def refusing_open(path, flags, *args):
+        if flags & os.O_DIRECT:
+            refused.append(os.path.basename(path))
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", refusing_open)
+    out = str(tmp_path / "out" / "m.ckpt")
+    result = cast_checkpoint(src, "float16", out, progress=False)
+    assert result.bytes_written == value.size * 2
+    assert refused == ["m.ckpt.data-00000-of-00001"] * 2  # the writer, then the check's reader
+    assert read_vars(out)["w"].tobytes() == value.astype(np.float16).tobytes()
