@@ -392,7 +392,7 @@ def test_float16_cast_of_blocks_of_one_kind_gives_numpys_bits(kind):
 
 def test_a_cast_into_a_given_buffer_of_another_dtype():
     """Casts other than float32 -> float16 write into the given buffer too (``astype``'s
-    values)."""
+    values, bfloat16 included)."""
     from ckptsurgery.formats.cast import cast_counted
 
     x = np.array([[1.5, -2.25], [1e40, 3.0]])
@@ -401,6 +401,10 @@ def test_a_cast_into_a_given_buffer_of_another_dtype():
         got, lost = cast_counted(x, np.float32, into)
     assert got.shape == (2, 2) and np.shares_memory(got, into)
     assert into.tolist() == [1.5, -2.25, np.inf, 3.0] and lost == 1
+    weights = np.random.RandomState(6).randn(1000).astype(np.float32)  # to bfloat16 too
+    into = np.zeros(1000, ml_dtypes.bfloat16)
+    got, lost = cast_counted(weights, ml_dtypes.bfloat16, into)
+    assert got.tobytes() == weights.astype(ml_dtypes.bfloat16).tobytes() and lost == 0
 
 
 def test_small_casts_run_together_and_keep_each_tensors_values(tmp_path, monkeypatch):
