@@ -78,6 +78,25 @@ def flip_bit(path: str, offset: int, bit: int = 0) -> None:
         f.write(bytes([byte ^ (1 << bit)]))
 
 
+@contextlib.contextmanager
+def small_disk(folder):
+    """A 256 KB tmpfs mounted at ``folder`` (made here), unmounted after; skips the test where
+    mounting is not allowed."""
+    import subprocess
+
+    import pytest
+
+    os.makedirs(folder)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)],
+                             capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
 def truncate(path: str, size: int) -> None:
     with open(path, "r+b") as f:
         f.truncate(size)

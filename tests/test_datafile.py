@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import errno
 import os
-import subprocess
 
 import numpy as np
 import pytest
@@ -245,29 +244,23 @@ def test_a_full_disk_during_a_cast_is_one_clear_error_and_leaves_nothing(tmp_pat
     """On a small tmpfs (which takes O_DIRECT on this kernel, or is written buffered where it
     does not), the thread's ENOSPC becomes the usual one-line error."""
     from conftest import run_cli
-    from safety_helpers import assert_clean_error
+    from safety_helpers import assert_clean_error, small_disk
 
     from ckptsurgery.formats.writer import BundleFileWriter
 
     src = str(tmp_path / "m.ckpt")
     with BundleFileWriter(src) as writer:
         writer.add("w", np.ones(2**20, np.float32))  # 4 MB; 2 MB as float16
-    small = tmp_path / "small"
-    small.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(small)],
-                             capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip("cannot mount a small tmpfs here")
-    try:
+    with small_disk(tmp_path / "small") as small:
         r = run_cli("cast", src, "--dtype", "float16", "--out", str(small / "x.ckpt"))
         assert_clean_error(r.returncode, r.stderr, 2, "x.ckpt", "no space left on the device")
         assert os.listdir(small) == []
-    finally:
-        subprocess.run(["umount", str(small)], check=True)
 
 
 def test_where_direct_reads_are_refused_the_check_reads_through_the_page_cache(direct_dir,
                                                                                monkeypatch):
+    from safety_helpers import flip_bit
+
     from ckptsurgery.formats.writer import BundleFileWriter, data_path
     from ckptsurgery.safety.verify import verify_checkpoint
 
@@ -284,9 +277,7 @@ def test_where_direct_reads_are_refused_the_check_reads_through_the_page_cache(d
     monkeypatch.setattr(datafile.DiskReader, "read", refuse)
     report = verify_checkpoint(prefix, from_disk=True)
     assert report.ok and report.tensors_read == 1 and refused == [0]
-    with open(data_path(prefix), "r+b") as f:  # and damage is still found that way
-        f.seek(1000)
-        f.write(b"\xff")
+    flip_bit(data_path(prefix), 1000)  # and damage is still found that way
     report = verify_checkpoint(prefix, from_disk=True)
     assert not report.ok and "'w'" in str(report.problems[0])
 
