@@ -51,8 +51,7 @@ RUN = ("python", "console", "sh")
 
 # (page, the first three words of the block) of every block marked <!-- not run: ... -->.
 NOT_RUN = {
-    ("README.md", 'pip install -e'),                       # installs the package
-    ("README.md", "python3 -m pytest"),                    # the test suite itself
+    ("README.md", "pip install -e"),                       # installs, then the demo or the suite
     ("README.md", "ckptsurgery demo #"),                   # the whole demo, 10-20 s
     ("docs/demo.md", "ckptsurgery demo #"),                # the same
     ("docs/getting-started.md", "pip install ckptsurgery"),  # installs, then the demo
@@ -258,3 +257,15 @@ def test_every_public_name_has_an_example_in_the_api_page():
     code = "\n".join(b.code for b in blocks("docs/api.md") if b.lang == "python")
     missing = [n for n in ckptsurgery.__all__ if not re.search(rf"\b{n}\b", code)]
     assert not missing, f"docs/api.md has no python example using {missing}"
+
+
+def test_ci_runs_the_readme_test_command_and_the_demo_install_brings_no_test_tools():
+    """The README's two commands are what a fresh machine runs: CI must run the second as
+    written, and the first (the demo's) must not install the test extras (PyTorch is in them)."""
+    sh = [b.code.strip() for b in blocks("README.md") if b.lang == "sh"]
+    demo, tests = sh[0], sh[1]
+    assert demo.endswith("ckptsurgery demo") and "[test]" not in demo, demo
+    assert tests.endswith("python3 -m pytest") and "[test]" in tests, tests
+    with open(os.path.join(ROOT, ".ci", "run"), encoding="utf-8") as f:
+        ci = [line.strip() for line in f]
+    assert tests in ci, f".ci/run does not run the README's test command {tests!r}"
