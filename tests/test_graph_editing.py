@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import glob
+import os
+import re
 import warnings
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import CORPUS, corpus_entries
 
 from ckptsurgery.errors import NotFoundError, RestoreError, SelectionError
 from ckptsurgery.formats.checkpoint import open_checkpoint
@@ -65,6 +69,22 @@ def test_resolve_by_collection_tensor_and_op(meta):
 def test_resolve_miss_names_nearest_collection(meta):
     with pytest.raises(NotFoundError, match="did you mean collection 'hiddens3'"):
         resolve_tensor(meta, "hidden3")
+
+
+@pytest.mark.parametrize("entry", [e for e in corpus_entries()
+                                   if glob.glob(os.path.join(CORPUS, e, "*.meta"))])
+def test_a_miss_names_layer_outputs_of_the_graph_even_without_useful_collections(entry):
+    """Real graphs whose only collection is train_op still get names to try, and each named
+    op exists in the graph."""
+    from ckptsurgery.graphdef.metagraph import node_map
+
+    meta = open_checkpoint(glob.glob(os.path.join(CORPUS, entry, "*.meta"))[0]).meta_graph
+    with pytest.raises(NotFoundError) as e:
+        resolve_tensor(meta, "dense_layer")
+    named = re.findall(r"'([^']+)'", str(e.value).split(";", 1)[1])
+    assert named, str(e.value)
+    nodes = node_map(meta)
+    assert all(n in nodes for n in named if " " not in n), str(e.value)
 
 
 def test_scope_selection_matches_get_collection_semantics():

@@ -58,6 +58,16 @@ def add_parser(sub) -> argparse.ArgumentParser:
                         "linear; relu, elu, selu, tanh, sigmoid, softmax, leaky_relu); none: "
                         "reuse the model as it is up to --at (to fine-tune it)")
     p.add_argument("--out", required=True, metavar="PREFIX", help="output checkpoint prefix")
+    c = p.add_argument_group("a graph from code (checkpoints without a .meta)")
+    c.add_argument("--model", metavar="FILE.py:FUNC",
+                   help="build the graph by calling this TF1 model function (or "
+                        "package.module:FUNC) in a fresh graph instead of reading the .meta: it "
+                        "makes its placeholders and variables and returns its output tensor "
+                        "(collection 'outputs') or a dict of named endpoints (a collection "
+                        "each); the output gets a full .meta")
+    c.add_argument("--map", action="append", default=[], metavar="CKPT_SCOPE=GRAPH_SCOPE",
+                   help="restore graph variables GRAPH_SCOPE... from the checkpoint's "
+                        "CKPT_SCOPE... (like init_from_checkpoint's assignment map); repeatable")
     g = p.add_argument_group("freezing and restoring")
     g.add_argument("--strategy", metavar="NAME",
                    help="what trains, by the data-size x similarity chart: feature-extract "
@@ -153,6 +163,7 @@ def run(args) -> int:
     from ..graft.distill import Distillation
     from ..graft.job import GraftJob, run_graft
     from ..graph.layers import parse_dense
+    from ..graph.modelcode import parse_name_map
     from ..graphdef.feeds import parse_feed
     from ..train.augment import parse_augment
     from ..train.data import parse_classes
@@ -184,6 +195,7 @@ def run(args) -> int:
         distill=Distillation(args.distill_from, args.teacher_output, args.temperature,
                              args.alpha) if args.distill_from else None,
         dry_run=args.dry_run, allow_unsafe_ops=args.allow_unsafe_ops,
+        model=args.model, name_map=parse_name_map(args.map),
     )
     log = sys.stderr if args.json else sys.stdout
     result = run_graft(job, log=lambda line: print(line, file=log, flush=True))

@@ -28,12 +28,17 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--check-import", action="store_true",
                    help="also try importing the .meta with TensorFlow and list graft points "
                         "(loads TensorFlow: seconds)")
+    p.add_argument("--model", metavar="FILE.py:FUNC",
+                   help="the graph from this TF1 model function (or package.module:FUNC) "
+                        "instead of the .meta, for checkpoints saved without one; implies "
+                        "--check-import")
     return p
 
 
 def run(args) -> int:
     from ..migrate.inspection import inspect_checkpoint
 
-    result = inspect_checkpoint(args.checkpoint, check_import=args.check_import)
+    result = inspect_checkpoint(args.checkpoint, check_import=args.check_import,
+                                model=args.model)
     print(json.dumps(result.as_dict(), indent=2) if args.json else "\n".join(result.lines()))
     return 0

@@ -341,6 +341,13 @@ class Checkpoint:
 
         return read_meta_graph(self.files.meta)
 
+    def with_meta_graph(self, meta) -> Checkpoint:
+        """This checkpoint's files with ``meta`` as its graph instead of its ``.meta`` file's
+        (a graph built from the user's model code, for one published without a ``.meta``)."""
+        other = Checkpoint(self.files)
+        other.__dict__["meta_graph"] = meta
+        return other
+
     def drop_meta_graph(self) -> None:
         """Free the parsed ``.meta`` (:attr:`meta_graph` parses it again when asked): on a big
         graph it is 100s of MB that a rewrite holding its own copy no longer needs."""

@@ -38,6 +38,8 @@ class GraftJob:
     force: bool = False
     dry_run: bool = False
     allow_unsafe_ops: bool = False  # run a graph that audit flags (files, network, code)
+    model: str | None = None  # FILE.py:FUNC or module:FUNC: the graph from code, not the .meta
+    name_map: list[tuple[str, str]] = field(default_factory=list)  # (checkpoint, graph) scopes
 
 
 @dataclass
@@ -88,6 +90,11 @@ def run_graft(job: GraftJob, log: Callable[[str], None] = print) -> GraftResult:
     from .distill import teacher_logits
 
     source = open_checkpoint(job.checkpoint)
+    if job.model:
+        from ..graph.modelcode import meta_graph_from_code
+
+        source = source.with_meta_graph(meta_graph_from_code(job.model))
+        log(f"graph: built by {job.model} (the checkpoint's .meta, if any, is not used)")
     if not job.dry_run:
         from ..safety.audit import check_graph_safe
 
@@ -133,7 +140,7 @@ def run_graft(job: GraftJob, log: Callable[[str], None] = print) -> GraftResult:
             grafted.graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES)))
         try:
             report = restore(sess, grafted.restore_vars, source, strict=job.strict,
-                             sources=_ema_sources(source) if job.use_ema else None)
+                             sources=_sources(job, source, grafted.restore_vars))
         except RestoreError:
             # Every mismatch between the graph's saver and the data, not only the first.
             log("\n".join(diff_against_meta(source, source.meta_graph, source.files.meta or "")
@@ -189,6 +196,19 @@ def _load(job: GraftJob, inputs):
         "label_map": {str(k): v for k, v in dataset.label_map.items()}
         if dataset.label_map else None,
     }
+
+
+def _sources(job: GraftJob, source, variables) -> dict[str, str] | None:
+    """``{graph key: checkpoint key to read}``: ``--map`` renames, then ``--use-ema`` shadows."""
+    from ..graph.modelcode import mapped_sources
+    from ..graph.restore import checkpoint_key
+
+    sources = mapped_sources([checkpoint_key(v) for v in variables], job.name_map)
+    if job.use_ema:
+        ema = _ema_sources(source)
+        sources = {k: ema.get(sources.get(k, k), sources.get(k, k))
+                   for k in {*sources, *ema}}
+    return sources or None
 
 
 def _ema_sources(source) -> dict[str, str]:

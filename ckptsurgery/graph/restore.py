@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from ..errors import RestoreError
 
-__all__ = ["RestoreReport", "restore", "assign"]
+__all__ = ["RestoreReport", "restore", "assign", "checkpoint_key"]
 
 
 @dataclass
@@ -102,6 +102,11 @@ def restore(session, variables, checkpoint, *, strict: bool = True,
         value = checkpoint.read(key)
         assign(session, var, value if part is None else value[part])
     return report
+
+
+def checkpoint_key(var) -> str:
+    """The key ``var`` is saved under (a partitioned variable's whole name for each part)."""
+    return _checkpoint_slot(var)[0]
 
 
 def _checkpoint_slot(var):

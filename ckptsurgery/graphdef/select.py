@@ -135,14 +135,34 @@ def _num_outputs(node) -> int | None:
     return len(shapes.list.shape) if shapes is not None and shapes.list.shape else None
 
 
+#: Op types whose outputs are a layer's output: what a reference to a tensor most likely meant.
+LAYER_OUTPUT_OPS = frozenset({
+    "Relu", "Relu6", "Elu", "Selu", "LeakyRelu", "Tanh", "Sigmoid", "Softmax", "Softplus",
+    "BiasAdd", "MatMul", "Conv2D", "DepthwiseConv2dNative", "MaxPool", "AvgPool", "Mean",
+    "FusedBatchNorm", "FusedBatchNormV3", "Gelu"})
+#: Name scopes of training machinery, never a layer's output.
+_TRAINING_SCOPES = ("gradients", "train", "optimizer", "save", "Adam", "GradientDescent",
+                    "Momentum", "RMSProp", "Adagrad", "Ftrl", "loss", "metrics")
+
+
 def _miss_message(ref: str, meta, nodes) -> str:
+    """The miss, with the nearest names: collections and ops spelled alike or containing
+    ``ref``; failing those, the layer outputs whose names look most like it (a graph whose only
+    collection is ``train_op`` still gets names to try)."""
+    import difflib
+
     keys = [k for k in meta.collection_def if k not in VARIABLE_COLLECTIONS]
     near_keys = nearest(ref, keys, n=2)
     near_ops = nearest(op_name(ref), nodes, n=3)
     hints = [f"collection '{k}'" for k in near_keys] + [f"op '{o}'" for o in near_ops]
     msg = f"no collection or tensor '{ref}'"
     if hints:
-        msg += f"; did you mean {' or '.join(hints[:3])}?"
-    else:
-        msg += f"; collections are: {', '.join(sorted(keys)) or '(none)'}"
-    return msg
+        return msg + f"; did you mean {' or '.join(hints[:3])}?"
+    outputs = [n for n, node in nodes.items() if node.op in LAYER_OUTPUT_OPS
+               and n.split("/")[0] not in _TRAINING_SCOPES]
+    want = op_name(ref).lower()
+    outputs.sort(key=lambda n: -difflib.SequenceMatcher(None, want, n.lower()).ratio())
+    if outputs:
+        return msg + (f"; the nearest layer outputs are {', '.join(repr(o) for o in outputs[:3])}"
+                      " ('ckptsurgery inspect CKPT --check-import' lists graft points)")
+    return msg + f"; collections are: {', '.join(sorted(keys)) or '(none)'}"

@@ -120,13 +120,17 @@ class Inspection:
         return out
 
 
-def inspect_checkpoint(path: str, *, check_import: bool = False) -> Inspection:
+def inspect_checkpoint(path: str, *, check_import: bool = False,
+                       model: str | None = None) -> Inspection:
     """Describe the checkpoint at ``path`` (prefix, any of its files, or a folder).
 
     Args:
         check_import: also try importing the ``.meta`` in a fresh graph (it is never imported
             into the caller's graph) and list its graft points; this loads TensorFlow, which
             nothing else here does for a V2 checkpoint.
+        model: ``FILE.py:FUNC`` or ``module:FUNC``: the graph built by that model function
+            (:mod:`~ckptsurgery.graph.modelcode`) instead of the ``.meta``; implies
+            ``check_import``.
 
     Raises:
         CheckpointNotFoundError, CheckpointCorruptError: see
@@ -135,11 +139,15 @@ def inspect_checkpoint(path: str, *, check_import: bool = False) -> Inspection:
     from ..formats.checkpoint import open_checkpoint
 
     ckpt = open_checkpoint(path)
+    if model:
+        from ..graph.modelcode import meta_graph_from_code
+
+        ckpt, check_import = ckpt.with_meta_graph(meta_graph_from_code(model)), True
     with frozen(ckpt.meta_graph):  # roles and the summary ask the same of the graph
-        return _inspect(ckpt, check_import)
+        return _inspect(ckpt, check_import, model)
 
 
-def _inspect(ckpt, check_import: bool) -> Inspection:
+def _inspect(ckpt, check_import: bool, model: str | None = None) -> Inspection:
     infos = dict(ckpt.variables)
     object_based = ckpt.has_tensor(_OBJECT_GRAPH)
     names = list(infos) + ([_OBJECT_GRAPH] if object_based else [])
@@ -161,7 +169,9 @@ def _inspect(ckpt, check_import: bool) -> Inspection:
         variables=variables, totals=_totals(variables, roles), optimizers=_optimizers(roles),
         global_step=_global_step(ckpt, roles), object_based=object_based, roles=roles,
     )
-    if ckpt.files.meta:
+    if model:
+        result.meta = summarize_meta(ckpt.meta_graph, f"(built by {model})", check_import=True)
+    elif ckpt.files.meta:
         result.meta = summarize_meta(ckpt.meta_graph, ckpt.files.meta, check_import=check_import)
     return result
 
