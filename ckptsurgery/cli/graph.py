@@ -6,7 +6,8 @@ import argparse
 
 from . import CKPT_HELP
 
-HELP = "draw a checkpoint's graph as its layers (name scopes collapsed, shapes on the edges)"
+HELP = ("draw a checkpoint's graph as its layers (each weight-reading op with its bias, norm and "
+        "activation; data edges with their shapes)")
 
 EXAMPLES = """\
 examples:
@@ -50,5 +51,6 @@ def run(args) -> int:
                         "the graph")
     layers = layer_graph(meta.graph_def, around=args.around, depth=args.depth)
     written = write_picture(to_dot(layers, title=checkpoint.prefix), args.out, force=args.force)
-    print(f"wrote {written} ({len(layers.roles)} layers, {len(layers.edges)} edges)")
+    n_layers = sum(role not in ("input", "mode") for role in layers.roles.values())
+    print(f"wrote {written} ({n_layers} layers, {len(layers.edges)} edges)")
     return 0

@@ -1,19 +1,28 @@
-"""Pictures of a graph as its layers: name scopes collapsed to boxes, tensors' shapes on the
-edges, each layer coloured by what a graft does with it (reused, frozen, trained, new, pruned).
+"""Pictures of a graph as its layers: each layer a box, the tensors between them as edges with
+their shapes, each layer coloured by what a graft does with it (reused, frozen, trained, new,
+pruned).
 
-:func:`layer_graph` reads a ``GraphDef`` (no live graph needed: shapes come from the
-``_output_shapes`` attrs that ``as_graph_def(add_shapes=True)`` and most saved graphs carry) and
-returns a small :class:`LayerGraph`; :func:`to_dot` writes it in Graphviz's DOT language. A
-500-op graph reads as a dozen boxes: every op belongs to the layer whose variables its name
-names (``dnn/hidden1/MatMul`` -> ``hidden1``), bookkeeping (savers, gradients, optimizers,
-initialisers) is left out.
+A layer is what :func:`~ckptsurgery.graphdef.layergroups.layer_groups` finds: an op that reads a
+weight with its bias, normalisation and activation, scoped or not (``Variable_3``'s ``MatMul`` is
+a layer as much as ``dnn/hidden1``). Edges follow data: from the ops of a layer back through
+whatever lies between layers (activations, dropout, reshapes, ``cond``'s ``Switch``/``Merge``,
+loops, identities, casts) to the next layer or input: a placeholder, or the queue or iterator an
+Estimator reads its batches from. A placeholder that only selects
+a mode (a ``bool`` switch, a scalar keep probability) is drawn as such, dashed and without a
+shape, and never stands in for the data path. :func:`layer_graph` reads a ``GraphDef`` (no live
+graph needed: shapes come from the ``_output_shapes`` attrs that
+``as_graph_def(add_shapes=True)`` and most saved graphs carry); :func:`to_dot` writes Graphviz's
+DOT language.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
+from .layergroups import layer_groups
 from .metagraph import op_name
+from .slots import classify_by_name
 
 __all__ = ["ROLES", "FORMATS", "LayerGraph", "layer_graph", "to_dot", "write_picture"]
 
@@ -23,29 +32,41 @@ FORMATS = (".dot", ".svg", ".png")
 #: Roles of a layer in a graft, and how each is drawn (fill colour, border style).
 ROLES = {
     "input": ("#ffffff", "solid"),
+    "mode": ("#ffffff", "dashed"),
     "model": ("#cfe2f3", "solid"),
     "reused": ("#cfe2f3", "solid"),
     "frozen": ("#d9d9d9", "solid"),
     "trained": ("#fce5cd", "solid"),
     "new": ("#d9ead3", "bold"),
     "pruned": ("#f4cccc", "dashed"),
-    "ops": ("#ffffff", "dotted"),
 }
-_BOOKKEEPING = ("save", "gradients", "train", "init", "Adam", "GradientDescent", "Momentum",
-                "RMSProp", "Adagrad", "report_uninitialized", "loss", "eval", "summaries",
-                "beta1_power", "beta2_power", "global_step", "Assign")
+_PLACEHOLDERS = ("Placeholder", "PlaceholderWithDefault")
+# Where an Estimator's or input pipeline's batches enter the graph: drawn as inputs.
+_INPUT_OPS = frozenset({"QueueDequeueV2", "QueueDequeueManyV2", "QueueDequeueUpToV2",
+                        "QueueDequeue", "QueueDequeueMany", "QueueDequeueUpTo", "IteratorGetNext",
+                        "IteratorGetNextSync", "ParseExample", "ParseExampleV2",
+                        "ParseSingleExample"})
 _VARIABLE_OPS = {"Variable", "VariableV2", "VarHandleOp"}
+_MAX_WALK = 5000  # ops visited per edge search: the ops between two layers are few
+_PASS_THROUGH = frozenset({"Identity", "RefIdentity", "ReadVariableOp", "Enter", "RefEnter",
+                           "Cast"})
+_DT_BOOL = 10
+_DT_FLOATS = frozenset({1, 2, 14, 19})  # float32, float64, bfloat16, float16
 
 
 @dataclass
 class LayerGraph:
-    """Layers (``{name: role}``, with each layer's variables) and the edges between them
-    (``{(from, to): shape text}``)."""
+    """Layers (``{name: role}``, with each layer's weights and optimizer slots) and the edges
+    between them (``{(from, to): shape text}``; a mode edge, from a switch, has no shape and is
+    in ``modes``; a ``stop_gradient`` edge is in ``cut``)."""
 
     roles: dict[str, str] = field(default_factory=dict)
     variables: dict[str, list[str]] = field(default_factory=dict)
+    slots: dict[str, int] = field(default_factory=dict)
     edges: dict[tuple[str, str], str] = field(default_factory=dict)
     cut: set[tuple[str, str]] = field(default_factory=set)
+    modes: set[tuple[str, str]] = field(default_factory=set)
+    ops: dict[str, list[str]] = field(default_factory=dict)
 
 
 def layer_graph(graph_def, roles: dict[str, str] | None = None, *, around: str | None = None,
@@ -57,58 +78,59 @@ def layer_graph(graph_def, roles: dict[str, str] | None = None, *, around: str |
             ``as_graph_def(add_shapes=True)``).
         roles: ``{variable name: role}`` (a key of :data:`ROLES`); a layer takes the role of its
             variables (``new`` over ``trained`` over ``frozen`` over ``reused``). Without it,
-            layers with variables are ``model``.
+            layers are ``model``.
         around: keep only layers within ``depth`` edges of the layer holding this op or tensor.
         pruned: variables a graft removed: drawn as ``pruned`` layers with no edges.
     """
     nodes = {n.name: n for n in graph_def.node}
-    variables = sorted(n.name for n in graph_def.node if n.op in _VARIABLE_OPS)
-    layers = {v.rsplit("/", 1)[0] if "/" in v else v for v in variables if not _bookkeeping(v)}
     out = LayerGraph()
-
-    def layer_of(name: str) -> str | None:
-        parts = name.split("/")
-        for i in range(len(parts), 0, -1):  # the longest layer name it contains as components
-            for j in range(len(parts) - i + 1):
-                candidate = "/".join(parts[j:j + i])
-                if candidate in layers:
-                    return candidate
-        if nodes[name].op in ("Placeholder", "PlaceholderWithDefault"):
-            return name
-        return None
-
-    owner = {n: layer_of(n) for n in nodes if not _bookkeeping(n)}
-    for layer in sorted({v for v in owner.values() if v}):
-        own = [v for v in variables if v.startswith(layer + "/")]
-        out.variables[layer] = own
-        if layer in nodes and nodes[layer].op in ("Placeholder", "PlaceholderWithDefault"):
-            out.roles[layer] = "input"
-            continue
+    owner: dict[str, str] = {}
+    names = [n for n, node in nodes.items() if node.op in _VARIABLE_OPS]
+    kinds = classify_by_name(names)
+    anchors: dict[str, set[str]] = {}
+    for layer in layer_groups(graph_def):
+        if all(kinds[v].kind != "model" for v in layer.variables if v in kinds):
+            continue  # optimizer state read by its own updates (beta1_power), a step counter
+        anchors[layer.name] = set(layer.anchors)
+        out.variables[layer.name] = list(layer.variables)
+        out.ops[layer.name] = list(layer.ops)
+        owner.update({o: layer.name for o in layer.ops if o not in owner})
         if roles is None:
-            out.roles[layer] = "model"
-            continue
-        kinds = {roles.get(v, "reused") for v in own}
-        out.roles[layer] = next((r for r in ("new", "trained", "frozen", "reused") if r in kinds),
-                                "reused")
-    for name, node in nodes.items():
-        dst = owner.get(name)
-        if dst is None:
-            continue
-        for ref in node.input:
-            if ref.startswith("^"):
-                continue
-            src, crossed = _through(op_name(ref), nodes, owner)
-            if src is None or src == dst:
-                continue
-            out.edges.setdefault((src, dst), _shape_of(nodes, ref))
+            out.roles[layer.name] = "model"
+        else:
+            given = {roles.get(v, "reused") for v in layer.variables}
+            out.roles[layer.name] = next(
+                (r for r in ("new", "trained", "frozen", "reused") if r in given), "reused")
+    layer_of = {v: layer for layer, own in out.variables.items() for v in own}
+    for role in kinds.values():
+        layer = layer_of.get(role.primary) if role.kind == "slot" else None
+        if layer is not None:
+            out.slots[layer] = out.slots.get(layer, 0) + 1
+    reads = _value_reads(nodes)
+    for layer, ops in out.ops.items():
+        for src, ref, mode, crossed in _sources(ops, anchors[layer], layer, nodes, owner, reads):
+            key = (src, layer)
+            if mode:
+                out.modes.add(key)
+                out.edges.setdefault(key, "")
+            else:
+                out.modes.discard(key)
+                if not out.edges.get(key):
+                    out.edges[key] = _shape_of(nodes, ref)
+            if src not in out.roles:
+                out.roles[src] = "mode" if mode else "input"
+            elif not mode and out.roles[src] == "mode":
+                out.roles[src] = "input"
             if crossed:
-                out.cut.add((src, dst))
+                out.cut.add(key)
     for name in pruned:
         layer = name.rsplit("/", 1)[0] if "/" in name else name
-        if not _bookkeeping(name) and out.roles.setdefault(layer, "pruned") == "pruned":
+        if classify_by_name([name])[name].kind == "model" and \
+                out.roles.setdefault(layer, "pruned") == "pruned":
             out.variables.setdefault(layer, []).append(name)
     if around is not None:
-        start = owner.get(op_name(around))
+        ref = op_name(around)
+        start = owner.get(ref) or (ref if ref in out.roles else None)
         if start is not None:
             keep = {start}
             for _ in range(depth):
@@ -117,6 +139,116 @@ def layer_graph(graph_def, roles: dict[str, str] | None = None, *, around: str |
             out.roles = {k: v for k, v in out.roles.items() if k in keep or v == "pruned"}
             out.edges = {e: s for e, s in out.edges.items() if e[0] in keep and e[1] in keep}
     return out
+
+
+def _sources(ops: list[str], anchors: set[str], layer: str, nodes, owner, reads: set[str]):
+    """Where the data of ``layer`` (its ``ops``) comes from: ``(other layer or placeholder,
+    the tensor that leaves it, through a mode input only, through a StopGradient)`` for each,
+    found by walking back over data inputs through the ops that belong to no layer. A path
+    into a ``Switch``'s predicate, or from a placeholder that is a switch (``bool``, scalar or
+    of unknown rank), is a mode path. Data placeholders count only on the way into the
+    layer's weight-reading ``anchors``: the labels that a loss after the last layer reads are
+    not its input. A variable's reads (``reads``) and scalars (a summary, a loss term) carry no
+    layer's output."""
+    own = set(ops)
+    found: dict[str, tuple[str, bool, bool]] = {}
+    queue: deque = deque()
+    seen: set[tuple[str, bool, bool, bool]] = set()
+    for name in ops:
+        for ref, mode in _data_inputs(nodes.get(name)):
+            if op_name(ref) not in own:
+                queue.append((ref, mode, False, name in anchors))
+    steps = 0
+    while queue and steps < _MAX_WALK:
+        ref, mode, crossed, anchored = queue.popleft()
+        name = op_name(ref)
+        node = nodes.get(name)
+        if node is None or name in reads or (name, mode, crossed, anchored) in seen:
+            continue
+        seen.add((name, mode, crossed, anchored))
+        steps += 1
+        crossed = crossed or node.op == "StopGradient"
+        src = owner.get(name)
+        if src == layer:
+            continue  # back into the layer itself: a loop's recurrence
+        if src is None and (node.op in _PLACEHOLDERS or node.op in _INPUT_OPS):
+            switch = node.op in _PLACEHOLDERS and _is_switch(node)
+            if (mode and not switch) or not (switch or anchored):
+                continue  # a loop bound read off the input's shape; labels that a loss reads
+            src, mode = name, switch
+        elif src is not None and mode:
+            continue  # another layer that only decides a branch or a loop bound
+        if src is not None:
+            index = int(ref.rpartition(":")[2]) if ":" in ref else 0
+            if not mode and _rank(node, index) == 0:
+                continue  # a scalar: a summary or a loss term, not the data path
+            best = found.get(src)
+            if best is None or (best[1] and not mode):  # a data path beats a mode path
+                found[src] = (ref, mode, crossed)
+            continue
+        if node.op in _VARIABLE_OPS:
+            continue
+        for nxt, to_mode in _data_inputs(node):
+            queue.append((nxt, mode or to_mode, crossed, anchored))
+    return [(src, ref, mode, crossed) for src, (ref, mode, crossed) in found.items()]
+
+
+def _data_inputs(node):
+    """``(tensor, is a mode input)`` for each data input of ``node`` (a ``Switch``'s
+    predicate is a mode input)."""
+    if node is None:
+        return []
+    refs = [r for r in node.input if not r.startswith("^")]
+    if node.op in ("Switch", "RefSwitch"):
+        return [(r, i == 1) for i, r in enumerate(refs)]
+    return [(r, False) for r in refs]
+
+
+def _is_switch(node) -> bool:
+    """A placeholder that selects a mode rather than carrying data: a ``bool``, or a float
+    scalar or float of unknown rank (a ``keep_prob`` declared without a shape). Integer
+    placeholders of unknown rank are labels or ids, not switches."""
+    dtype = node.attr["dtype"].type
+    if dtype == _DT_BOOL:
+        return True
+    return dtype in _DT_FLOATS and _rank(node, 0) in (0, None)
+
+
+def _rank(node, index: int) -> int | None:
+    """The rank of output ``index`` of ``node`` as ``_output_shapes`` (or a placeholder's
+    ``shape``) records it; None when unknown. Graphs written before TensorFlow 1.2 left an
+    unknown ``shape`` attr empty, so an empty one counts only when nothing else says more."""
+    if "_output_shapes" in node.attr and index < len(node.attr["_output_shapes"].list.shape):
+        shape = node.attr["_output_shapes"].list.shape[index]
+        if not shape.unknown_rank and shape.dim:
+            return len(shape.dim)
+        if shape.unknown_rank:
+            return None
+    if node.op in _PLACEHOLDERS and "shape" in node.attr:
+        shape = node.attr["shape"].shape
+        return None if shape.unknown_rank or not shape.dim else len(shape.dim)
+    if "_output_shapes" in node.attr and index < len(node.attr["_output_shapes"].list.shape):
+        return 0
+    return None
+
+
+def _value_reads(nodes) -> set[str]:
+    """The ops that pass a variable's value on unchanged (its reads, loop entries, casts): a
+    path that starts at one carries a weight (a regulariser, a summary), not a layer's output."""
+    readers: dict[str, list[str]] = {}
+    for name, node in nodes.items():
+        for ref in node.input:
+            if not ref.startswith("^"):
+                readers.setdefault(op_name(ref), []).append(name)
+    frontier = [n for n, node in nodes.items() if node.op in _VARIABLE_OPS]
+    found: set[str] = set()
+    while frontier:
+        name = frontier.pop()
+        for reader in readers.get(name, ()):
+            if reader not in found and nodes[reader].op in _PASS_THROUGH:
+                found.add(reader)
+                frontier.append(reader)
+    return found
 
 
 def to_dot(layers: LayerGraph, title: str = "") -> str:
@@ -130,15 +262,17 @@ def to_dot(layers: LayerGraph, title: str = "") -> str:
     for layer, role in sorted(layers.roles.items()):
         fill, style = ROLES[role]
         n = len(layers.variables.get(layer, []))
-        detail = f"\\n{role}" + (f", {n} variable{'s' if n > 1 else ''}" if n else "")
-        shape = ", shape=ellipse" if role == "input" else ""
+        slots = layers.slots.get(layer, 0)
+        detail = f"\\n{role}" + (f", {n} weight{'s' if n > 1 else ''}" if n else "") + (
+            f" + {slots} slot{'s' if slots > 1 else ''}" if slots else "")
+        shape = ", shape=ellipse" if role in ("input", "mode") else ""
         lines.append(f'  "{_quote(layer)}" [label="{_quote(layer)}{detail}", fillcolor="{fill}", '
                      f'style="rounded,filled,{style}"{shape}];')
     for (src, dst), shape in sorted(layers.edges.items()):
         if src not in layers.roles or dst not in layers.roles:
             continue
         extra = ', color="#cc0000", style=dashed, fontcolor="#cc0000"' if (src, dst) in layers.cut \
-            else ""
+            else ', style=dashed, color="#777777"' if (src, dst) in layers.modes else ""
         label = shape + (" stop_gradient" if (src, dst) in layers.cut else "")
         lines.append(f'  "{_quote(src)}" -> "{_quote(dst)}" [label="{_quote(label)}"{extra}];')
     present = sorted(set(layers.roles.values()), key=list(ROLES).index)
@@ -152,25 +286,6 @@ def to_dot(layers: LayerGraph, title: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def _through(name: str, nodes, owner) -> tuple[str | None, bool]:
-    """The layer a tensor comes from, looking through ops that belong to none (a cut, a
-    pooling or reshape between layers) up to a few steps; and whether a ``StopGradient``
-    was on the way."""
-    crossed = False
-    for _ in range(8):
-        node = nodes.get(name)
-        if node is None:
-            return None, crossed
-        crossed = crossed or node.op == "StopGradient"  # a cut named after its layer, too
-        if owner.get(name) and node.op != "StopGradient":
-            return owner[name], crossed
-        inputs = [i for i in node.input if not i.startswith("^")]
-        if not inputs:
-            return None, crossed
-        name = op_name(inputs[0])
-    return None, crossed
-
-
 def _shape_of(nodes, ref: str) -> str:
     node = nodes.get(op_name(ref))
     index = int(ref.rpartition(":")[2]) if ":" in ref else 0
@@ -180,12 +295,6 @@ def _shape_of(nodes, ref: str) -> str:
     if index >= len(shapes) or shapes[index].unknown_rank:
         return ""
     return "[" + ", ".join("?" if d.size < 0 else str(d.size) for d in shapes[index].dim) + "]"
-
-
-def _bookkeeping(name: str) -> bool:
-    head = name.split("/", 1)[0]
-    return head.startswith(_BOOKKEEPING) or "/Adam" in name or name.endswith(("/Momentum",
-                                                                            "/RMSProp"))
 
 
 def _quote(text: str) -> str:
