@@ -52,6 +52,18 @@ def test_the_demo_writes_seven_checkpoints_and_the_report(subset_run):
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+def test_the_demo_log_is_short_a_few_lines_per_step(subset_run):
+    """The steps' plans are their totals, the epochs one line: the whole log (the table aside,
+    which --json replaces) stays well under 80 lines."""
+    _, proc, _ = subset_run
+    log = [ln for ln in proc.stderr.splitlines() if not ln.startswith("ckptsurgery: warning")]
+    assert len(log) < 60, "\n".join(log)
+    assert sum(ln.startswith("[") for ln in log) == 7
+    assert sum("valid accuracy per epoch" in ln for ln in log) == 7
+    assert sum(ln.strip().startswith("seed ") for ln in log) == 3  # distill: its comparison
+    assert not any(ln.strip().startswith(("hidden1/kernel", "epoch 1/")) for ln in log)
+
+
 def test_report_json_holds_each_steps_results(subset_run):
     out, _, printed = subset_run
     report = _report(out)

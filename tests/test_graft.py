@@ -10,11 +10,13 @@ import textwrap
 
 import numpy as np
 import pytest
-from conftest import CORPUS, read_vars, run_cli
+from conftest import CORPUS, FIXTURE_MLP, ROOT, read_vars, run_cli
+from safety_helpers import run_main
 
 GRAFT = ["--at", "hiddens3", "--dense", "hidden4:20:relu", "--dense", "logits:10"]
 KEEP_DEAD = ["--at", "hiddens3", "--dense", "new_hidden4:20:relu", "--dense", "new_logits:10",
              "--keep-dead"]
+SUBSET = os.path.join(ROOT, "ckptsurgery", "train", "builtin", "mnist_subset.npz")
 LOWER = ["hidden1/kernel", "hidden1/bias", "hidden2/kernel", "hidden2/bias",
          "hidden3/kernel", "hidden3/bias"]
 
@@ -397,3 +399,29 @@ def test_bad_training_numbers_are_clean_errors(mlp_ckpt, tmp_path, option):
     assert proc.returncode == 2
     assert proc.stderr.startswith(f"ckptsurgery: error: {option[0]} {option[1]}:")
     assert not os.listdir(tmp_path)
+
+
+def test_the_plan_is_one_table_a_row_per_variable(tmp_path):
+    code, out, err = run_main("graft", FIXTURE_MLP, "--at", "hiddens3", "--dense",
+                              "hidden4:20:relu", "--dense", "logits:10", "--cut-after", "hiddens2",
+                              "--dry-run", "--out", str(tmp_path / "x"))
+    assert code == 0, err
+    rows = [ln.split() for ln in out.splitlines() if ln.startswith("  ") and "/" in ln.split()[0]]
+    names = [r[0] for r in rows]
+    assert len(names) == len(set(names)) == 10  # each variable once
+    fate = {r[0]: " ".join(r[-2:]) for r in rows}
+    assert fate["hidden1/kernel"] == fate["hidden2/bias"] == "reused, frozen"
+    assert fate["hidden3/kernel"] == "reused, trained"
+    assert fate["logits/bias"] == "new, trained"
+    assert ("  trained 6 variables (3,780 parameters), frozen 4 (250,550); reused 6, new 4; "
+            "pruned 6 variables") in out
+
+
+def test_quiet_prints_only_the_epochs_and_the_result(tmp_path):
+    code, out, err = run_main("graft", FIXTURE_MLP, "--at", "hiddens3", "--dense", "logits:10",
+                              "--data", SUBSET, "--epochs", "2", "--valid-size", "500", "--quiet",
+                              "--out", str(tmp_path / "m.ckpt"))
+    assert code == 0, err
+    lines = out.splitlines()
+    assert [ln.split(":")[0] for ln in lines[:3]] == ["epoch 1/2", "epoch 2/2", "best epoch 2"]
+    assert lines[3:] == [f"wrote {tmp_path}/m.ckpt (26 variables)"], out

@@ -60,7 +60,8 @@ def add_output_options(group) -> None:
     """Add ``--force``, ``--json`` and ``--quiet``, which every command that writes shares."""
     group.add_argument("--force", action="store_true", help="replace an existing output")
     group.add_argument("--json", action="store_true", help="print the result as one JSON object")
-    group.add_argument("--quiet", action="store_true", help="no progress bar")
+    group.add_argument("--quiet", action="store_true",
+                       help="no progress bar (graft: print only the epochs and the result)")
 
 
 def main(argv: list[str] | None = None) -> int:

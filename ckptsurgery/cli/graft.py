@@ -196,6 +196,7 @@ def run(args) -> int:
                              args.alpha) if args.distill_from else None,
         dry_run=args.dry_run, allow_unsafe_ops=args.allow_unsafe_ops,
         model=args.model, name_map=parse_name_map(args.map),
+        detail="quiet" if args.quiet else "full",
     )
     log = sys.stderr if args.json else sys.stdout
     result = run_graft(job, log=lambda line: print(line, file=log, flush=True))

@@ -121,12 +121,11 @@ class Plan:
     strategy_layers: dict[str, list[str]] = field(default_factory=dict)
 
     def __str__(self) -> str:
-        def block(title, rows):
-            total = sum(r.params for r in rows)
-            out = [f"{title} ({len(rows)} variables, {total:,} parameters)"]
-            out += [f"  {r.name:<40} {str(list(r.shape)):<14} {r.params:>10,}" for r in rows]
-            return out
+        return "\n".join(self.lines())
 
+    def header(self) -> list[str]:
+        """What is grafted where: source, layers, tensors, pooling, feeds, batch norm, strategy,
+        cut."""
         lines = [
             f"source:  {self.source}",
             f"graft:   {' -> '.join(str(s) for s in self.layers) or '(no new layers)'} on {self.at}",
@@ -153,13 +152,34 @@ class Plan:
             lines.append(f"cut:     stop_gradient after {self.cut}")
         if self.uncut:
             lines.append(f"uncut:   removed stop_gradient {', '.join(self.uncut)}")
-        lines += block("reused (restored from checkpoint)", self.reused)
-        lines += block("trained", self.trained)
-        lines += block("frozen", self.frozen)
-        lines += block("new", self.new)
-        lines.append(f"pruned: {len(self.pruned)} variables, {self.pruned_ops} ops"
-                     + (f" ({', '.join(self.pruned)})" if self.pruned else ""))
-        return "\n".join(lines)
+        return lines
+
+    def lines(self) -> list[str]:
+        """The header, then one table: a row per variable with its shape, parameters and what
+        happens to it (reused or new, and trained or frozen), totals at the bottom."""
+        trained, frozen = {r.name for r in self.trained}, {r.name for r in self.frozen}
+        origin = {r.name: "new" for r in self.new} | {r.name: "reused" for r in self.reused}
+        rows = {r.name: r for r in (*self.reused, *self.new, *self.trained, *self.frozen)}
+        width = max([len(n) for n in rows] + [8])
+        table = [f"  {'variable':<{width}}  {'shape':<14} {'parameters':>11}  what happens"]
+        for name, r in rows.items():
+            fate = ("trained" if name in trained else "frozen" if name in frozen
+                    else "not trainable")
+            table.append(f"  {name:<{width}}  {str(list(r.shape)):<14} {r.params:>11,}  "
+                         f"{origin.get(name, 'initialised, not restored')}, {fate}")
+        return self.header() + table + ["  " + self.totals()]
+
+    def totals(self) -> str:
+        """One line: parameters trained and frozen, variables reused and new, and what was
+        pruned (the plan in brief, as the demo prints it)."""
+        def params(rows):
+            return f"{sum(r.params for r in rows):,}"
+
+        return (f"trained {len(self.trained)} variables ({params(self.trained)} parameters), "
+                f"frozen {len(self.frozen)} ({params(self.frozen)}); reused {len(self.reused)}, "
+                f"new {len(self.new)}; pruned {len(self.pruned)} variables, {self.pruned_ops} ops"
+                + (f" ({', '.join(self.pruned[:8])}{' ...' if len(self.pruned) > 8 else ''})"
+                   if self.pruned else ""))
 
     def as_dict(self) -> dict:
         def rows(rs):

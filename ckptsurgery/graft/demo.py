@@ -143,7 +143,7 @@ def graft_job(step: str, config: DemoConfig, source: str | None = None, *,
                           cache_frozen=s.cache_frozen, progress=config.progress),
         per_class=DISTILL_PER_CLASS if step == "distill" else None,
         distill=Distillation(base) if step == "distill" and distill else None,
-        force=config.force, logdir=_logdir(config, step),
+        force=config.force, logdir=_logdir(config, step), detail="brief",
     )
 
 
@@ -349,8 +349,6 @@ def _train_base(config: DemoConfig, data, log: Callable[[str], None]) -> tuple[d
     events = EventLog(_logdir(config, "base"), graph) if config.logdir else None
 
     def on_epoch(e):
-        log(f"epoch {e.epoch}/{train.epochs}: valid accuracy {e.valid_accuracy:.4f}, train loss "
-            f"{e.train_loss:.4f} ({e.seconds:.1f}s)")
         if events:
             events.epoch(e)
 
@@ -359,9 +357,7 @@ def _train_base(config: DemoConfig, data, log: Callable[[str], None]) -> tuple[d
         history = fit(sess, ops, data, train, on_epoch=on_epoch, log=log)
         if events:
             events.close()
-        log(f"best epoch {history.best_epoch}: valid accuracy {history.best_valid_accuracy:.4f}"
-            + (f", test accuracy {history.test_accuracy:.4f}"
-               if history.test_accuracy is not None else ""))
+        log(history.brief())
         exported = export_checkpoint(sess, graph, os.path.join(config.out, step.checkpoint),
                                      force=config.force)
     log(f"wrote {exported.prefix} ({exported.n_variables} variables)")

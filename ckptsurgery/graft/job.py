@@ -15,7 +15,12 @@ from ..train.fit import History, TrainConfig
 from .build import GraftSpec, Plan
 from .distill import Distillation
 
-__all__ = ["GraftJob", "GraftResult", "run_graft"]
+__all__ = ["DETAILS", "GraftJob", "GraftResult", "run_graft"]
+
+#: How much :func:`run_graft` logs. ``full``: the plan's table, the data, the restore report,
+#: each epoch; ``brief`` (the demo's steps): the plan's totals, the epochs on one line;
+#: ``quiet`` (``--quiet``): only the epochs and the result.
+DETAILS = ("full", "brief", "quiet")
 
 
 @dataclass
@@ -39,7 +44,8 @@ class GraftJob:
     dry_run: bool = False
     allow_unsafe_ops: bool = False  # run a graph that audit flags (files, network, code)
     model: str | None = None  # FILE.py:FUNC or module:FUNC: the graph from code, not the .meta
-    name_map: list[tuple[str, str]] = field(default_factory=list)  # (checkpoint, graph) scopes
+    name_map: list[tuple[str, str]] = field(default_factory=list)  # (checkpoint, graft) scopes
+    detail: str = "full"  # what is logged: see DETAILS
 
 
 @dataclass
@@ -104,7 +110,13 @@ def run_graft(job: GraftJob, log: Callable[[str], None] = print) -> GraftResult:
             check_output_prefix(job.out, inputs=source.files.paths, force=job.force)
     training = bool(job.data) and not job.dry_run
     grafted = build(source, job.spec, require_labels=training)
-    log(str(grafted.plan))
+    if job.detail not in DETAILS:
+        raise ValueError(f"detail {job.detail!r}: one of {DETAILS}")
+    full = job.detail == "full"
+    if full:
+        log(str(grafted.plan))
+    elif job.detail == "brief":
+        log(grafted.plan.totals())
     result = GraftResult(grafted.plan)
     if job.graph:
         written = write_picture(graft_picture(grafted), job.graph, force=job.force)
@@ -115,9 +127,10 @@ def run_graft(job: GraftJob, log: Callable[[str], None] = print) -> GraftResult:
     data = ops = None
     if training:
         data, result.data = _load(job, grafted.inputs)
-        log(f"data: {result.data['train_rows']:,} training, {result.data['valid_rows']:,} "
-            f"validation rows from {result.data['source']}"
-            + (f"; classes {result.data['label_map']}" if result.data["label_map"] else ""))
+        if full:
+            log(f"data: {result.data['train_rows']:,} training, {result.data['valid_rows']:,} "
+                f"validation rows from {result.data['source']}"
+                + (f"; classes {result.data['label_map']}" if result.data["label_map"] else ""))
         ops = add_training_ops(grafted.inputs, grafted.labels, grafted.output,
                                grafted.train_vars, job.train, feed_point=grafted.feed_point,
                                feeds=grafted.feeds, train_feeds=grafted.train_feeds,
@@ -146,22 +159,20 @@ def run_graft(job: GraftJob, log: Callable[[str], None] = print) -> GraftResult:
             log("\n".join(diff_against_meta(source, source.meta_graph, source.files.meta or "")
                           .lines()))
             raise
-        log(str(report))
+        if full:
+            log(str(report))
         result.restore = report
         events = EventLog(job.logdir, grafted.graph) if job.logdir else None
         if ops is not None:
             def on_epoch(e):
-                log(f"epoch {e.epoch}/{job.train.epochs}: valid accuracy {e.valid_accuracy:.4f}, "
-                    f"train loss {e.train_loss:.4f} ({e.seconds:.1f}s)")
+                if job.detail != "brief":
+                    log(e.line(job.train.epochs))
                 if events:
                     events.epoch(e)
 
             history = fit(sess, ops, data, job.train, on_epoch=on_epoch, teacher_logits=soft,
                           log=log)
-            log(f"best epoch {history.best_epoch}: valid accuracy "
-                f"{history.best_valid_accuracy:.4f}"
-                + (f", test accuracy {history.test_accuracy:.4f}"
-                   if history.test_accuracy is not None else ""))
+            log(history.brief() if job.detail == "brief" else history.result_line())
             if events and history.test_accuracy is not None:
                 events.scalars(job.train.epochs, test_accuracy=history.test_accuracy)
             result.training = history
