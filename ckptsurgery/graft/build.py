@@ -18,7 +18,7 @@ from ..graph.layers import DenseSpec, dense, pool
 from ..graphdef.batchnorm import batch_norm_layers
 from ..graphdef.feeds import Feed, is_training_switch, resolve_feeds, with_defaults
 from ..graphdef.metagraph import op_name, placeholders, shape_text
-from ..graphdef.select import find_placeholder, resolve_tensor, select_variables
+from ..graphdef.select import find_inputs, find_placeholder, resolve_tensor, select_variables
 from ..graphdef.walk import reachable
 from .strategies import apply_strategy
 
@@ -39,7 +39,8 @@ class GraftSpec:
         train_scope: regex of the variables that train (``hidden[34]|logits``); default all.
         restore_scope: regex of the variables restored from the checkpoint; default all kept.
         keep_dead: keep the old graph branch the new layers replace, instead of pruning it.
-        inputs, labels: the graph's input and label tensors, when the defaults do not find them.
+        inputs, labels: the graph's input and label tensors, when the defaults do not find them;
+            ``inputs`` may name several, comma-separated (``input_ids,input_mask,segment_ids``).
         output_collection: the collection that holds the new top layer's output.
         seed: graph-level seed for the new layers' initialisers.
         pool: ``flatten``, ``avg`` or ``max``: turn a rank-3/4 ``at`` (a feature map) into rows
@@ -204,7 +205,10 @@ class Plan:
 class Grafted:
     """A grafted graph, ready to restore, train and export.
 
-    ``feed_point`` is the tensor below which nothing trains (the cut), whose values may be
+    ``inputs`` is the input placeholder's tensor, or a tuple of them for a model with several
+    inputs (a BERT's ``input_ids``, ``input_mask``, ``segment_ids``), fed from
+    :class:`~ckptsurgery.train.data.Columns`. ``feed_point`` is the tensor below which nothing
+    trains (the cut), whose values may be
     computed once and fed (``--cache-frozen``). ``feeds`` maps placeholders that every run
     feeds to their :class:`~ckptsurgery.graphdef.feeds.Feed`; ``train_feeds`` overrides some
     of them in training steps only (``--bn-train``: the training switch is true there);
@@ -255,12 +259,13 @@ def build(checkpoint, spec: GraftSpec, *, require_labels: bool = True) -> Grafte
     if spec.strategy:
         spec, strategy_layers = apply_strategy(spec, meta, at)
     below_at = ancestors(meta, [at])
-    inputs = find_placeholder(meta, spec.inputs, "inputs", "float", among=below_at,
-                              exclude=set(spec.feeds))
-    if inputs is None:
+    input_list = find_inputs(meta, spec.inputs, below_at, exclude=set(spec.feeds))
+    if not input_list:
         raise SelectionError(f"'{at}' depends on no float placeholder; name the input with --inputs")
+    inputs = input_list[0]
     try:
-        labels = find_placeholder(meta, spec.labels, "labels", "integer")
+        labels = find_placeholder(meta, spec.labels, "labels", "integer",
+                                  exclude={op_name(t) for t in input_list})
     except SelectionError:
         if require_labels or spec.labels:
             raise
@@ -273,7 +278,7 @@ def build(checkpoint, spec: GraftSpec, *, require_labels: bool = True) -> Grafte
                 f"--cut-after '{spec.cut_after}' ({cut_at}) is not below --at '{spec.at}' ({at}); "
                 "cut a tensor the new layers depend on"
             )
-    fixed = {op_name(t) for t in (inputs, labels) if t}
+    fixed = {op_name(t) for t in (*input_list, labels) if t}
     needed = [p for p in placeholders(meta) if p in below_at and p not in fixed]
     feeds = resolve_feeds(meta, needed, spec.feeds)
     unused = sorted(set(spec.feeds) - set(needed))
@@ -284,7 +289,7 @@ def build(checkpoint, spec: GraftSpec, *, require_labels: bool = True) -> Grafte
 
     removed_ops, removed_vars = 0, []
     if not spec.keep_dead:
-        keep = [t for t in (at, inputs, labels) if t]
+        keep = [t for t in (at, *input_list, labels) if t]
         if spec.bn_train:  # the updates of batch-norm statistics are nobody's ancestors
             keep += [u for layer in norms for u in layer.update_ops]
         meta, info = prune(meta, keep)
@@ -379,7 +384,8 @@ def build(checkpoint, spec: GraftSpec, *, require_labels: bool = True) -> Grafte
         return [VariableRow(v.op.name, tuple(v.shape.as_list())) for v in vs]
 
     plan = Plan(
-        source=checkpoint.prefix, at=at, cut=cut_at, inputs=inputs, labels=labels,
+        source=checkpoint.prefix, at=at, cut=cut_at, inputs=", ".join(input_list),
+        labels=labels,
         output=out.name, layers=list(spec.layers),
         reused=rows(restore_vars),
         trained=rows(train_vars),
@@ -393,7 +399,8 @@ def build(checkpoint, spec: GraftSpec, *, require_labels: bool = True) -> Grafte
     slow_scopes = tuple(f"{layer}/" for layer in strategy_layers.get("slower", []))
     return Grafted(
         graph=graph, plan=plan,
-        inputs=graph.get_tensor_by_name(inputs),
+        inputs=graph.get_tensor_by_name(inputs) if len(input_list) == 1
+        else tuple(graph.get_tensor_by_name(t) for t in input_list),
         labels=graph.get_tensor_by_name(labels) if labels else None,
         output=out, restore_vars=restore_vars, train_vars=train_vars, feed_point=feed_point,
         feeds={graph.get_tensor_by_name(f"{n}:0"): f for n, f in feeds.items()},

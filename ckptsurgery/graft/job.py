@@ -126,11 +126,12 @@ def run_graft(job: GraftJob, log: Callable[[str], None] = print) -> GraftResult:
         return result
     data = ops = None
     if training:
-        data, result.data = _load(job, grafted.inputs)
+        data, result.data = _load(job, grafted.inputs, grafted.labels)
         if full:
             log(f"data: {result.data['train_rows']:,} training, {result.data['valid_rows']:,} "
                 f"validation rows from {result.data['source']}"
-                + (f"; classes {result.data['label_map']}" if result.data["label_map"] else ""))
+                + (f"; classes {result.data['label_map']}" if result.data["label_map"] else "")
+                + (f"; arrays fed: {result.data['arrays']}" if "arrays" in result.data else ""))
         ops = add_training_ops(grafted.inputs, grafted.labels, grafted.output,
                                grafted.train_vars, job.train, feed_point=grafted.feed_point,
                                feeds=grafted.feeds, train_feeds=grafted.train_feeds,
@@ -141,6 +142,9 @@ def run_graft(job: GraftJob, log: Callable[[str], None] = print) -> GraftResult:
                                if job.distill else None)
         soft = None
         if job.distill:
+            if isinstance(grafted.inputs, tuple):
+                raise UserError("--distill-from takes a teacher with one input; this model has "
+                                f"several ({result.data['arrays']})")
             soft = teacher_logits(job.distill, data.x_train)
             width = grafted.output.shape[-1]
             if soft.shape[1] != width:
@@ -188,13 +192,19 @@ def run_graft(job: GraftJob, log: Callable[[str], None] = print) -> GraftResult:
     return result
 
 
-def _load(job: GraftJob, inputs):
+def _load(job: GraftJob, inputs, labels):
     """The job's data, shaped to the ``inputs`` placeholder, classes selected and split; with a
     JSON-ready description of it (source, rows, class names, label map)."""
     from ..train.data import load_dataset, select_classes, split
 
-    dataset = load_dataset(job.data, input_shape=inputs.shape.as_list()
-                           if inputs.shape.rank is not None else None, input_name=inputs.name)
+    if isinstance(inputs, tuple):  # several inputs: an .npz array named after each
+        dataset = load_dataset(job.data, inputs={
+            t.op.name: t.shape.as_list() if t.shape.rank is not None else None for t in inputs},
+            labels=labels.op.name if labels is not None else None)
+    else:
+        dataset = load_dataset(job.data, input_shape=inputs.shape.as_list()
+                               if inputs.shape.rank is not None else None,
+                               input_name=inputs.name)
     if job.classes:
         dataset = select_classes(dataset, job.classes)
     data = split(dataset, job.valid_size, shuffle=dataset.ordered_by_class, seed=job.train.seed,
@@ -206,6 +216,8 @@ def _load(job: GraftJob, inputs):
         "class_names": dataset.class_names,
         "label_map": {str(k): v for k, v in dataset.label_map.items()}
         if dataset.label_map else None,
+        **({"arrays": ", ".join(f"{n} -> {n}:0" for n in dataset.x_train.names)}
+           if isinstance(inputs, tuple) else {}),
     }
 
 

@@ -16,6 +16,7 @@ from .metagraph import node_map, op_name, placeholder_shape, placeholders
 __all__ = [
     "resolve_tensor",
     "find_placeholder",
+    "find_inputs",
     "select_variables",
     "scope_matches",
 ]
@@ -82,6 +83,30 @@ def find_placeholder(meta, ref: str | None, collection: str, kind: str,
             + (" (and give the others values with --feed NAME=VALUE)" if kind == "float" else "")
         )
     return f"{fits[0]}:0" if fits else None
+
+
+def find_inputs(meta, ref: str | None, among: set[str], exclude: set[str] = frozenset()
+                ) -> list[str]:
+    """The input tensors a graft below ``among`` (op names) feeds.
+
+    ``ref`` names them, comma-separated; else the float input :func:`find_placeholder` finds;
+    else, for a model of token ids, every integer placeholder of rank 2 or more in ``among``
+    (``input_ids``, ``input_mask``, ``segment_ids``: a mask is an input, never a switch to
+    feed zeros), in graph order. Empty when none fits.
+
+    Raises:
+        NotFoundError: a name in ``ref`` names nothing (nearest names given).
+        SelectionError: several float placeholders fit.
+    """
+    if ref is not None and "," in ref:
+        return [resolve_tensor(meta, r.strip()) for r in ref.split(",") if r.strip()]
+    single = find_placeholder(meta, ref, "inputs", "float", among=among, exclude=exclude)
+    if single is not None:
+        return [single]
+    kinds = placeholders(meta)
+    return [f"{name}:0" for name in kinds if name in among and name not in exclude
+            and kinds[name].startswith(("int", "uint"))
+            and len(placeholder_shape(meta, name) or ()) >= 2]
 
 
 def scope_matches(regex: str, name: str) -> re.Match | None:

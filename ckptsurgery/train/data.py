@@ -34,6 +34,7 @@ import numpy as np
 from ..errors import DataError, first_line
 
 __all__ = [
+    "Columns",
     "Dataset",
     "Split",
     "load_dataset",
@@ -50,6 +51,36 @@ BUILTIN_SUBSET = os.path.join(os.path.dirname(__file__), "builtin", "mnist_subse
 
 #: File types read from class folders (case-insensitive); other files there are ignored.
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+
+
+class Columns:
+    """Rows of a model with several inputs: one array per input placeholder, all with the same
+    number of rows (``input_ids``, ``input_mask``, ``segment_ids`` of a BERT classifier).
+
+    Indexing selects rows of every array (``cols[idx]`` is a :class:`Columns`), so splitting,
+    class selection and batching treat it as they treat an image array; dtypes are kept
+    (integer ids stay integers).
+    """
+
+    def __init__(self, arrays: dict[str, np.ndarray]):
+        lengths = {name: len(a) for name, a in arrays.items()}
+        if len(set(lengths.values())) > 1:
+            raise DataError(f"the input arrays have different numbers of rows: {lengths}")
+        self.arrays = dict(arrays)
+
+    def __len__(self) -> int:
+        return len(next(iter(self.arrays.values())))
+
+    def __getitem__(self, rows) -> Columns:
+        return Columns({name: a[rows] for name, a in self.arrays.items()})
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.arrays)
+
+    def describe(self) -> str:
+        """``input_ids int32 [8], input_mask int32 [8]``: each array's dtype and row shape."""
+        return ", ".join(f"{n} {a.dtype} {list(a.shape[1:])}" for n, a in self.arrays.items())
 
 
 @dataclass
@@ -88,7 +119,9 @@ class Split:
 
 
 def load_dataset(source: str | None, *, input_shape: Sequence[int | None] | None = None,
-                 input_name: str | None = None, flatten: bool = True) -> Dataset:
+                 input_name: str | None = None, flatten: bool = True,
+                 inputs: dict[str, Sequence[int | None] | None] | None = None,
+                 labels: str | None = None) -> Dataset:
     """Load a dataset from ``source`` and shape its images for a graph's input.
 
     Args:
@@ -101,10 +134,16 @@ def load_dataset(source: str | None, *, input_shape: Sequence[int | None] | None
         input_name: the input's name, for error messages.
         flatten: without ``input_shape``: True gives flattened rows (as before input shapes
             were known), False keeps the natural (N, H, W[, C]) shape.
+        inputs: ``{placeholder name: shape}`` of a model with several inputs: ``source`` is then
+            an ``.npz`` with an array named after each (and its ``NAME_test`` for a test
+            part), read into :class:`Columns` (see :func:`load_columns`).
+        labels: with ``inputs``, the label placeholder's name (its array holds the labels).
 
     Raises:
         DataError: the source is missing, not in one of those layouts, or does not fit the input.
     """
+    if inputs is not None:
+        return load_columns(source, inputs, labels)
     shape = None if input_shape is None else _dims(input_shape)
     if source is None:
         data = _load_npz(BUILTIN_SUBSET, "built-in MNIST subset")
@@ -129,6 +168,57 @@ def load_dataset(source: str | None, *, input_shape: Sequence[int | None] | None
         if data.x_test is not None:
             data.x_test = _flat(data.x_test)
     return data
+
+
+#: Array names taken for the labels when none is named after the label placeholder.
+LABEL_ARRAYS = ("labels", "label_ids", "label", "y")
+
+
+def load_columns(source: str | None, inputs: dict[str, Sequence[int | None] | None],
+                 labels: str | None = None) -> Dataset:
+    """A dataset for a model with several inputs, from an ``.npz`` whose arrays are named
+    after the input placeholders (``input_ids``, ``input_mask``, ``segment_ids``), with the
+    labels named after the label placeholder or one of :data:`LABEL_ARRAYS`; ``NAME_test``
+    arrays (all of them) make the test part. Dtypes are kept; each array's row shape must fit
+    its placeholder's known dimensions.
+
+    Raises:
+        DataError: no such file, an input or the labels without an array (the arrays there are
+            named), rows that differ in number, or a row shape the placeholder does not take.
+    """
+    if source is None or not source.endswith(".npz") or not os.path.isfile(source):
+        raise DataError(f"the graph has several inputs ({', '.join(inputs)}); give --data an "
+                        ".npz with an array named after each, and the labels"
+                        + (f" (no file '{source}')" if source else ""))
+    try:
+        with np.load(source, allow_pickle=False) as f:
+            arrays = {name: f[name] for name in f.files}
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot read '{source}' as an .npz file: {first_line(e)}") from e
+    missing = [n for n in inputs if n not in arrays]
+    label_key = next((k for k in ([labels] if labels else []) + list(LABEL_ARRAYS)
+                      if k in arrays), None)
+    if missing or label_key is None:
+        what = ", ".join(missing) + (" and the labels" if label_key is None else "")
+        raise DataError(f"'{source}' has arrays {sorted(arrays)}; it needs one for {what} "
+                        f"(the graph's inputs are {', '.join(inputs)}; name arrays after them, "
+                        f"and the labels '{labels or 'labels'}', or pass --inputs A,B,...)")
+    for name, shape in inputs.items():
+        have = arrays[name].shape[1:]
+        want = _dims(shape)[1:] if shape is not None else None
+        if want is not None and (len(want) != len(have) or any(
+                w is not None and w != h for w, h in zip(want, have, strict=False))):
+            raise DataError(f"array '{name}' has rows of shape {list(have)}; its placeholder "
+                            f"takes {_describe_shape(want)}")
+    train = Columns({n: arrays[n] for n in inputs})
+    y_train = arrays[label_key].astype(np.int64).reshape(-1)
+    if len(y_train) != len(train):
+        raise DataError(f"'{source}': {len(train)} rows of inputs but {len(y_train)} labels")
+    test = y_test = None
+    if all(f"{n}_test" in arrays for n in (*inputs, label_key)):
+        test = Columns({n: arrays[f"{n}_test"] for n in inputs})
+        y_test = arrays[f"{label_key}_test"].astype(np.int64).reshape(-1)
+    return Dataset(train, y_train, test, y_test, source)
 
 
 def shape_for_input(x: np.ndarray, input_shape: Sequence[int | None] | None,

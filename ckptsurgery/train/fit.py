@@ -202,7 +202,9 @@ def add_training_ops(inputs, labels, logits, var_list, config: TrainConfig,
 
 def evaluate(session, ops: TrainingOps, x: np.ndarray, y: np.ndarray, *, fed=None,
              batch: int = 5000) -> float:
-    """Accuracy of the graph on ``(x, y)``; ``fed`` holds cached feed-point values instead of x."""
+    """Accuracy of the graph on ``(x, y)`` (``x``: rows, or
+    :class:`~ckptsurgery.train.data.Columns` of a model with several inputs); ``fed`` holds
+    cached feed-point values instead of x."""
     correct = 0.0
     for start in range(0, len(y), batch):
         feed = _feed(ops, x, y, fed, slice(start, start + batch))
@@ -237,7 +239,8 @@ def fit(session, ops: TrainingOps, data, config: TrainConfig,
         fed = cache_features(session, ops, {"train": data.x_train, "valid": data.x_valid,
                                             "test": data.x_test},
                              memory_fraction=config.cache_memory_fraction, log=say)
-    if config.augment and (config.cache_frozen or data.x_train.ndim not in (3, 4)):
+    if config.augment and (config.cache_frozen or isinstance(ops.inputs, tuple)
+                           or data.x_train.ndim not in (3, 4)):
         raise UserError("--augment needs image inputs fed as images ([N, H, W(, C)]), not "
                         "flattened rows or cached features (--cache-frozen)")
     x_train = fed.get("train", data.x_train)
@@ -331,7 +334,17 @@ def _feed(ops, x, y, fed, idx, training: bool = False):
     labels = y[idx].astype(ops.labels.dtype.as_numpy_dtype)
     if fed is not None:
         return {ops.feed_point: fed[idx], ops.labels: labels}
-    return {ops.inputs: x[idx], ops.labels: labels, **_switches(ops, len(labels), training)}
+    return {**_input_feed(ops.inputs, x[idx]), ops.labels: labels,
+            **_switches(ops, len(labels), training)}
+
+
+def _input_feed(inputs, x) -> dict:
+    """``{input placeholder: rows}`` for ``inputs`` (a tensor, or a tuple of them for a model
+    with several inputs, whose rows ``x`` are :class:`~ckptsurgery.train.data.Columns` named
+    after the placeholders)."""
+    if isinstance(inputs, tuple):
+        return {t: x.arrays[t.op.name] for t in inputs}
+    return {inputs: x}
 
 
 def _switches(ops, n: int, training: bool) -> dict:
@@ -383,7 +396,8 @@ def cache_features(session, ops: TrainingOps, inputs: dict, *, memory_fraction: 
 
 
 def _feed_point_values(session, ops, x) -> np.ndarray:
-    return session.run(ops.feed_point, {ops.inputs: x, **_switches(ops, len(x), False)})
+    return session.run(ops.feed_point, {**_input_feed(ops.inputs, x),
+                                        **_switches(ops, len(x), False)})
 
 
 def _available_memory() -> int | None:
@@ -400,15 +414,15 @@ def _available_memory() -> int | None:
 
 def _check_data(ops, data) -> None:
     """Fail before training, with the fix, on data or graphs that cannot train."""
-    want = ops.inputs.shape
-    have = data.x_train.shape[1:]
-    if want.rank is not None and (len(have) != want.rank - 1 or any(
-            w is not None and w != h for w, h in zip(want.as_list()[1:], have, strict=True))):
-        raise DataError(
-            f"the data's images are {list(have)} but input '{ops.inputs.name}' takes "
-            f"{want.as_list()[1:]} per row; use data that matches the model (load it with "
-            "ckptsurgery.train.data.load_dataset(..., input_shape=...) to shape it)"
-        )
+    for tensor, rows in _input_feed(ops.inputs, data.x_train).items():
+        want, have = tensor.shape, rows.shape[1:]
+        if want.rank is not None and (len(have) != want.rank - 1 or any(
+                w is not None and w != h for w, h in zip(want.as_list()[1:], have, strict=True))):
+            raise DataError(
+                f"the data's rows are {list(have)} but input '{tensor.name}' takes "
+                f"{want.as_list()[1:]} per row; use data that matches the model (load it with "
+                "ckptsurgery.train.data.load_dataset(..., input_shape=...) to shape it)"
+            )
     classes = ops.logits.shape[-1]
     top = int(max(data.y_train.max(), data.y_valid.max()))
     if classes is not None and top >= classes:
@@ -416,7 +430,8 @@ def _check_data(ops, data) -> None:
             f"labels go up to {top} but output '{ops.logits.name}' has {classes} units; "
             f"make the top layer at least {top + 1} wide (e.g. --dense logits:{top + 1})"
         )
-    fed = {ops.inputs.op.name, ops.labels.op.name} | {t.op.name for t in ops.feeds}
+    inputs = ops.inputs if isinstance(ops.inputs, tuple) else (ops.inputs,)
+    fed = {t.op.name for t in (*inputs, ops.labels, *ops.feeds)}
     if ops.teacher_logits is not None:
         fed.add(ops.teacher_logits.op.name)
     if ops.feed_point is not None:

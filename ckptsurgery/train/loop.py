@@ -126,6 +126,8 @@ def epoch_loop(session, ops, *, batch_size: int, n_rows: int, cached: bool,
     steps_per_iteration = steps_per_iteration or STEPS_PER_ITERATION
     graph = ops.train_op.graph
     into = ops.feed_point if cached else ops.inputs
+    if isinstance(into, tuple):
+        raise LoopUnavailable("the model has several inputs (--cache-frozen makes one: the cut)")
     switches = _switch_values(ops)
     fed = {t.op.name for t in (into, ops.labels, ops.teacher_logits, *switches) if t is not None}
     step_ops = _ancestors(graph, [ops.train_op, ops.loss.op], stop=fed)
