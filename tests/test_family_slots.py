@@ -148,3 +148,15 @@ def test_inspect_says_where_graph_and_names_disagree(tmp_path):
     data = json.loads(run_cli("inspect", prefix, "--json").stdout)
     entry = next(v for v in data["variables"] if v["name"] == "layer/w/Momentum")
     assert entry["role_by_name"] == "slot Momentum (Momentum) of layer/w"
+
+
+def test_diff_weights_only_compares_a_bert_with_its_stripped_copy(tmp_path):
+    slim = strip_checkpoint(BERT, str(tmp_path / "s" / "model.ckpt"), optimizer_slots=True,
+                            progress=False).prefix
+    r = run_cli("diff", BERT, slim, "--json")
+    assert len(json.loads(r.stdout)["removed"]) == 82
+    r = run_cli("diff", BERT, slim, "--weights-only", "--json")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert (data["removed"], data["added"], data["changed"]) == ([], [], [])
+    assert len(data["identical"]) == 41  # the weights, bit for bit; global_step left out
