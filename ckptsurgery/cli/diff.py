@@ -17,6 +17,9 @@ examples:
   # prove that fine-tuning left the frozen layers alone
   ckptsurgery diff base/model.ckpt tuned/model.ckpt --only '^hidden[12]/'
 
+  # a fine-tuned BERT against its stripped copy: every weight bit-identical
+  ckptsurgery diff tuned/model.ckpt slim/model.ckpt --weights-only
+
   ckptsurgery diff a.ckpt b.ckpt --atol 1e-6 --json
 
 'identical' means bit-identical unless --atol is given; 'changed' gives the largest absolute
@@ -36,6 +39,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--atol", type=float, default=0.0, metavar="X",
                    help="largest absolute difference counted as identical (default 0: bitwise)")
     p.add_argument("--only", metavar="REGEX", help="compare only the variables matching REGEX")
+    p.add_argument("--weights-only", action="store_true",
+                   help="leave out optimizer slots (Adam, adam_m, lamb_m...), optimizer state and "
+                        "step counters, in both checkpoints")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return p
 
@@ -58,7 +64,8 @@ def run(args) -> int:
     if args.against is not None:
         return _against(open_checkpoint(args.a), args.against, args.json)
     a, b = open_checkpoint(args.a), open_checkpoint(args.b)
-    result = diff_checkpoints(a, b, atol=args.atol, only=only)
+    result = diff_checkpoints(a, b, atol=args.atol, only=only,
+                              weights_only=args.weights_only)
     print(json.dumps(result.as_dict(), indent=2) if args.json else "\n".join(result.lines()))
     return 0
 

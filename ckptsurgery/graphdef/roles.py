@@ -5,19 +5,23 @@ steps and which holds a moving average, whatever their names.
 Names fail often (an optimizer under a name scope saves ``optimizer/layer/w/RMSProp``, nested
 scopes give ``model/model/cell/kernel/Adam_1``); the ``Apply*`` and ``ResourceApply*`` ops of
 every ``tf.compat.v1.train`` optimizer take the weight first and its slots after it, and
-``AssignMovingAvg`` updates name the average they move. :func:`graph_roles` reads them;
-:func:`~ckptsurgery.graphdef.slots.classify` uses it when a ``.meta`` exists and falls back to
-names for what the graph does not say.
+``AssignMovingAvg`` updates name the average they move. A sparse gradient (an embedding read
+through ``tf.gather``) takes another path: no ``Apply*`` op, but ``Assign``/``Scatter*`` ops under
+the optimizer's ``<optimizer>/update_<weight>/`` name scope write the weight's slots.
+:func:`graph_roles` reads them; :func:`classify` uses it when a ``.meta`` exists and falls back
+to names for what the graph does not say (BERT's ``AdamWeightDecayOptimizer`` updates its
+``adam_m``/``adam_v`` with plain ``assign`` ops that name no weight).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 
 from .metagraph import analysis, frozen, node_index, node_map, nodes_of_type
 from .saver import VARIABLE_OPS, UnsupportedSaverError, saved_variables, trace_variable
-from .slots import VariableRole, classify_by_name
+from .slots import VariableRole, classify_by_name, describe
 
 __all__ = ["graph_roles", "classify"]
 
@@ -30,6 +34,11 @@ _OPTIMIZER_NAMES = {"GradientDescent": "GradientDescent", "Momentum": "Momentum"
                     "ProximalGradientDescent": "ProximalGradientDescent", "AdaMax": "AdaMax",
                     "PowerSign": "PowerSign", "AddSign": "AddSign"}
 _MOVING_AVG_RE = re.compile(r"AssignMovingAvg(?:_\d+)?$")
+# the sparse path of tf.train optimizers: <optimizer scope>/update_<weight's op name>/<write op>
+_UPDATE_RE = re.compile(r"^(?:.*/)?(?P<optimizer>[^/]+)/update_(?P<weight>.+)/[^/]+$")
+_WRITE_OPS = ("Assign", "AssignAdd", "AssignSub", "ScatterAdd", "ScatterSub", "ScatterUpdate",
+              "ResourceScatterAdd", "ResourceScatterSub", "ResourceScatterUpdate",
+              "AssignVariableOp", "AssignAddVariableOp", "AssignSubVariableOp")
 _role = functools.partial(VariableRole, source="graph")
 
 
@@ -80,6 +89,7 @@ def graph_roles(meta) -> dict[str, VariableRole]:
                                             key_of[name].rsplit("/", 1)[-1])
             else:  # shared by several weights: beta1_power, a learning-rate variable...
                 roles[key_of[name]] = _role("optimizer", optimizer)
+    _sparse_slots(meta, nodes, index, key_of, roles)
     for ref in _collection(meta, "global_step"):
         variable = trace_variable(nodes, ref)
         if variable in key_of:
@@ -99,9 +109,30 @@ def graph_roles(meta) -> dict[str, VariableRole]:
     return roles
 
 
+def _sparse_slots(meta, nodes, index, key_of, roles) -> None:
+    """Add to ``roles`` the slots written by the sparse path of ``tf.train`` optimizers
+    (``Adam/update_embed/ScatterAdd`` writes ``embed/Adam``): a variable of the weight's shape,
+    other than the weight, written under its ``update_`` scope."""
+    for i in index.of_type(*_WRITE_OPS):
+        m = _UPDATE_RE.match(index.names[i])
+        node = nodes[index.names[i]]
+        if m is None or not node.input:
+            continue
+        weight, target = m.group("weight"), trace_variable(nodes, node.input[0])
+        if (target is None or target == weight or weight not in key_of
+                or target not in key_of or key_of[target] in roles
+                or _shape(nodes[target]) != _shape(nodes[weight])):
+            continue
+        optimizer = m.group("optimizer")
+        roles[key_of[target]] = _role("slot", _OPTIMIZER_NAMES.get(optimizer, optimizer),
+                                      key_of[weight], key_of[target].rsplit("/", 1)[-1])
+
+
 def classify(names, meta=None) -> dict[str, VariableRole]:
     """The role of every checkpoint key in ``names``: from the graph (``meta``, when there is
-    one) for what its ops show, by name for the rest; each role's ``source`` says which.
+    one) for what its ops show, by name for the rest; each role's ``source`` says which. Where
+    both have an opinion and differ, the graph's role wins and its ``by_name`` says what the
+    name rule made of it (``inspect`` lists these).
 
     Returns:
         ``{key: VariableRole}`` in the order of ``names``.
@@ -111,8 +142,17 @@ def classify(names, meta=None) -> dict[str, VariableRole]:
         return classify_by_name(names)
     with frozen(meta):  # the roles and the saver's keys read the same nodes
         from_graph = graph_roles(meta)
-    by_name = classify_by_name(names, known=from_graph)
-    return {n: from_graph.get(n) or by_name[n] for n in names}
+    by_name = classify_by_name(names)
+    out = {}
+    for n in names:
+        graph, name = from_graph.get(n), by_name[n]
+        if graph is None:
+            out[n] = name
+        elif name.kind != "model" and (name.kind, name.primary) != (graph.kind, graph.primary):
+            out[n] = dataclasses.replace(graph, by_name=describe(name))
+        else:
+            out[n] = graph
+    return out
 
 
 def _keys(meta, index) -> dict[str, str]:

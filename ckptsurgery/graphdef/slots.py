@@ -1,7 +1,9 @@
 """What each saved tensor is for: model weight, optimizer slot, optimizer state or step counter.
 
 A checkpoint saved during training holds more than the model: one or two *slot* variables per
-weight (``hidden1/kernel/Adam``, ``hidden1/kernel/Adam_1``), optimizer *state* that belongs to no
+weight (``hidden1/kernel/Adam``, ``hidden1/kernel/Adam_1``; BERT's ``AdamWeightDecayOptimizer``
+``<w>/adam_m``, ``<w>/adam_v``, ALBERT's LAMB ``<w>/lamb_m``, ``<w>/lamb_v``, Mesh TensorFlow's
+Adafactor ``<w>_slot_vr``, ``<w>_slot_vc``, ``<w>_slot_v``), optimizer *state* that belongs to no
 weight (``beta1_power``, TF2's ``optimizer/iter``) and *step counters* (``global_step``, TF2's
 ``save_counter``). ``strip --optimizer-slots`` drops the first two kinds; conversions leave out all
 three unless asked. Recognition is by name (TensorFlow names slots after the optimizer), and a
@@ -17,9 +19,11 @@ from dataclasses import dataclass
 
 __all__ = [
     "SLOT_NAMES",
+    "SUFFIX_SLOT_NAMES",
     "TRAINING_STATE",
     "VariableRole",
     "classify_by_name",
+    "describe",
     "clean_name",
 ]
 
@@ -36,14 +40,22 @@ SLOT_NAMES = {
     "AdaMax": "AdaMax", "AdaMax_1": "AdaMax",
     "Nadam": "Nadam", "Nadam_1": "Nadam",
     "LazyAdam": "LazyAdam", "LazyAdam_1": "LazyAdam",
+    # optimizers written outside tf.train, which name their moments themselves
+    "adam_m": "AdamWeightDecay", "adam_v": "AdamWeightDecay",  # BERT, ELECTRA
+    "lamb_m": "LAMB", "lamb_v": "LAMB",  # ALBERT
 }
+
+#: Slots appended to the weight's own name (``w_slot_vr``), and the optimizer each belongs to.
+SUFFIX_SLOT_NAMES = {"_slot_vr": "Adafactor", "_slot_vc": "Adafactor", "_slot_v": "Adafactor"}
 
 #: Kinds that are training state, dropped by ``strip --optimizer-slots``.
 TRAINING_STATE = ("slot", "optimizer")
 
 _TF2_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 # A second optimizer in one graph suffixes its slots again: Adam_2, Adam_3, Momentum_1 ...
-_SLOT_RE = re.compile(r"^(?P<primary>.+?)(?:/t_\d+)?/(?P<slot>(?P<base>[A-Za-z]+?)(?:_\d+)?)$")
+_SLOT_RE = re.compile(
+    r"^(?P<primary>.+?)(?:/t_\d+)?/(?P<slot>(?P<base>[A-Za-z]+?|adam_[mv]|lamb_[mv])(?:_\d+)?)$")
+_SUFFIX_SLOT_RE = re.compile(r"^(?P<primary>.+?)(?P<slot>_slot_v[rc]?)$")
 _TF2_SLOT_RE = re.compile(
     r"^(?P<primary>.+)/\.OPTIMIZER_SLOT/(?P<opt>.+)/(?P<slot>[^/]+)" + re.escape(_TF2_SUFFIX) + "$"
 )
@@ -64,7 +76,8 @@ class VariableRole:
     (``global_step``, ``save_counter``), ``"ema"`` (an ``ExponentialMovingAverage`` shadow;
     ``primary`` is the averaged weight) or ``"bookkeeping"`` (TF2's object graph entry).
     ``optimizer`` names the optimizer where it is known; ``source`` is ``"name"`` or
-    ``"graph"`` (read from the ops, :mod:`ckptsurgery.graphdef.roles`).
+    ``"graph"`` (read from the ops, :mod:`ckptsurgery.graphdef.roles`); ``by_name`` is what
+    the name rule said where it disagrees with the graph.
     """
 
     kind: str
@@ -72,6 +85,18 @@ class VariableRole:
     primary: str | None = None
     slot: str | None = None
     source: str = "name"
+    by_name: str | None = None
+
+
+def describe(role: VariableRole) -> str:
+    """A role in words: ``slot adam_m (AdamWeightDecay) of bert/pooler/dense/kernel``."""
+    if role.kind == "slot":
+        return f"slot {role.slot} ({role.optimizer}) of {role.primary}"
+    if role.kind == "optimizer":
+        return f"optimizer state ({role.optimizer})" if role.optimizer else "optimizer state"
+    if role.kind == "ema":
+        return f"moving average of {role.primary}" if role.primary else "moving average"
+    return role.kind
 
 
 def clean_name(key: str) -> str:
@@ -131,4 +156,8 @@ def _classify_one(name: str, present: set[str], optimizer_paths: set[str]) -> Va
         optimizer = SLOT_NAMES.get(slot) or SLOT_NAMES.get(m.group("base"))
         if optimizer is not None:
             return VariableRole("slot", optimizer, m.group("primary"), slot)
+    m = _SUFFIX_SLOT_RE.match(name)
+    if m and m.group("primary") in present:
+        return VariableRole("slot", SUFFIX_SLOT_NAMES[m.group("slot")], m.group("primary"),
+                            m.group("slot").lstrip("_"))
     return VariableRole("model")

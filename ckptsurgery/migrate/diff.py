@@ -62,16 +62,28 @@ class CheckpointDiff:
         return out
 
 
-def diff_checkpoints(a, b, *, atol: float = 0.0, only=None) -> CheckpointDiff:
+def diff_checkpoints(a, b, *, atol: float = 0.0, only=None,
+                     weights_only: bool = False) -> CheckpointDiff:
     """Compare checkpoints ``a`` and ``b`` (opened :class:`~ckptsurgery.formats.checkpoint.Checkpoint`s).
 
     Args:
         atol: largest absolute difference still counted as identical (0: bit-identical).
         only: optional predicate on variable names restricting the comparison.
+        weights_only: leave out optimizer slots, optimizer state and step counters (each
+            checkpoint's roles, :func:`~ckptsurgery.graphdef.roles.classify`): a fine-tuned
+            checkpoint against its stripped copy is then all identical.
     """
+    from ..graphdef.roles import classify
+    from ..graphdef.slots import TRAINING_STATE
+
     va, vb = a.variables, b.variables
     names_a = {n for n in va if only is None or only(n)}
     names_b = {n for n in vb if only is None or only(n)}
+    if weights_only:
+        training = {"step", *TRAINING_STATE}
+        for ckpt, names in ((a, names_a), (b, names_b)):
+            roles = classify(list(ckpt.variables), ckpt.meta_graph)
+            names -= {n for n in names if roles[n].kind in training}
     result = CheckpointDiff(a=a.prefix, b=b.prefix, atol=atol, added=sorted(names_b - names_a),
                             removed=sorted(names_a - names_b))
     for name in sorted(names_a & names_b):

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from ..graphdef.metagraph import frozen, node_index, node_map, op_name, owner_of, shape_text
 from ..graphdef.roles import classify
 from ..graphdef.saver import VARIABLE_OPS
-from ..graphdef.slots import VariableRole
+from ..graphdef.slots import VariableRole, describe
 from ..graphdef.walk import reachable
 
 __all__ = ["MetaSummary", "Inspection", "inspect_checkpoint", "import_check"]
@@ -102,6 +102,12 @@ class Inspection:
         out.append("roles        " + ("read from the graph's ops for "
                                       f"{sources['graph']}, by name for {sources['name']}"
                                       if sources["graph"] else "by name (no .meta, or it shows none)"))
+        disagree = [v for v in self.variables if v.get("role_by_name")]
+        if disagree:
+            out.append(f"disagree     the graph and the names give {len(disagree)} variable(s) "
+                       "different roles (the graph's is used):")
+            out += [f"               {v['name']}: graph says {v['role']}; name says "
+                    f"{v['role_by_name']}" for v in disagree]
         gs = self.global_step
         out.append(f"global_step  {gs['name']} = {gs['value']} ({gs['dtype']})" if gs
                    else "global_step  none")
@@ -161,8 +167,9 @@ def _inspect(ckpt, check_import: bool, model: str | None = None) -> Inspection:
             continue
         info = infos[name]
         variables.append({"name": name, "shape": list(info.shape), "dtype": info.dtype,
-                          "bytes": info.nbytes, "role": _role_text(roles[name]),
-                          "role_source": roles[name].source})
+                          "bytes": info.nbytes, "role": describe(roles[name]),
+                          "role_source": roles[name].source}
+                         | ({"role_by_name": roles[name].by_name} if roles[name].by_name else {}))
     files = [{"path": p, "bytes": os.path.getsize(p)} for p in ckpt.files.paths]
     result = Inspection(
         prefix=ckpt.prefix, format=ckpt.files.format, shards=len(ckpt.files.data), files=files,
@@ -245,16 +252,6 @@ def import_check(meta, summary: MetaSummary | None = None) -> tuple[bool, str | 
                 "rename, strip and cast drop such entries, so their .meta imports")
         return False, error, f"TensorFlow {tf.__version__} rejects the graph ({written})"
     return True, None, None
-
-
-def _role_text(role: VariableRole) -> str:
-    if role.kind == "slot":
-        return f"slot {role.slot} ({role.optimizer}) of {role.primary}"
-    if role.kind == "optimizer":
-        return f"optimizer state ({role.optimizer})" if role.optimizer else "optimizer state"
-    if role.kind == "ema":
-        return f"moving average of {role.primary}" if role.primary else "moving average"
-    return role.kind
 
 
 def _totals(variables: list[dict], roles: dict[str, VariableRole]) -> dict:
