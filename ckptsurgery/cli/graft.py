@@ -121,9 +121,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="with --strategy fine-tune-all: the reused layers' learning rate "
                         "(default a tenth of --lr)")
     t.add_argument("--seed", type=int, default=42)
-    t.add_argument("--valid-size", type=int, default=5000,
+    t.add_argument("--valid-size", type=int, metavar="N",
                    help="validation rows taken from the front of the training set (at random, "
-                        "by --seed, for a class folder) (default 5000)")
+                        "by --seed, for a class folder) (default 5000, or a fifth of a training "
+                        "set under 10,000 rows)")
     t.add_argument("--classes", metavar="LIST",
                    help="keep only these labels, remapped to 0..k-1 (5-9, or 0,2,4)")
     t.add_argument("--augment", metavar="LIST",

@@ -178,7 +178,7 @@ class Plan:
 
         return (f"trained {len(self.trained)} variables ({params(self.trained)} parameters), "
                 f"frozen {len(self.frozen)} ({params(self.frozen)}); reused {len(self.reused)}, "
-                f"new {len(self.new)}; pruned {len(self.pruned)} variables, {self.pruned_ops} ops"
+                f"new {len(self.new)}; pruned {len(self.pruned)} variables, {self.pruned_ops:,} ops"
                 + (f" ({', '.join(self.pruned[:8])}{' ...' if len(self.pruned) > 8 else ''})"
                    if self.pruned else ""))
 

@@ -32,7 +32,7 @@ class GraftJob:
     out: str | None  # None: train and report, write no checkpoint (comparisons of settings)
     data: str | None = None
     train: TrainConfig = field(default_factory=TrainConfig)
-    valid_size: int = 5000
+    valid_size: int | None = None  # None: 5,000 rows, or a fifth of a set under 10,000 rows
     classes: list[int] | None = None  # keep only these labels, remapped to 0..k-1
     per_class: int | None = None  # keep this many training images per class
     logdir: str | None = None  # TensorBoard events: the grafted graph, loss and accuracy
@@ -207,7 +207,10 @@ def _load(job: GraftJob, inputs, labels):
                                input_name=inputs.name)
     if job.classes:
         dataset = select_classes(dataset, job.classes)
-    data = split(dataset, job.valid_size, shuffle=dataset.ordered_by_class, seed=job.train.seed,
+    rows = len(dataset.y_train)
+    valid = job.valid_size if job.valid_size is not None else (
+        5000 if rows >= 10_000 else max(1, rows // 5))
+    data = split(dataset, valid, shuffle=dataset.ordered_by_class, seed=job.train.seed,
                  per_class=job.per_class)
     return data, {
         "source": dataset.source, "train_rows": len(data.y_train),
