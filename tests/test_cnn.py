@@ -253,7 +253,7 @@ def test_a_feature_map_without_pool_names_the_option():
 def test_an_unfed_placeholder_is_listed_with_the_feed_to_write():
     r = _graft(FIXTURE_RNN, "--at", "rnn/while/Exit_3", "--inputs", "x", "--dense", "a:5",
                "--dry-run")
-    assert_clean_error(r.returncode, r.stderr, 2, "init_state (float32 [?, 32])",
+    assert_clean_error(r.returncode, r.stderr, 2, "init_state (float32 [?, 32], read by",
                        "--feed init_state=zeros")
 
 

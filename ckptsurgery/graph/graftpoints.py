@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..errors import CkptSurgeryError
-from ..graphdef.feeds import resolve_feeds
+from ..graphdef.feeds import default_feed, resolve_feeds, suggest_value
 from ..graphdef.metagraph import (
     analysis,
     node_map,
@@ -177,9 +177,8 @@ def _flags(meta, kinds, nodes, name: str, shape: list, collections: set[str]) ->
     for p in needed:
         try:
             resolve_feeds(meta, [p], {})
-        except CkptSurgeryError:
-            feeds[p] = "false" if kinds[p] == "bool" else (
-                "zeros" if placeholder_shape(meta, p) else "1.0")
+        except CkptSurgeryError:  # no default: an example that keeps the model meaningful
+            feeds[p] = suggest_value(p, kinds[p], placeholder_shape(meta, p)) or "VALUE"
     for p in inputs[1:]:
         feeds.setdefault(p, "zeros")
     for p, value in sorted(feeds.items()):
@@ -202,7 +201,10 @@ def _in_loop(name: str) -> bool:
 
 
 def _input_like(meta, name: str, dtype: str) -> bool:
-    return dtype.startswith(("float", "bfloat")) and placeholder_shape(meta, name) != ()
+    """A float placeholder that is not a scalar nor a switch with a default (a keep
+    probability declared without a shape is not an input)."""
+    return dtype.startswith(("float", "bfloat")) and placeholder_shape(meta, name) != () \
+        and default_feed(meta, name) is None
 
 
 def _label_placeholders(meta, losses) -> list[str]:

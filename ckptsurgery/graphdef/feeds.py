@@ -16,13 +16,16 @@ from dataclasses import dataclass
 
 from ..errors import SelectionError, UserError, nearest
 from .metagraph import free_name, node_map, op_name, placeholder_shape, placeholders, shape_text
+from .walk import consumers
 
-__all__ = ["Feed", "parse_feed", "resolve_feeds", "is_training_switch", "with_defaults",
+__all__ = ["Feed", "parse_feed", "resolve_feeds", "default_feed", "is_training_switch",
+           "suggest_value", "with_defaults",
            "feed_array"]
 
 _TRAINING_RE = re.compile(r"(?:^|[/_])(?:is_?)?train(?:ing)?(?:_?(?:mode|phase|flag))?$|"
                           r"(?:^|[/_])phase_?train$|(?:^|[/_])train_?mode$", re.I)
 _KEEP_PROB_RE = re.compile(r"keep_?prob", re.I)
+_DROPOUT_RE = re.compile(r"(?:^|/)[Dd]ropout(?:_\d+)?/")
 _TRUE, _FALSE = ("true", "yes", "1"), ("false", "no", "0")
 
 
@@ -88,18 +91,58 @@ def resolve_feeds(meta, needed: list[str], given: dict[str, str]) -> dict[str, F
         if name in given:
             feeds[name] = Feed(name, dtype, shape, _parse_value(name, dtype, shape, given[name]),
                                "--feed")
-        elif is_training_switch(name, dtype) and shape in ((), None):
-            feeds[name] = Feed(name, dtype, (), False, "default: a training switch")
-        elif dtype.startswith("float") and shape in ((), None) and _KEEP_PROB_RE.search(name):
-            feeds[name] = Feed(name, dtype, (), 1.0, "default: a keep probability")
+        elif (default := default_feed(meta, name)) is not None:
+            feeds[name] = default
         else:
             unfed.append((name, dtype, shape))
     if unfed:
-        listed = ", ".join(f"{n} ({d} {shape_text(s)})" for n, d, s in unfed)
-        hints = " ".join(f"--feed {n}={_suggest(d, s)}" for n, d, s in unfed)
-        raise UserError(f"the graph needs placeholder(s) {listed} fed besides the inputs and "
-                        f"labels; give their values, e.g. {hints}")
+        readers = consumers(meta)
+        listed = "; ".join(
+            f"{n} ({d} {shape_text(s)}, read by {', '.join(readers.get(n, ['nothing'])[:2])})"
+            + (f", e.g. --feed {n}={hint}" if (hint := suggest_value(n, d, s)) else "")
+            for n, d, s in unfed)
+        raise UserError(f"the graph needs placeholder(s) fed besides the inputs and labels: "
+                        f"{listed}; give each a value that keeps the model meaningful with "
+                        "--feed NAME=VALUE")
     return feeds
+
+
+def default_feed(meta, name: str) -> Feed | None:
+    """The value of placeholder ``name`` when its name or its readers give its meaning away,
+    the same in ``inspect`` and ``graft``: a ``bool`` training switch or the predicate of a
+    ``cond`` is false; a float scalar that a dropout reads is a keep probability (1.0) or,
+    read by ``1 - rate`` or compared with the random draw, a rate (0.0). None when nothing
+    says (a placeholder with a shape is data: an input, a mask, a state)."""
+    dtype, shape = placeholders(meta)[name], placeholder_shape(meta, name)
+    found = _default(meta, name, dtype, shape)
+    return None if found is None else Feed(name, dtype, (), *found)
+
+
+def _default(meta, name: str, dtype: str, shape) -> tuple | None:
+    if shape not in ((), None):
+        return None
+    if dtype == "bool":
+        if is_training_switch(name, dtype):
+            return False, "default: a training switch"
+        nodes = node_map(meta)
+        if any(nodes[r].op in ("Switch", "RefSwitch", "Select", "SelectV2", "If", "StatelessIf")
+               for r in consumers(meta).get(name, ())):
+            return False, "default: it selects a branch (training mode off)"
+        return None
+    if not dtype.startswith(("float", "bfloat")):
+        return None
+    if _KEEP_PROB_RE.search(name):
+        return 1.0, "default: a keep probability"
+    nodes = node_map(meta)
+    for reader in consumers(meta).get(name, ()):
+        if not _DROPOUT_RE.search(reader):
+            continue
+        node = nodes[reader]
+        data = [op_name(i) for i in node.input if not i.startswith("^")]
+        if node.op in ("GreaterEqual", "Less") or (node.op == "Sub" and data[1:] == [name]):
+            return 0.0, f"default: a dropout rate (read by {reader})"
+        return 1.0, f"default: a keep probability (read by {reader})"
+    return None
 
 
 def feed_array(feed: Feed, batch: int):
@@ -202,12 +245,15 @@ def _parse_value(name: str, dtype: str, shape, text: str):
     return number
 
 
-def _suggest(dtype: str, shape) -> str:
+def suggest_value(name: str, dtype: str, shape) -> str | None:
+    """An example value that keeps the model meaningful, or None when there is none to guess:
+    zeros for a batch of states (an RNN's initial state), never for a mask (which would hide
+    every token) nor for a scalar (a keep probability of 0, a learning rate of 0)."""
     if dtype == "bool":
         return "false"
-    if shape:
+    if shape and None in shape[:1] and "mask" not in name.lower():
         return "zeros"
-    return "0"
+    return None
 
 
 def _retarget(ref: str, renames: dict[str, str], inputs: str) -> str:

@@ -11,6 +11,7 @@ import warnings
 
 from ..errors import CkptSurgeryWarning, NotFoundError, SelectionError, nearest
 from ..formats.metafile import VARIABLE_COLLECTIONS
+from .feeds import default_feed
 from .metagraph import node_map, op_name, placeholder_shape, placeholders
 
 __all__ = [
@@ -60,7 +61,9 @@ def find_placeholder(meta, ref: str | None, collection: str, kind: str,
     Order: ``ref`` if given; else the single-tensor collection ``collection``; else the only
     placeholder of that kind (within ``among`` op names when given, never one in ``exclude``).
     A scalar is never the input (it is a ``keep_prob`` or a learning rate), nor a ``bool``
-    placeholder either kind. Returns None when the graph has no such placeholder.
+    placeholder either kind, nor one whose readers make it a switch
+    (:func:`~ckptsurgery.graphdef.feeds.default_feed`: a keep probability declared without a
+    shape). Returns None when the graph has no such placeholder.
 
     Raises:
         SelectionError: several placeholders fit; the message lists them and the option to use.
@@ -73,6 +76,7 @@ def find_placeholder(meta, ref: str | None, collection: str, kind: str,
         name for name, dtype in placeholders(meta).items()
         if (among is None or name in among) and name not in exclude
         and (dtype.startswith(("float", "bfloat")) and placeholder_shape(meta, name) != ()
+             and default_feed(meta, name) is None
              if kind == "float" else dtype.startswith(("int", "uint")))
     )
     if len(fits) > 1:
