@@ -20,7 +20,7 @@ import warnings
 
 #: Subcommand modules, in the order ``--help`` lists them.
 COMMANDS = ("graft", "advise", "demo", "verify", "audit", "inspect", "diff", "rename", "strip", "cast",
-            "convert", "ema", "salvage", "graph")
+            "convert", "export", "ema", "salvage", "graph")
 
 PROG = "ckptsurgery"
 

@@ -22,8 +22,8 @@ from collections.abc import Callable, Iterable, Iterator
 from ..errors import OutputError
 from .checkpoint import strip_suffix
 
-__all__ = ["check_output_prefix", "check_output_file", "staged_files", "atomic_file",
-           "write_error"]
+__all__ = ["check_output_prefix", "check_output_file", "check_output_path", "staged_files",
+           "staged_path", "atomic_file", "write_error"]
 
 # Why a write fails, as the OS (errno) or TensorFlow (message text) says it, and the fix.
 _WRITE_FAILURES = (
@@ -114,6 +114,60 @@ def check_output_file(path: str, *, inputs: Iterable[str] = (), force: bool = Fa
     except OSError as e:
         raise OutputError(f"cannot create output folder '{folder}': {e.strerror}") from e
     return path
+
+
+def check_output_path(path: str, *, inputs: Iterable[str] = (), force: bool = False) -> str:
+    """Like :func:`check_output_file`, for an output that is a file or a folder (a
+    SavedModel): an existing one of either kind is replaced only with ``force``."""
+    path = os.path.normpath(os.path.expanduser(path))
+    for source in inputs:
+        real = os.path.realpath(source)
+        if os.path.realpath(path) == real or real.startswith(os.path.realpath(path) + os.sep):
+            raise OutputError(f"output '{path}' is or holds the input '{source}'; choose "
+                              "another output path")
+    if os.path.lexists(path) and not force:
+        raise OutputError(f"output '{path}' exists; pass --force to replace it")
+    folder = os.path.dirname(path) or "."
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create output folder '{folder}': {e.strerror}") from e
+    return path
+
+
+@contextlib.contextmanager
+def staged_path(path: str, *, check: Callable[[str], None]) -> Iterator[str]:
+    """Yield a temporary path beside ``path`` to write a file or a folder at; run ``check`` on
+    it, then rename it into place (an existing output, checked by :func:`check_output_path`,
+    is replaced). Nothing is left behind when writing or checking fails."""
+    folder = os.path.dirname(path) or "."
+    base = os.path.basename(path)
+    try:
+        _remove_abandoned(folder, base)
+        tmpdir = tempfile.mkdtemp(prefix=_temp_prefix(base), dir=folder)
+    except OSError as e:
+        raise write_error(path, e) from e
+    try:
+        tmp = os.path.join(tmpdir, base)
+        yield tmp
+        check(tmp)
+        for root, _, files in os.walk(tmp) if os.path.isdir(tmp) else ():
+            for name in files:
+                _fsync(os.path.join(root, name))
+        if os.path.isfile(tmp):
+            _fsync(tmp)
+        if os.path.isdir(path) and not os.path.islink(path):
+            old = tempfile.mkdtemp(prefix=_temp_prefix(base), dir=folder)
+            os.replace(path, os.path.join(old, base))
+        os.replace(tmp, path)
+        _fsync_dir(folder)
+    except OSError as e:
+        raise write_error(path, e) from e
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+        for entry in os.listdir(folder):
+            if entry.startswith(_temp_prefix(base)):
+                shutil.rmtree(os.path.join(folder, entry), ignore_errors=True)
 
 
 @contextlib.contextmanager

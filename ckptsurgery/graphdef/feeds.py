@@ -19,8 +19,7 @@ from .metagraph import free_name, node_map, op_name, placeholder_shape, placehol
 from .walk import consumers
 
 __all__ = ["Feed", "parse_feed", "resolve_feeds", "default_feed", "is_training_switch",
-           "suggest_value", "with_defaults",
-           "feed_array"]
+           "suggest_value", "with_defaults", "baked_in", "feed_array"]
 
 _TRAINING_RE = re.compile(r"(?:^|[/_])(?:is_?)?train(?:ing)?(?:_?(?:mode|phase|flag))?$|"
                           r"(?:^|[/_])phase_?train$|(?:^|[/_])train_?mode$", re.I)
@@ -209,6 +208,24 @@ def with_defaults(meta, feeds: dict[str, Feed], inputs: str):
             holder.attr["shape"].shape.dim.add().size = -1 if d is None else d
         defaults[name] = f"{prefix}:0"
     return new, defaults
+
+
+def baked_in(meta, feeds: dict[str, Feed], inputs: str):
+    """A copy of ``meta`` in which the readers of each fed placeholder read its value instead
+    (:func:`with_defaults`'s default tensor): what an export does, so that nothing is left to
+    feed and converters see no placeholder (TFLite cannot lower a ``PlaceholderWithDefault``
+    whose default has a dynamic shape). The placeholders stay, with no reader."""
+    new, defaults = with_defaults(meta, feeds, inputs)
+    targets = {}
+    for name, tensor in defaults.items():
+        targets[name] = targets[f"{name}:0"] = tensor
+    for node in new.graph_def.node:
+        if node.name in defaults:
+            continue
+        for i, ref in enumerate(node.input):
+            if ref in targets:
+                node.input[i] = targets[ref]
+    return new
 
 
 def _zeros_shape(feed: Feed, batch: int | None) -> list:
