@@ -46,6 +46,7 @@ or an op name (dnn/hidden3/Relu). REGEX scopes match like get_collection(key, sc
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
+    from ..graft.build import DROPOUT_MODES
     from ..graph.layers import POOLS
     from ..train.optimizers import OPTIMIZERS
 
@@ -105,6 +106,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
     m.add_argument("--keep-placeholders", action="store_true",
                    help="keep fed placeholders as placeholders in the output (default: they "
                         "become placeholder_with_default of their value)")
+    m.add_argument("--dropout", choices=DROPOUT_MODES, default="train",
+                   help="the reused graph's dropout: train (default) keeps it in training steps "
+                        "above the cut, off when evaluating, in the export and below the cut; "
+                        "off bypasses it everywhere; keep leaves it as the graph has it (on in "
+                        "the export too)")
     m.add_argument("--bn-train", action="store_true",
                    help="batch-norm layers that train use batch statistics and update their "
                         "moving averages (default: inference mode, statistics kept)")
@@ -183,7 +189,7 @@ def run(args) -> int:
             output_collection=args.output_collection, seed=args.seed, pool=args.pool,
             feeds=dict(parse_feed(f) for f in args.feed),
             keep_placeholders=args.keep_placeholders, bn_train=args.bn_train,
-            strategy=args.strategy, lr_reused=args.lr_reused,
+            strategy=args.strategy, lr_reused=args.lr_reused, dropout=args.dropout,
         ),
         out=args.out, data=args.data,
         train=TrainConfig(optimizer=args.optimizer, lr=args.lr, epochs=args.epochs,

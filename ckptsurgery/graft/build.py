@@ -22,7 +22,7 @@ from ..graphdef.select import find_inputs, find_placeholder, resolve_tensor, sel
 from ..graphdef.walk import reachable
 from .strategies import apply_strategy
 
-__all__ = ["GraftSpec", "VariableRow", "Plan", "Grafted", "build", "graft_picture"]
+__all__ = ["DROPOUT_MODES", "GraftSpec", "VariableRow", "Plan", "Grafted", "build", "graft_picture"]
 
 
 @dataclass
@@ -58,6 +58,10 @@ class GraftSpec:
             ``train_scope``.
         lr_reused: with ``fine-tune-all``, the learning rate of the reused layers (None: a
             tenth of the training's).
+        dropout: what becomes of the dropout in the reused graph (:data:`DROPOUT_MODES`):
+            ``train`` (default) keeps it in training steps above the cut and bypasses it when
+            evaluating, in the export and below the cut; ``off`` bypasses it everywhere;
+            ``keep`` leaves the graph's dropout as it is (on everywhere, the export too).
     """
 
     at: str
@@ -75,6 +79,7 @@ class GraftSpec:
     feeds: dict[str, str] = field(default_factory=dict)
     keep_placeholders: bool = False
     bn_train: bool = False
+    dropout: str = "train"
     strategy: str | None = None
     lr_reused: float | None = None
 
@@ -120,6 +125,7 @@ class Plan:
     batch_norm: list[tuple[str, str]] = field(default_factory=list)
     strategy: str | None = None
     strategy_layers: dict[str, list[str]] = field(default_factory=dict)
+    dropout: list[tuple[str, str]] = field(default_factory=list)
 
     def __str__(self) -> str:
         return "\n".join(self.lines())
@@ -139,6 +145,8 @@ class Plan:
             how = ("exported as placeholder defaults: users of the output feed nothing"
                    if self.feeds_as_defaults else "kept as placeholders (--keep-placeholders)")
             lines.append(f"feeds:   {', '.join(str(f) for f in self.feeds)}; {how}")
+        for scope, mode in self.dropout:
+            lines.append(f"dropout {scope}: {mode}")
         for scope, mode in self.batch_norm:
             lines.append(f"batch norm {scope}: {mode}")
         if self.strategy:
@@ -197,6 +205,7 @@ class Plan:
             "feeds": [{"name": f.name, "value": f.value, "origin": f.origin} for f in self.feeds],
             "feeds_as_defaults": self.feeds_as_defaults,
             "batch_norm": [{"scope": s, "mode": m} for s, m in self.batch_norm],
+            "dropout": [{"scope": s, "mode": m} for s, m in self.dropout],
             "strategy": self.strategy, "strategy_layers": self.strategy_layers,
         }
 
@@ -294,6 +303,9 @@ def build(checkpoint, spec: GraftSpec, *, require_labels: bool = True) -> Grafte
             keep += [u for layer in norms for u in layer.update_ops]
         meta, info = prune(meta, keep)
         removed_ops, removed_vars = len(info.removed_ops), info.removed_variables
+    meta, dropout_modes, dropout_switch, replaced = _dropout(
+        source_meta, meta, spec.dropout, below_at, cut_at, feeds)
+    at = replaced.get(at, at)
     removed_stops: dict[str, str] = {}
     if spec.uncut:
         meta, removed_stops = uncut(meta)
@@ -379,6 +391,8 @@ def build(checkpoint, spec: GraftSpec, *, require_labels: bool = True) -> Grafte
     train_feeds = {}
     if update_ops:  # their layers train in training mode: the switch is on in training steps
         train_feeds = {graph.get_tensor_by_name(f"{n}:0"): True for n in switches}
+    if dropout_switch:
+        train_feeds[graph.get_tensor_by_name(dropout_switch)] = True
 
     def rows(vs):
         return [VariableRow(v.op.name, tuple(v.shape.as_list())) for v in vs]
@@ -395,6 +409,7 @@ def build(checkpoint, spec: GraftSpec, *, require_labels: bool = True) -> Grafte
         at_shape=at_shape, pool=spec.pool, pooled_shape=pooled_shape,
         feeds=list(feeds.values()), feeds_as_defaults=not spec.keep_placeholders,
         batch_norm=modes, strategy=spec.strategy, strategy_layers=strategy_layers,
+        dropout=dropout_modes,
     )
     slow_scopes = tuple(f"{layer}/" for layer in strategy_layers.get("slower", []))
     return Grafted(
@@ -403,11 +418,68 @@ def build(checkpoint, spec: GraftSpec, *, require_labels: bool = True) -> Grafte
         else tuple(graph.get_tensor_by_name(t) for t in input_list),
         labels=graph.get_tensor_by_name(labels) if labels else None,
         output=out, restore_vars=restore_vars, train_vars=train_vars, feed_point=feed_point,
-        feeds={graph.get_tensor_by_name(f"{n}:0"): f for n, f in feeds.items()},
+        feeds={graph.get_tensor_by_name(f"{n}:0"): f for n, f in feeds.items()}
+        | ({graph.get_tensor_by_name(dropout_switch): Feed(
+            op_name(dropout_switch), "bool", (), False, "dropout: on in training steps only")}
+           if dropout_switch else {}),
         train_feeds=train_feeds, update_ops=update_ops,
         slower=[v for v in train_vars if v.op.name in imported
                 and v.op.name.startswith(slow_scopes)] if slow_scopes else [],
     )
+
+
+#: What ``--dropout`` takes (see :class:`GraftSpec`).
+DROPOUT_MODES = ("train", "off", "keep")
+
+
+def _dropout(source_meta, meta, mode: str, below_at: set[str], cut_at: str | None,
+             feeds: dict):
+    """``meta`` (the pruned graph) with the dropout below ``--at`` as ``mode`` says, what
+    became of each site (for the plan), the switch that turns the trained ones on (None if
+    none), and ``{site output: its replacement}`` (for an ``--at`` that is one). Sites are
+    found in ``source_meta``, where every reader of their output still is.
+
+    Sites inside a loop or a ``cond`` are left to the graph (a layer's dropout behind its own
+    training switch is already off unless that switch is fed true), and so are those whose
+    keep probability is a placeholder the graft feeds (its value decides)."""
+    from ..graphdef.dropout import dropout_sites, switched_dropout, without_dropout
+    from ..graphdef.walk import ancestors
+
+    if mode not in DROPOUT_MODES:
+        raise UserError(f"--dropout {mode}: use {', '.join(DROPOUT_MODES)}")
+    from ..graphdef.metagraph import node_map
+
+    nodes = node_map(meta)
+    sites, modes = [], []
+    for site in dropout_sites(source_meta):
+        if op_name(site.output) not in below_at or op_name(site.output) not in nodes:
+            continue
+        own = [n for n in nodes if n.startswith(site.scope + "/")]
+        masked = op_name(site.input)
+        rate = reachable(own, lambda n: [op_name(i) for i in nodes[n].input],
+                         enter=lambda n, x=masked: n in nodes and n != x)
+        fed = next((p for p in feeds if p in rate), None)
+        if fed is not None:
+            feed = feeds[fed]
+            modes.append((site.scope, f"as {feed.name}={str(feed.value).lower()} makes it"))
+        elif "/while/" not in site.scope + "/" and "/cond" not in site.scope:
+            sites.append(site)
+    if not sites or mode == "keep":
+        return meta, modes + [(s.scope, "kept as the graph has it (--dropout keep): on "
+                                        "everywhere, the export included") for s in sites], \
+            None, {}
+    frozen = ancestors(meta, [cut_at]) if cut_at else set()
+    off = [s for s in sites if mode == "off" or op_name(s.output) in frozen]
+    on = [s for s in sites if s not in off]
+    meta = without_dropout(meta, off) if off else meta
+    switch, replaced = None, {s.output: s.input for s in off}
+    if on:
+        meta, switch, more = switched_dropout(meta, on)
+        replaced.update(more)
+    modes += [(s.scope, "on in training steps, off when evaluating and in the export")
+              if s in on else (s.scope, "off (below the cut)" if mode == "train"
+                               else "off (--dropout off)") for s in sites]
+    return meta, modes, switch, replaced
 
 
 def _switched_by(meta, norms, switches: list[str]) -> dict[str, set[str]]:

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 
 from .metagraph import node_map, op_name
 
-__all__ = ["DropoutSite", "dropout_sites", "without_dropout"]
+__all__ = ["DropoutSite", "dropout_sites", "without_dropout", "switched_dropout"]
 
+_DT_FLOAT, _DT_BOOL = 1, 10
 _SCOPE_RE = re.compile(r"^(.*?(?:^|/)[Dd]ropout(?:_\d+)?)/")
 
 
@@ -86,3 +87,50 @@ def _masked_input(inside, names: set[str], nodes) -> str | None:
                 ref = node.input[0]
                 return ref if ":" in ref else ref + ":0"
     return None
+
+
+def switched_dropout(meta, sites: list[DropoutSite], switch: str = "dropout_training"):
+    """A copy of ``meta`` in which every reader of a site's output reads
+    ``SelectV2(switch, output, input)``: the dropout where the ``bool`` placeholder ``switch``
+    (a ``PlaceholderWithDefault`` of false, added) is fed true, its input unchanged otherwise.
+    What a graft does with dropout that trains: on in training steps (which feed the switch
+    true), off when evaluating and in the export, which feeds nothing.
+
+    Returns:
+        ``(new_meta, the switch's tensor name, {site output: the tensor that replaces it}``).
+    """
+    from .metagraph import free_name
+
+    new = type(meta)()
+    new.CopyFrom(meta)
+    nodes = node_map(new)
+    taken = set(nodes)
+    switch = free_name(switch, taken)
+    taken.add(switch)
+    default = new.graph_def.node.add(name=free_name(f"{switch}/default", taken), op="Const")
+    default.attr["dtype"].type = _DT_BOOL
+    default.attr["value"].tensor.dtype = _DT_BOOL
+    default.attr["value"].tensor.bool_val.append(False)
+    default.attr["value"].tensor.tensor_shape.SetInParent()
+    holder = new.graph_def.node.add(name=switch, op="PlaceholderWithDefault",
+                                    input=[default.name])
+    holder.attr["dtype"].type = _DT_BOOL
+    holder.attr["shape"].shape.SetInParent()
+    targets, replaced = {}, {}
+    for site in sites:
+        producer = nodes[op_name(site.output)]
+        select = new.graph_def.node.add(name=free_name(f"{site.scope}/switched", taken),
+                                        op="SelectV2", input=[switch, site.output, site.input])
+        taken.add(select.name)
+        select.attr["T"].type = producer.attr["T"].type if "T" in producer.attr else _DT_FLOAT
+        targets[site.output] = replaced[site.output] = select.name
+        if site.output.endswith(":0"):
+            targets[site.output[:-2]] = select.name
+    selects = set(targets.values())
+    for node in new.graph_def.node:
+        if node.name in selects:
+            continue
+        for i, ref in enumerate(node.input):
+            if ref in targets:
+                node.input[i] = targets[ref]
+    return new, f"{switch}:0", {k: f"{v}:0" for k, v in replaced.items()}
