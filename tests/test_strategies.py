@@ -26,7 +26,7 @@ def test_each_strategy_trains_what_it_says_and_keeps_the_rest(tmp_path, strategy
                                                                frozen):
     out = str(tmp_path / "s.ckpt")
     r = run_cli("graft", FIXTURE_MLP, "--at", "hiddens3", *NEW, "--strategy", strategy,
-                "--data", BUILTIN_SUBSET, "--epochs", "1", "--out", out, "--quiet")
+                "--data", BUILTIN_SUBSET, "--epochs", "1", "--out", out)
     assert r.returncode == 0, r.stderr
     line = next(ln for ln in r.stdout.splitlines() if ln.startswith("strategy:"))
     assert f"reused layers trained: {', '.join(trained) or 'none'}" in line

@@ -12,12 +12,14 @@ shapes, nearest to the output first. Each point carries the flags a graft there 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from ..errors import CkptSurgeryError
 from ..graphdef.feeds import default_feed, resolve_feeds, suggest_value
 from ..graphdef.metagraph import (
     analysis,
+    frozen,
     node_map,
     nodes_of_type,
     op_name,
@@ -39,10 +41,19 @@ _FLATTEN_OPS = frozenset({"Reshape", "Mean", "Max", "Squeeze"})  # flatten, glob
 _LOSS_OPS = frozenset({"SoftmaxCrossEntropyWithLogits", "SparseSoftmaxCrossEntropyWithLogits",
                        "SigmoidCrossEntropyWithLogits"})
 _LAYER_OPS = frozenset({"MatMul", "Conv2D", "Conv1D", "Conv3D", "BatchMatMul", "BatchMatMulV2",
-                        "DepthwiseConv2dNative"})
+                        "BatchMatMulV3", "Einsum", "DepthwiseConv2dNative"})
 _PREDICTION_OPS = frozenset({"Softmax", "Sigmoid", "ArgMax", "TopKV2", "LogSoftmax"})
 _OUTPUT_COLLECTIONS = ("logits", "outputs", "output", "predictions", "prediction", "y_pred",
                        "y_proba", "probabilities", "scores")
+# Op types that end a path without being an output: bookkeeping, shapes, summaries, asserts.
+_NOT_OUTPUTS = frozenset({"Shape", "Size", "Rank", "ShapeN", "NoOp", "Assert", "Identity",
+                          "ScalarSummary", "HistogramSummary", "MergeSummary", "Print",
+                          "PrintV2", "StopGradient", "ZerosLike", "OnesLike", "Fill", "Const",
+                          "Placeholder", "PlaceholderWithDefault", "StridedSlice", "Pack",
+                          "Unpack", "Cast", "ArgMax", "ArgMin", "Equal", "NotEqual", "Less",
+                          "Greater", "InTopK", "InTopKV2"})
+_VARIABLE_OPS = frozenset({"Variable", "VariableV2", "VarHandleOp"})
+_LAYER_NORM_RE = re.compile(r"(?:^|/)(?:LayerNorm|layer_norm|ln_\w+)(?:/|$)", re.I)
 _SKIP_SCOPES = ("gradients", "loss", "losses", "metrics", "eval", "accuracy", "summaries",
                 "save", "train", "optimizer", "Adam", "GradientDescent", "Momentum", "RMSProp",
                 "Adagrad", "cross_entropy", "xent")
@@ -70,7 +81,8 @@ def inference_outputs(meta) -> list[str]:
     nodes = node_map(meta)
     losses = [n for n in nodes_of_type(meta, *_LOSS_OPS) if not n.name.startswith("gradients")]
     labels = _label_placeholders(meta, losses)
-    tainted = reachable(labels, lambda n: consumers(meta).get(n, ())) if labels else set()
+    readers = consumers(meta)
+    tainted = reachable(labels, lambda n: readers.get(n, ())) if labels else set()
     found: list[str] = []
 
     def add(ref: str) -> None:
@@ -87,8 +99,10 @@ def inference_outputs(meta) -> list[str]:
     for node in losses:
         if node.input:
             add(node.input[0] if node.op != "SigmoidCrossEntropyWithLogits" else node.input[1])
+    # a softmax that feeds a matmul is attention's weights, not an output
     predictions = [n.name for n in nodes_of_type(meta, *_PREDICTION_OPS)
-                   if not _in_loop(n.name) and not _skipped(n.name)]
+                   if not _in_loop(n.name) and not _skipped(n.name)
+                   and not any(nodes[r].op in _LAYER_OPS for r in readers.get(n.name, ()))]
     hidden = set()  # a sigmoid under another layer's weights is a hidden layer, not an output
     for later in predictions:
         below = ancestors(meta, [later])
@@ -98,7 +112,32 @@ def inference_outputs(meta) -> list[str]:
     for name in predictions:
         if name not in hidden:
             add(name)
+    if not found:
+        found = [f"{n}:0" for n in _forward_sinks(meta, tainted)]
     return found
+
+
+def _forward_sinks(meta, tainted: set[str]) -> list[str]:
+    """What a graph computes when nothing names its output (Q-values, a reconstruction, a
+    language model's logits, a BERT whose logits sit in a ``loss`` scope): the float ops that
+    data from the input placeholders reaches and that no forward op reads further, apart from
+    losses, metrics, summaries and training; nearest to the inputs' deepest layer first."""
+    nodes = node_map(meta)
+    readers = consumers(meta)
+    kinds = placeholders(meta)
+    inputs = [p for p in kinds if p not in tainted and placeholder_shape(meta, p)]
+    forward = reachable(inputs, lambda n: [r for r in readers.get(n, ()) if not
+                                           _training(r) and r not in tainted])
+    sinks = []
+    for name in forward:
+        node = nodes[name]
+        if node.op in _NOT_OUTPUTS or _in_loop(name) or not _float_output(node):
+            continue
+        if not any(r in forward and nodes[r].op not in _NOT_OUTPUTS
+                   for r in readers.get(name, ())):
+            sinks.append(name)
+    depth = {n: len(ancestors(meta, [n]) & forward) for n in sinks}
+    return sorted(sinks, key=lambda n: (-depth[n], n))
 
 
 def find_graft_points(meta, *, limit: int = 8) -> tuple[list[GraftPoint], str | None]:
@@ -108,6 +147,11 @@ def find_graft_points(meta, *, limit: int = 8) -> tuple[list[GraftPoint], str | 
         ``(points, why_none)``: ``why_none`` says why the list is empty (no inference output,
         no float input below it, the graph does not import).
     """
+    with frozen(meta):  # the walks below ask the same of the graph many times
+        return _find_graft_points(meta, limit)
+
+
+def _find_graft_points(meta, limit: int) -> tuple[list[GraftPoint], str | None]:
     import tensorflow as tf
 
     outputs = inference_outputs(meta)
@@ -117,17 +161,24 @@ def find_graft_points(meta, *, limit: int = 8) -> tuple[list[GraftPoint], str | 
     kinds = placeholders(meta)
     output = op_name(outputs[0])
     below = ancestors(meta, [output])
-    inputs = [p for p in kinds if p in below and _input_like(meta, p, kinds[p])]
+    inputs = [p for p in kinds if p in below and _input_like(meta, p, kinds[p])] or [
+        p for p in integer_inputs(meta) if p in below]  # token ids
     if not inputs:  # an Estimator: inputs come from a queue, the features from a layer
         inputs = [n for n in below if nodes[n].op in ("ConcatV2", "Concat")
                   and n.endswith("input_layer/concat")]
     if not inputs:
-        return [], f"'{outputs[0]}' depends on no float input placeholder or feature layer"
+        return [], (f"'{outputs[0]}' depends on no input placeholder or feature layer"
+                    if kinds else "the graph has no input placeholder")
     readers = consumers(meta)
     from_inputs = reachable(inputs, lambda name: readers.get(name, ()))
-    path = [n for n in by_distance(meta, output) if n in from_inputs and n != output
+    # the output itself when it is a layer's output (a pooled output, a final layer norm)
+    path = [n for n in by_distance(meta, output) if n in from_inputs
+            and (n != output or nodes[n].op in ("Tanh", "Relu", "Elu", "Selu")
+                 or _layer_norm_end(nodes, n, readers.get(n, ())))
             and (nodes[n].op in ACTIVATION_OPS or _is_flatten(nodes[n])
+                 or _layer_norm_end(nodes, n, readers.get(n, ())) or _embedding(nodes, n)
                  or _linear_layer_end(nodes, n, readers.get(n, ()), output))
+            and not _gelu_inside(nodes, n, readers.get(n, ()))
             and not _skipped(n) and (nodes[n].op == "Exit" or not _in_loop(n))]
     graph = tf.Graph()
     try:
@@ -157,6 +208,12 @@ def _flags(meta, kinds, nodes, name: str, shape: list, collections: set[str]) ->
     flags = []
     inputs = sorted((p for p in kinds if p in below and _input_like(meta, p, kinds[p])),
                     key=lambda p: _input_rank(meta, p))
+    ids = [p for p in integer_inputs(meta) if p in below]
+    if not inputs and ids:  # token ids: graft finds them itself
+        flags = []
+        if len(shape) > 2:
+            flags += ["--pool", "flatten" if None not in shape[1:] else "avg"]
+        return flags + _feed_flags(meta, kinds, below, set(ids))
     if not inputs:
         layers = sorted(n for n in below if n.endswith("input_layer/concat")
                         and nodes[n].op in ("ConcatV2", "Concat"))
@@ -171,19 +228,24 @@ def _flags(meta, kinds, nodes, name: str, shape: list, collections: set[str]) ->
         flags += ["--inputs", chosen]
     if len(shape) > 2:
         flags += ["--pool", "flatten" if None not in shape[1:] else "avg"]
-    needed = [p for p in kinds if p in below and p != chosen and p not in ancestors(meta, [chosen])
-              and not (kinds[p].startswith(("int", "uint")))]
+    extra = {p: "zeros" for p in inputs[1:]}
+    return flags + _feed_flags(meta, kinds, below, {chosen, *ancestors(meta, [chosen])}, extra)
+
+
+def _feed_flags(meta, kinds, below: set[str], exclude: set[str],
+                extra: dict[str, str] | None = None) -> list[str]:
+    """``--feed`` flags for the float and bool placeholders in ``below`` but ``exclude`` that
+    have no default: an example that keeps the model meaningful, or ``VALUE``."""
     feeds = {}
-    for p in needed:
-        try:
-            resolve_feeds(meta, [p], {})
-        except CkptSurgeryError:  # no default: an example that keeps the model meaningful
-            feeds[p] = suggest_value(p, kinds[p], placeholder_shape(meta, p)) or "VALUE"
-    for p in inputs[1:]:
-        feeds.setdefault(p, "zeros")
-    for p, value in sorted(feeds.items()):
-        flags += ["--feed", f"{p}={value}"]
-    return flags
+    for p in kinds:
+        if p in below and p not in exclude and not kinds[p].startswith(("int", "uint")):
+            try:
+                resolve_feeds(meta, [p], {})
+            except CkptSurgeryError:
+                feeds[p] = suggest_value(p, kinds[p], placeholder_shape(meta, p)) or "VALUE"
+    for p, value in (extra or {}).items():
+        feeds.setdefault(p, value)
+    return [flag for p, value in sorted(feeds.items()) for flag in ("--feed", f"{p}={value}")]
 
 
 def _input_rank(meta, name: str) -> tuple:
@@ -195,9 +257,45 @@ def _input_rank(meta, name: str) -> tuple:
     return (-rank, not named, name)
 
 
+def _training(name: str) -> bool:
+    """An op of the training machinery or of a loss, metric or summary."""
+    return _skipped(name) or name.startswith("gradients") or "/gradients/" in name
+
+
+def _float_output(node) -> bool:
+    """Whether ``node``'s first output is a float tensor, as far as its attrs tell."""
+    for key in ("T", "dtype", "out_type"):
+        if key in node.attr and node.attr[key].type:
+            return node.attr[key].type in (1, 2, 14, 19)
+    return False
+
+
 def _in_loop(name: str) -> bool:
     """Inside a TF1 while loop's body (a step of the loop, not its result)."""
     return "/while/" in name or name.startswith("while/")
+
+
+@analysis
+def integer_inputs(meta) -> list[str]:
+    """Integer placeholders that are a model's inputs, not its labels: token or class ids that
+    reach, outside losses and metrics, an op computing with a weight (an embedding's
+    ``Gather``, a ``MatMul`` after a ``gather`` of positions), in graph order."""
+    nodes = node_map(meta)
+    readers = consumers(meta)
+    reads = {n for n, node in nodes.items() if node.op in _VARIABLE_OPS or (
+        node.op in ("Identity", "ReadVariableOp") and node.input
+        and nodes.get(op_name(node.input[0])) is not None
+        and nodes[op_name(node.input[0])].op in _VARIABLE_OPS)}
+    found = []
+    for name, dtype in placeholders(meta).items():
+        if not dtype.startswith(("int", "uint")) or not placeholder_shape(meta, name):
+            continue
+        reached = reachable([name], lambda n: readers.get(n, ()),
+                            enter=lambda n: not _training(n))
+        if any(op_name(i) in reads for r in reached if r != name
+               for i in nodes[r].input if not i.startswith("^")):
+            found.append(name)
+    return found
 
 
 def _input_like(meta, name: str, dtype: str) -> bool:
@@ -209,13 +307,18 @@ def _input_like(meta, name: str, dtype: str) -> bool:
 
 def _label_placeholders(meta, losses) -> list[str]:
     """Placeholders that feed one of the ``losses`` (nodes) as its labels, and integer
-    placeholders (class labels)."""
+    placeholders (class labels) but those a model computes with (:func:`integer_inputs`)."""
     kinds = placeholders(meta)
-    labels = {p for p, d in kinds.items() if d.startswith(("int", "uint"))}
+    labels = {p for p, d in kinds.items() if d.startswith(("int", "uint"))} - set(
+        integer_inputs(meta))
     for node in losses:
         if len(node.input) > 1:
             which = node.input[0] if node.op == "SigmoidCrossEntropyWithLogits" else node.input[1]
-            labels |= {n for n in ancestors(meta, [which]) if n in kinds}
+            logits = node.input[1] if node.op == "SigmoidCrossEntropyWithLogits" else node.input[0]
+            feeds_logits = ancestors(meta, [logits])
+            # a language model reads its labels from its own inputs: those stay inputs
+            labels |= {n for n in ancestors(meta, [which]) if n in kinds
+                       and n not in feeds_logits}
     return sorted(labels)
 
 
@@ -229,6 +332,37 @@ def _linear_layer_end(nodes, name: str, readers, output: str) -> bool:
     if nodes.get(op_name(node.input[0])) is None or nodes[op_name(node.input[0])].op not in _LAYER_OPS:
         return False
     return not any(nodes[c].op in ACTIVATION_OPS or c == output for c in readers)
+
+
+def _layer_norm_end(nodes, name: str, readers=()) -> bool:
+    """The output of a layer normalisation (BERT's ``LayerNorm``, GPT-2's ``ln_f``,
+    ``layer_norm``): the ``Add`` in its scope that no op of the scope reads further."""
+    match = _LAYER_NORM_RE.search(name)
+    if nodes[name].op not in ("Add", "AddV2") or not match:
+        return False
+    scope = name[:match.end()].rstrip("/") + "/"
+    return not any(r.startswith(scope) for r in readers)
+
+
+def _embedding(nodes, name: str) -> bool:
+    """An embedding's output: a gather from a variable (token ids to vectors)."""
+    node = nodes[name]
+    if node.op not in ("Gather", "GatherV2", "ResourceGather") or not node.input:
+        return False
+    src = nodes.get(op_name(node.input[0]))
+    while src is not None and src.op in ("Identity", "ReadVariableOp") and src.input:
+        src = nodes.get(op_name(src.input[0]))
+    return src is not None and src.op in _VARIABLE_OPS
+
+
+def _gelu_inside(nodes, name: str, readers) -> bool:
+    """A ``Tanh`` or ``Sigmoid`` inside an activation (GELU's ``0.5 * (1 + tanh(...))``,
+    swish): one that a constant is added to, or whose input is a cube."""
+    if nodes[name].op not in ("Tanh", "Sigmoid"):
+        return False
+    return any(nodes[r].op in ("Add", "AddV2") and any(
+        nodes.get(op_name(i)) is not None and nodes[op_name(i)].op == "Const"
+        for i in nodes[r].input) for r in readers)
 
 
 def _is_flatten(node) -> bool:

@@ -94,7 +94,7 @@ def find_inputs(meta, ref: str | None, among: set[str], exclude: set[str] = froz
     """The input tensors a graft below ``among`` (op names) feeds.
 
     ``ref`` names them, comma-separated; else the float input :func:`find_placeholder` finds;
-    else, for a model of token ids, every integer placeholder of rank 2 or more in ``among``
+    else, for a model of token ids, every integer placeholder with a batch axis in ``among``
     (``input_ids``, ``input_mask``, ``segment_ids``: a mask is an input, never a switch to
     feed zeros), in graph order. Empty when none fits.
 
@@ -110,7 +110,7 @@ def find_inputs(meta, ref: str | None, among: set[str], exclude: set[str] = froz
     kinds = placeholders(meta)
     return [f"{name}:0" for name in kinds if name in among and name not in exclude
             and kinds[name].startswith(("int", "uint"))
-            and len(placeholder_shape(meta, name) or ()) >= 2]
+            and len(placeholder_shape(meta, name) or ()) >= 1]
 
 
 def scope_matches(regex: str, name: str) -> re.Match | None:
