@@ -104,7 +104,7 @@ def _real_graphs() -> list[str]:
 def drawn(request):
     """A real graph and its picture."""
     meta = open_checkpoint(request.param).meta_graph
-    return meta, layer_graph(meta.graph_def)
+    return meta, layer_graph(meta)
 
 
 def test_every_real_graph_with_an_input_is_one_connected_picture(drawn):
@@ -152,7 +152,7 @@ def test_boxes_count_weights_and_slots_apart():
         "my_best_mnist_model_0_to_4.meta")).meta_graph if os.path.isdir(CORPUS) else None
     if meta is None:
         pytest.skip("../shared is absent")
-    layers = layer_graph(meta.graph_def)
+    layers = layer_graph(meta)
     assert layers.variables["hidden1"] == ["hidden1/kernel", "hidden1/bias"]
     assert layers.slots["hidden1"] == 4  # Adam and Adam_1 of each
     assert '"hidden1" [label="hidden1\\nmodel, 2 weights + 4 slots"' in to_dot(layers)
@@ -164,7 +164,7 @@ def test_unscoped_variables_make_layers_and_a_connected_picture():
     path = os.path.join(CORPUS, "AloshkaD__traffic-signs__model_v1", "model.ckpt")
     if not os.path.isdir(CORPUS):
         pytest.skip("../shared is absent")
-    layers = layer_graph(open_checkpoint(path).meta_graph.graph_def)
+    layers = layer_graph(open_checkpoint(path).meta_graph)
     assert layers.variables["Variable_2"] == ["Variable_2", "Variable_7"]
     assert layers.edges[("Variable_2", "Variable_3")] == "[?, 128]"
     assert layers.roles["Placeholder_2"] == "mode"

@@ -49,7 +49,7 @@ def run(args) -> int:
     if meta is None:
         raise UserError(f"checkpoint '{checkpoint.prefix}' has no .meta file; a picture needs "
                         "the graph")
-    layers = layer_graph(meta.graph_def, around=args.around, depth=args.depth)
+    layers = layer_graph(meta, around=args.around, depth=args.depth)
     written = write_picture(to_dot(layers, title=checkpoint.prefix), args.out, force=args.force)
     n_layers = sum(role not in ("input", "mode") for role in layers.roles.values())
     print(f"wrote {written} ({n_layers} layers, {len(layers.edges)} edges)")

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 from .collections import collection_items
 from .metagraph import analysis, op_name
+from .roles import classify
+from .slots import classify_by_name
 from .walk import ancestors, by_distance
 
 __all__ = ["ANCHOR_OPS", "Layer", "layer_groups", "layers_below"]
@@ -34,8 +36,11 @@ ANCHOR_OPS = frozenset({
 
 _VARIABLE_OPS = frozenset({"Variable", "VariableV2", "VarHandleOp"})
 # Ops a variable's value passes through unchanged on its way to the op that uses it.
+# Reshapes and transposes too: GPT-2's conv1d multiplies by its [1, n_in, n_out] weight
+# reshaped to [n_in, n_out], slim's and others' weights pass a transpose.
 _PASS_THROUGH = frozenset({"Identity", "RefIdentity", "ReadVariableOp", "Enter", "RefEnter",
-                           "Switch", "RefSwitch", "Cast"})
+                           "Switch", "RefSwitch", "Cast", "Reshape", "Squeeze", "ExpandDims",
+                           "Transpose"})
 _BOOKKEEPING_OPS = frozenset({
     "Assign", "AssignAdd", "AssignSub", "AssignVariableOp", "AssignAddVariableOp",
     "AssignSubVariableOp", "IsVariableInitialized", "VarIsInitializedOp", "SaveV2", "Save",
@@ -120,6 +125,10 @@ def _layer_groups(graph) -> list[Layer]:
     order = _topological(nodes, inputs)
     position = {name: i for i, name in enumerate(order)}
     variables = [n for n in order if nodes[n].op in _VARIABLE_OPS]
+    # Optimizer slots and state, step counters: read by their own updates, no layer's.
+    roles = classify(variables, graph) if hasattr(graph, "collection_def") else \
+        classify_by_name(variables)
+    variables = [v for v in variables if roles[v].kind == "model"]
 
     # Each variable's reads (the ops its value passes through) and its users beyond them.
     reads: dict[str, list[str]] = {}

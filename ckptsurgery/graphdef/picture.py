@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from .layergroups import layer_groups
 from .metagraph import op_name
+from .roles import classify
 from .slots import classify_by_name
 
 __all__ = ["ROLES", "FORMATS", "LayerGraph", "layer_graph", "to_dot", "write_picture"]
@@ -69,26 +70,27 @@ class LayerGraph:
     ops: dict[str, list[str]] = field(default_factory=dict)
 
 
-def layer_graph(graph_def, roles: dict[str, str] | None = None, *, around: str | None = None,
+def layer_graph(graph, roles: dict[str, str] | None = None, *, around: str | None = None,
                 depth: int = 2, pruned: list[str] = ()) -> LayerGraph:
     """The layers of ``graph_def`` and how data flows between them.
 
     Args:
-        graph_def: a ``GraphDef`` (``meta.graph_def``, or a live graph's
-            ``as_graph_def(add_shapes=True)``).
+        graph: a ``MetaGraphDef`` (its ops then also tell optimizer slots from weights), or a
+            ``GraphDef`` (a live graph's ``as_graph_def(add_shapes=True)``).
         roles: ``{variable name: role}`` (a key of :data:`ROLES`); a layer takes the role of its
             variables (``new`` over ``trained`` over ``frozen`` over ``reused``). Without it,
             layers are ``model``.
         around: keep only layers within ``depth`` edges of the layer holding this op or tensor.
         pruned: variables a graft removed: drawn as ``pruned`` layers with no edges.
     """
+    graph_def = graph.graph_def if hasattr(graph, "graph_def") else graph
     nodes = {n.name: n for n in graph_def.node}
     out = LayerGraph()
     owner: dict[str, str] = {}
     names = [n for n, node in nodes.items() if node.op in _VARIABLE_OPS]
-    kinds = classify_by_name(names)
+    kinds = classify(names, graph) if graph is not graph_def else classify_by_name(names)
     anchors: dict[str, set[str]] = {}
-    for layer in layer_groups(graph_def):
+    for layer in layer_groups(graph):
         if all(kinds[v].kind != "model" for v in layer.variables if v in kinds):
             continue  # optimizer state read by its own updates (beta1_power), a step counter
         anchors[layer.name] = set(layer.anchors)
