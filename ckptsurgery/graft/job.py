@@ -111,6 +111,10 @@ def run_graft(job: GraftJob, log: Callable[[str], None] = print) -> GraftResult:
         log(f"data: {result.data['train_rows']:,} training, {result.data['valid_rows']:,} "
             f"validation rows from {result.data['source']}"
             + (f"; classes {result.data['label_map']}" if result.data["label_map"] else ""))
+        log("split:   " + _split_line(data))
+        if data.mismatch():
+            _warn(f"the validation split does not represent training: {data.mismatch()}; "
+                  "change --valid-size or --seed")
         ops = add_training_ops(grafted.inputs, grafted.labels, grafted.output,
                                grafted.train_vars, job.train, feed_point=grafted.feed_point,
                                feeds=grafted.feeds, train_feeds=grafted.train_feeds,
@@ -158,6 +162,11 @@ def run_graft(job: GraftJob, log: Callable[[str], None] = print) -> GraftResult:
             if events and history.test_accuracy is not None:
                 events.scalars(job.train.epochs, test_accuracy=history.test_accuracy)
             result.training = history
+            if history.epochs and all(e.valid_accuracy == 0 for e in history.epochs):
+                _warn("validation accuracy was 0 in every epoch: "
+                      + (data.mismatch() or "the new top layer's classes may not be the "
+                         "labels' (check --dense NAME:UNITS against the labels, --classes), "
+                         "or the learning rate is far off"))
         if events:
             events.close()
             log(f"TensorBoard events in {job.logdir} (tensorboard --logdir {job.logdir})")
@@ -179,16 +188,30 @@ def _load(job: GraftJob, inputs):
                            if inputs.shape.rank is not None else None, input_name=inputs.name)
     if job.classes:
         dataset = select_classes(dataset, job.classes)
-    data = split(dataset, job.valid_size, shuffle=dataset.ordered_by_class, seed=job.train.seed,
-                 per_class=job.per_class)
+    data = split(dataset, job.valid_size, seed=job.train.seed, per_class=job.per_class)
     return data, {
         "source": dataset.source, "train_rows": len(data.y_train),
         "valid_rows": len(data.y_valid),
         "test_rows": None if data.y_test is None else len(data.y_test),
         "class_names": dataset.class_names,
+        "per_class": {str(k): {"train": t, "valid": v} for k, (t, v) in data.per_class().items()},
         "label_map": {str(k): v for k, v in dataset.label_map.items()}
         if dataset.label_map else None,
     }
+
+
+def _split_line(data) -> str:
+    """The split per class, as the log shows it: ``train/valid rows of each class``."""
+    return "train/valid rows per class: " + ", ".join(
+        f"{k}: {t}/{v}" for k, (t, v) in data.per_class().items())
+
+
+def _warn(message: str) -> None:
+    import warnings
+
+    from ..errors import CkptSurgeryWarning
+
+    warnings.warn(message, CkptSurgeryWarning, stacklevel=3)
 
 
 def _ema_sources(source) -> dict[str, str]:
