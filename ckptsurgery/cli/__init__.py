@@ -63,6 +63,25 @@ def add_output_options(group) -> None:
     group.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def add_data_options(group, *, data_required: bool = False) -> None:
+    """The options that choose training rows, shared by ``graft`` and ``advise`` (whose
+    printed command must train on exactly the rows it sized the advice on)."""
+    group.add_argument("--data", metavar="DATA", required=data_required,
+                       help="an .npz with x_train, y_train (x_test, y_test), a folder of images "
+                            "in one sub-folder per class (train/<class>/*.png, optional "
+                            "test/<class>/), MNIST IDX files, or 'keras'; images are shaped to "
+                            "the input placeholder")
+    group.add_argument("--seed", type=int, default=42)
+    group.add_argument("--valid-size", type=int, metavar="N",
+                       help="validation rows drawn at random by --seed, stratified by class, "
+                            "never trained on (graft's default 5000)")
+    group.add_argument("--classes", metavar="LIST",
+                       help="keep only these labels, remapped to 0..k-1 (5-9, or 0,2,4)")
+    group.add_argument("--per-class", type=int, metavar="N",
+                       help="keep N training images per class (drawn by --seed): small-data "
+                            "transfer")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
