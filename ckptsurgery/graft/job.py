@@ -34,6 +34,7 @@ class GraftJob:
     graph: str | None = None  # a picture of the graft (.dot, .svg, .png), dry run or not
     use_ema: bool = False  # restore each weight from its ExponentialMovingAverage shadow
     distill: Distillation | None = None  # soft targets from a teacher model
+    labels_only_accuracy: float | None = None  # the same student on the labels alone, if measured
     strict: bool = True
     force: bool = False
     dry_run: bool = False
@@ -50,6 +51,7 @@ class GraftResult:
     training: History | None = None
     output: ExportResult | None = None
     data: dict | None = None
+    teacher: dict | None = None
 
     def as_dict(self) -> dict:
         """The result for ``--json``: ``plan``, and ``restore``, ``training``, ``output`` when
@@ -59,6 +61,8 @@ class GraftResult:
             out["restore"] = self.restore.as_dict()
         if self.data is not None:
             out["data"] = self.data
+        if self.teacher is not None:
+            out["teacher"] = self.teacher
         if self.training is not None:
             out["training"] = self.training.as_dict()
         if self.output is not None:
@@ -75,7 +79,7 @@ def run_graft(job: GraftJob, log: Callable[[str], None] = print) -> GraftResult:
     """
     import tensorflow as tf
 
-    from ..errors import RestoreError, UserError
+    from ..errors import RestoreError
     from ..formats.checkpoint import open_checkpoint
     from ..formats.output import check_output_prefix
     from ..graph.export import export_checkpoint
@@ -85,8 +89,6 @@ def run_graft(job: GraftJob, log: Callable[[str], None] = print) -> GraftResult:
     from ..train.events import EventLog
     from ..train.fit import add_training_ops, fit
     from .build import build, graft_picture
-    from .distill import teacher_logits
-
     source = open_checkpoint(job.checkpoint)
     if not job.dry_run:
         from ..safety.audit import check_graph_safe
@@ -125,13 +127,7 @@ def run_graft(job: GraftJob, log: Callable[[str], None] = print) -> GraftResult:
                                if job.distill else None)
         soft = None
         if job.distill:
-            soft = teacher_logits(job.distill, data.x_train)
-            width = grafted.output.shape[-1]
-            if soft.shape[1] != width:
-                raise UserError(f"--distill-from: the teacher gives {soft.shape[1]} logits, the "
-                                f"student {width}; distil from a model with the same classes")
-            log(f"distillation: soft targets of {job.distill.teacher} at temperature "
-                f"{job.distill.temperature:g}, alpha {job.distill.alpha:g}")
+            soft, result.teacher = _teacher(job, data, grafted.output.shape[-1], log)
     with tf.compat.v1.Session(graph=grafted.graph) as sess:
         sess.run(tf.compat.v1.variables_initializer(
             grafted.graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES)))
@@ -198,6 +194,37 @@ def _load(job: GraftJob, inputs):
         "label_map": {str(k): v for k, v in dataset.label_map.items()}
         if dataset.label_map else None,
     }
+
+
+def _teacher(job: GraftJob, data, width, log) -> tuple:
+    """The teacher's logits for the training rows, and what it is: its tensor, and its
+    accuracy on the validation rows against chance (the most common class's share) and the
+    labels-only baseline when that was measured; a teacher no better is a warning."""
+    import numpy as np
+
+    from ..errors import UserError
+    from .distill import teacher_logits
+
+    teacher = teacher_logits(job.distill, data.x_train, data.x_valid)
+    soft, valid = teacher.logits
+    if soft.shape[1] != width:
+        raise UserError(f"--distill-from: the teacher gives {soft.shape[1]} logits, the "
+                        f"student {width}; distil from a model with the same classes")
+    accuracy = float(np.mean(np.argmax(valid, axis=1) == data.y_valid))
+    chance = float(np.bincount(data.y_valid).max() / len(data.y_valid))
+    log(f"distillation: soft targets of {job.distill.teacher} ({teacher.output}) at temperature "
+        f"{job.distill.temperature:g}, alpha {job.distill.alpha:g}; the teacher's accuracy on "
+        f"the {len(data.y_valid):,} validation rows: {accuracy:.4f} (chance {chance:.4f})")
+    if accuracy <= chance:
+        _warn(f"--distill-from: the teacher ({teacher.output}) is no better than chance on the "
+              f"validation rows ({accuracy:.4f}, chance {chance:.4f}): its soft targets teach "
+              "nothing; check --teacher-output and that it learnt these classes in this order")
+    elif job.labels_only_accuracy is not None and accuracy < job.labels_only_accuracy:
+        _warn(f"--distill-from: the teacher ({accuracy:.4f} on the validation rows) is worse "
+              f"than the student on the labels alone ({job.labels_only_accuracy:.4f})")
+    return soft, {"checkpoint": job.distill.teacher, "output": teacher.output,
+                  "valid_accuracy": accuracy, "chance": chance,
+                  "labels_only_accuracy": job.labels_only_accuracy}
 
 
 def _split_line(data) -> str:
