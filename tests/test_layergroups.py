@@ -22,6 +22,7 @@ from conftest import (
 
 from ckptsurgery.formats.checkpoint import open_checkpoint
 from ckptsurgery.graphdef.layergroups import layer_groups, layers_below
+from ckptsurgery.train.data import BUILTIN_SUBSET
 
 TRAFFIC = os.path.join(CORPUS, "AloshkaD__traffic-signs__model_v1", "model.ckpt")
 BN_MLP = os.path.join(CORPUS, "DerflaNehc__MNIST_NN_P2__model", "model.ckpt")
@@ -148,3 +149,16 @@ def test_unscoped_cnn_fine_tune_top_trains_its_reused_layers(tmp_path):
     """The issue's case, fast: fine-tune-top:2 on the traffic-sign CNN moves both layers."""
     _meta(TRAFFIC)
     _graft_and_compare(TRAFFIC, "fine-tune-top:2", tmp_path)
+
+
+def test_many_candidate_placeholders_are_named_in_one_short_line(tmp_path):
+    """The Wide & Deep estimator has 40 integer placeholders: the error names a few."""
+    prefix = os.path.join(CORPUS, "taiguangxing__Wide_n_deep__estimator_ckpt-2010",
+                          "model.ckpt-2010")
+    _meta(prefix)
+    r = run_cli("graft", prefix, "--at", "dnn/logits/BiasAdd:0", "--inputs",
+                "dnn/input_from_feature_columns/input_layer/concat", "--dense", "n:2", "--data",
+                BUILTIN_SUBSET, "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and "integer placeholders (" in r.stderr
+    assert "and 36 more) and no 'labels' collection; say which one with --labels" in r.stderr
+    assert len(r.stderr.strip()) < 300

@@ -51,7 +51,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                        help="show the full traceback of an error")
         p.add_argument("--verbose", action="store_true",
                        help="show TensorFlow's own log lines (hidden otherwise; also "
-                       "CKPTSURGERY_TF_LOGS=1)")
+                       "CKPTSURGERY_TF_LOGS=1) and the details short errors leave out")
         p.set_defaults(_run=module.run)
     return parser
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 
-from ..errors import CkptSurgeryWarning, SelectionError, UserError
+from ..errors import CkptSurgeryWarning, SelectionError, UserError, some
 from ..graph.importer import import_meta_graph
 from ..graph.layers import DenseSpec, dense, pool
 from ..graphdef.batchnorm import batch_norm_layers
@@ -349,7 +349,7 @@ def build(checkpoint, spec: GraftSpec, *, require_labels: bool = True) -> Grafte
         dead = sorted(set(spec.train_variables) - {v.op.name for v in train_vars})
         if dead:
             raise UserError(
-                f"--strategy {spec.strategy}: {', '.join(dead)} cannot train (below a "
+                f"--strategy {spec.strategy}: {some(dead)} cannot train (below a "
                 "stop_gradient in the graph, or off the output's path); add --uncut to train "
                 "what an earlier cut froze, or ask for fewer layers")
         chosen = set(spec.train_variables) | {v.op.name for v in new_vars}

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-from ..errors import UserError
+from ..errors import UserError, some
 from ..graphdef.collections import collection_items
 from ..graphdef.layergroups import Layer, layers_below
 
@@ -89,7 +89,7 @@ def apply_strategy(spec, meta, at: str, inputs: Iterable[str] = ()):
         return replace(spec, train_variables=every), {"trained": names, "frozen": [], "slower": names}
     if strategy.top > len(layers):
         raise UserError(f"--strategy {strategy}: '{spec.at}' reuses {len(layers)} layer(s) "
-                        f"({', '.join(reversed(names)) or 'none'}); ask for at most "
+                        f"({some(reversed(names)) or 'none'}); ask for at most "
                         f"{len(layers)}")
     top = layers[: strategy.top]
     trained = tuple(v for layer in top for v in layer.variables)

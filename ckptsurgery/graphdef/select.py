@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import warnings
 
-from ..errors import CkptSurgeryWarning, NotFoundError, SelectionError, nearest
+from ..errors import CkptSurgeryWarning, NotFoundError, SelectionError, nearest, some
 from ..formats.metafile import VARIABLE_COLLECTIONS
 from .metagraph import node_map, op_name, placeholder_shape, placeholders
 
@@ -77,7 +77,7 @@ def find_placeholder(meta, ref: str | None, collection: str, kind: str,
     if len(fits) > 1:
         option = "--inputs" if kind == "float" else "--labels"
         raise SelectionError(
-            f"the graph has {len(fits)} {kind} placeholders ({', '.join(fits)}) and no "
+            f"the graph has {len(fits)} {kind} placeholders ({some(fits)}) and no "
             f"'{collection}' collection; say which one with {option} NAME"
             + (" (and give the others values with --feed NAME=VALUE)" if kind == "float" else "")
         )
