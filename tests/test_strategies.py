@@ -193,3 +193,18 @@ def test_graft_warns_when_validation_misses_a_class_training_has(tmp_path):
     assert "split:   train/valid rows per class: 0: 30/10, 1: 1/0" in r.stdout
     assert "warning: the validation split does not represent training: validation has no " \
            "rows of class(es) 1 that training has" in r.stderr
+
+
+def test_graft_warns_when_validation_accuracy_is_zero_in_every_epoch(tmp_path):
+    """Two rows, one per class: validation gets the 0, training only ever sees the 1."""
+    with np.load(BUILTIN_SUBSET) as f:
+        x, y = f["x_train"], f["y_train"]
+    rows = [int(np.flatnonzero(y == 0)[0]), int(np.flatnonzero(y == 1)[0])]
+    np.savez(tmp_path / "d.npz", x_train=x[rows], y_train=y[rows])
+    r = run_cli("graft", FIXTURE_MLP, "--at", "hiddens3", "--dense", "new_logits:2",
+                "--data", str(tmp_path / "d.npz"), "--valid-size", "1", "--epochs", "2",
+                "--out", str(tmp_path / "o.ckpt"))
+    assert r.returncode == 0, r.stderr
+    assert "split:   train/valid rows per class: 0: 0/1, 1: 1/0" in r.stdout
+    assert "warning: validation accuracy was 0 in every epoch: validation has class(es) 0 " \
+           "that training never sees" in r.stderr
