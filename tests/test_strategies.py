@@ -180,16 +180,22 @@ def test_advise_sizes_on_classes_and_per_class_and_passes_them_on(tmp_path):
     assert data["per_class"] == {str(k): {"train": 30, "valid": 20} for k in range(5)}
 
 
-def test_graft_warns_when_validation_misses_a_class_training_has(tmp_path):
-    """Class 1 has one row: it goes to training, and validation misses it."""
+def _graft_on_digits(tmp_path, counts: dict[int, int], valid_size: int, epochs: int):
+    """``graft`` on the first ``counts[digit]`` rows of each digit of the built-in subset."""
     with np.load(BUILTIN_SUBSET) as f:
         x, y = f["x_train"], f["y_train"]
-    rows = np.concatenate([np.flatnonzero(y == 0)[:40], np.flatnonzero(y == 1)[:1]])
+    rows = np.concatenate([np.flatnonzero(y == d)[:n] for d, n in counts.items()])
     np.savez(tmp_path / "d.npz", x_train=x[rows], y_train=y[rows])
     r = run_cli("graft", FIXTURE_MLP, "--at", "hiddens3", "--dense", "new_logits:2",
-                "--data", str(tmp_path / "d.npz"), "--valid-size", "10", "--epochs", "1",
-                "--out", str(tmp_path / "o.ckpt"))
+                "--data", str(tmp_path / "d.npz"), "--valid-size", str(valid_size), "--epochs",
+                str(epochs), "--out", str(tmp_path / "o.ckpt"))
     assert r.returncode == 0, r.stderr
+    return r
+
+
+def test_graft_warns_when_validation_misses_a_class_training_has(tmp_path):
+    """Class 1 has one row: it goes to training, and validation misses it."""
+    r = _graft_on_digits(tmp_path, {0: 40, 1: 1}, valid_size=10, epochs=1)
     assert "split:   train/valid rows per class: 0: 30/10, 1: 1/0" in r.stdout
     assert "warning: the validation split does not represent training: validation has no " \
            "rows of class(es) 1 that training has" in r.stderr
@@ -197,14 +203,7 @@ def test_graft_warns_when_validation_misses_a_class_training_has(tmp_path):
 
 def test_graft_warns_when_validation_accuracy_is_zero_in_every_epoch(tmp_path):
     """Two rows, one per class: validation gets the 0, training only ever sees the 1."""
-    with np.load(BUILTIN_SUBSET) as f:
-        x, y = f["x_train"], f["y_train"]
-    rows = [int(np.flatnonzero(y == 0)[0]), int(np.flatnonzero(y == 1)[0])]
-    np.savez(tmp_path / "d.npz", x_train=x[rows], y_train=y[rows])
-    r = run_cli("graft", FIXTURE_MLP, "--at", "hiddens3", "--dense", "new_logits:2",
-                "--data", str(tmp_path / "d.npz"), "--valid-size", "1", "--epochs", "2",
-                "--out", str(tmp_path / "o.ckpt"))
-    assert r.returncode == 0, r.stderr
+    r = _graft_on_digits(tmp_path, {0: 1, 1: 1}, valid_size=1, epochs=2)
     assert "split:   train/valid rows per class: 0: 0/1, 1: 1/0" in r.stdout
     assert "warning: validation accuracy was 0 in every epoch: validation has class(es) 0 " \
            "that training never sees" in r.stderr
