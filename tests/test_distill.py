@@ -104,3 +104,21 @@ def test_a_teacher_no_better_than_chance_is_a_warning(teacher, tmp_path):
     assert result["teacher"]["valid_accuracy"] < result["teacher"]["chance"]
     assert "warning: --distill-from: the teacher (dnn/logits/BiasAdd:0) is no better than " \
            "chance on the validation rows" in result["log"]
+
+
+def test_a_teacher_worse_than_the_measured_labels_only_student_is_a_warning(teacher, tmp_path):
+    from ckptsurgery.errors import CkptSurgeryWarning
+    from ckptsurgery.graft.build import GraftSpec
+    from ckptsurgery.graft.distill import Distillation
+    from ckptsurgery.graft.job import GraftJob, run_graft
+    from ckptsurgery.graph.layers import DenseSpec
+    from ckptsurgery.train.fit import TrainConfig
+
+    job = GraftJob(teacher, GraftSpec("hiddens3", [DenseSpec("new_logits", 10)]), None,
+                   data=BUILTIN_SUBSET, train=TrainConfig(epochs=1, progress=False),
+                   distill=Distillation(teacher), labels_only_accuracy=0.99)
+    with pytest.warns(CkptSurgeryWarning, match=r"the teacher \(0\.\d+ on the validation rows\) "
+                                                r"is worse than the student on the labels "
+                                                r"alone \(0\.9900\)"):
+        result = run_graft(job, log=lambda _: None)
+    assert result.teacher["labels_only_accuracy"] == 0.99
