@@ -162,3 +162,18 @@ def test_many_candidate_placeholders_are_named_in_one_short_line(tmp_path):
     assert r.returncode == 2 and "integer placeholders (" in r.stderr
     assert "and 36 more) and no 'labels' collection; say which one with --labels" in r.stderr
     assert len(r.stderr.strip()) < 300
+
+
+def test_an_input_with_a_fixed_batch_size_is_a_clear_error_naming_the_fix(tmp_path):
+    """The Chris-Slattery MLP's input is [4000, 2]: any other batch cannot be fed."""
+    prefix = os.path.join(CORPUS, "Chris-Slattery__Multilayer-Neural-Network__model", "model.ckpt")
+    _meta(prefix)
+    rng = np.random.RandomState(0)
+    np.savez(tmp_path / "d.npz", x_train=rng.rand(100, 2).astype(np.float32),
+             y_train=np.arange(100) % 3)
+    r = run_cli("graft", prefix, "--at", "Sigmoid:0", "--dense", "n:3", "--data",
+                str(tmp_path / "d.npz"), "--valid-size", "20", "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "input 'inputs:0' takes exactly 4000 rows at a time (the graph fixes its batch " \
+           "size); pass --batch-size 4000 and rows in multiples of it (now 80 training, 20 " \
+           "validation" in r.stderr

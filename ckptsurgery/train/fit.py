@@ -184,7 +184,10 @@ def add_training_ops(inputs, labels, logits, var_list, config: TrainConfig,
 
 def evaluate(session, ops: TrainingOps, x: np.ndarray, y: np.ndarray, *, fed=None,
              batch: int = 5000) -> float:
-    """Accuracy of the graph on ``(x, y)``; ``fed`` holds cached feed-point values instead of x."""
+    """Accuracy of the graph on ``(x, y)``; ``fed`` holds cached feed-point values instead of x.
+    An input with a fixed batch size is fed that many rows at a time."""
+    fixed = ops.inputs.shape[0] if ops.inputs.shape.rank else None
+    batch = fixed or batch
     correct = 0.0
     for start in range(0, len(y), batch):
         feed = _feed(ops, x, y, fed, slice(start, start + batch))
@@ -211,7 +214,7 @@ def fit(session, ops: TrainingOps, data, config: TrainConfig,
     from tqdm import tqdm
 
     say = log or _warn
-    _check_data(ops, data)
+    _check_data(ops, data, config.batch_size)
     fed = {}
     if config.cache_frozen:
         if ops.feed_point is None:
@@ -380,9 +383,20 @@ def _available_memory() -> int | None:
     return None
 
 
-def _check_data(ops, data) -> None:
+def _check_data(ops, data, batch_size: int) -> None:
     """Fail before training, with the fix, on data or graphs that cannot train."""
     want = ops.inputs.shape
+    fixed = want[0] if want.rank else None
+    if fixed is not None:
+        rows = {"training": len(data.y_train), "validation": len(data.y_valid)}
+        if data.y_test is not None:
+            rows["test"] = len(data.y_test)
+        if batch_size != fixed or any(n % fixed for n in rows.values()):
+            raise DataError(
+                f"input '{ops.inputs.name}' takes exactly {fixed} rows at a time (the graph "
+                f"fixes its batch size); pass --batch-size {fixed} and rows in multiples of it "
+                f"(now {', '.join(f'{n:,} {what}' for what, n in rows.items())}: see "
+                "--valid-size, --per-class)")
     have = data.x_train.shape[1:]
     if want.rank is not None and (len(have) != want.rank - 1 or any(
             w is not None and w != h for w, h in zip(want.as_list()[1:], have, strict=True))):
