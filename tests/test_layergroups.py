@@ -22,7 +22,6 @@ from conftest import (
 
 from ckptsurgery.formats.checkpoint import open_checkpoint
 from ckptsurgery.graphdef.layergroups import layer_groups, layers_below
-from ckptsurgery.train.data import BUILTIN_SUBSET
 
 TRAFFIC = os.path.join(CORPUS, "AloshkaD__traffic-signs__model_v1", "model.ckpt")
 BN_MLP = os.path.join(CORPUS, "DerflaNehc__MNIST_NN_P2__model", "model.ckpt")
@@ -91,8 +90,7 @@ def _graft_and_compare(prefix: str, strategy: str, tmp_path) -> None:
 
     source = open_checkpoint(prefix)
     point = find_graft_points(source.meta_graph)[0][0]
-    extra = ["--labels", "enqueue_input/Placeholder"] if "estimator" in prefix else []
-    args = [prefix, "--at", point.at, *point.flags, "--dense", "new_logits:3", *extra,
+    args = [prefix, "--at", point.at, *point.flags, "--dense", "new_logits:3",
             "--strategy", strategy]
     out = str(tmp_path / "out.ckpt")
     dry = run_cli("graft", *args, "--dry-run", "--json", "--out", out)
@@ -151,17 +149,28 @@ def test_unscoped_cnn_fine_tune_top_trains_its_reused_layers(tmp_path):
     _graft_and_compare(TRAFFIC, "fine-tune-top:2", tmp_path)
 
 
-def test_many_candidate_placeholders_are_named_in_one_short_line(tmp_path):
-    """The Wide & Deep estimator has 40 integer placeholders: the error names a few."""
-    prefix = os.path.join(CORPUS, "taiguangxing__Wide_n_deep__estimator_ckpt-2010",
-                          "model.ckpt-2010")
+def test_estimator_queue_placeholders_are_not_label_candidates(tmp_path):
+    """The wine Estimator's integer placeholders only feed its input queue: a graft on its
+    feature layer gets a new labels placeholder instead of an error listing them."""
+    prefix = os.path.join(CORPUS, "jncharon__wine-classifier__estimator_ckpt-3374",
+                          "model.ckpt-3374")
     _meta(prefix)
-    r = run_cli("graft", prefix, "--at", "dnn/logits/BiasAdd:0", "--inputs",
-                "dnn/input_from_feature_columns/input_layer/concat", "--dense", "n:2", "--data",
-                BUILTIN_SUBSET, "--out", str(tmp_path / "o"))
-    assert r.returncode == 2 and "integer placeholders (" in r.stderr
-    assert "and 36 more) and no 'labels' collection; say which one with --labels" in r.stderr
-    assert len(r.stderr.strip()) < 300
+    rng = np.random.RandomState(0)
+    np.savez(tmp_path / "d.npz", x_train=rng.rand(30, 11).astype(np.float32),
+             y_train=np.arange(30) % 3)
+    r = run_cli("graft", prefix, "--at", "dnn/hiddenlayer_2/Relu:0", "--inputs",
+                "dnn/input_from_feature_columns/input_layer/concat", "--dense", "n:3", "--data",
+                str(tmp_path / "d.npz"), "--valid-size", "6", "--epochs", "1", "--out",
+                str(tmp_path / "o"), "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["plan"]["labels"] == "labels:0"
+
+
+def test_long_lists_in_errors_name_a_few_and_count_the_rest():
+    from ckptsurgery.errors import some
+
+    assert some(["a", "b"]) == "a, b"
+    assert some([f"p{i}" for i in range(40)]) == "p0, p1, p2, p3 and 36 more"
 
 
 def test_an_input_with_a_fixed_batch_size_is_a_clear_error_naming_the_fix(tmp_path):

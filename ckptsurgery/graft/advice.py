@@ -117,7 +117,9 @@ def advise(checkpoint, data: str, *, similar: bool, at: str | None = None,
         flags = next((list(p.flags) for p in points if p.at in (at, f"{at}:0")), [])
     strategy, why = _CHART[(images <= SMALL, similar)]
     parsed = parse_strategy(strategy)
-    layers = [layer.name for layer in reused_layers(meta, resolve_tensor(meta, at))]
+    fed = [resolve_tensor(meta, flags[flags.index("--inputs") + 1])] if "--inputs" in flags \
+        else []
+    layers = [layer.name for layer in reused_layers(meta, resolve_tensor(meta, at), fed)]
     trained = layers if parsed.name == "fine-tune-all" else []
     if parsed.name == "fine-tune-top":
         if layers and parsed.top > len(layers):

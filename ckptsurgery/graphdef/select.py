@@ -12,6 +12,7 @@ import warnings
 from ..errors import CkptSurgeryWarning, NotFoundError, SelectionError, nearest, some
 from ..formats.metafile import VARIABLE_COLLECTIONS
 from .metagraph import node_map, op_name, placeholder_shape, placeholders
+from .walk import consumers
 
 __all__ = [
     "resolve_tensor",
@@ -59,7 +60,9 @@ def find_placeholder(meta, ref: str | None, collection: str, kind: str,
     Order: ``ref`` if given; else the single-tensor collection ``collection``; else the only
     placeholder of that kind (within ``among`` op names when given, never one in ``exclude``).
     A scalar is never the input (it is a ``keep_prob`` or a learning rate), nor a ``bool``
-    placeholder either kind. Returns None when the graph has no such placeholder.
+    placeholder either kind, nor one that only feeds an input queue (an Estimator's
+    ``enqueue_input/Placeholder_N``: the model reads the queue, not it). Returns None when the
+    graph has no such placeholder.
 
     Raises:
         SelectionError: several placeholders fit; the message lists them and the option to use.
@@ -68,9 +71,12 @@ def find_placeholder(meta, ref: str | None, collection: str, kind: str,
         return resolve_tensor(meta, ref)
     if collection in meta.collection_def:
         return resolve_tensor(meta, collection)
+    readers = consumers(meta)
     fits = sorted(
         name for name, dtype in placeholders(meta).items()
         if (among is None or name in among) and name not in exclude
+        and not (readers.get(name) and all(node_map(meta)[r].op.startswith("QueueEnqueue")
+                                           for r in readers[name]))
         and (dtype.startswith(("float", "bfloat")) and placeholder_shape(meta, name) != ()
              if kind == "float" else dtype.startswith(("int", "uint")))
     )
