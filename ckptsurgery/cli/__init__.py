@@ -71,10 +71,13 @@ def add_data_options(group, *, data_required: bool = False) -> None:
                             "in one sub-folder per class (train/<class>/*.png, optional "
                             "test/<class>/), MNIST IDX files, or 'keras'; images are shaped to "
                             "the input placeholder")
-    group.add_argument("--seed", type=int, default=42)
+    group.add_argument("--seed", type=int, default=42,
+                       help="seed of the validation and --per-class draws, the new layers' "
+                            "weights and the batches (default 42)")
     group.add_argument("--valid-size", type=int, metavar="N",
                        help="validation rows drawn at random by --seed, stratified by class, "
-                            "never trained on (graft's default 5000)")
+                            "never trained on (default: graft 5000; advise a fifth of the "
+                            "rows up to 25,000 of them, else 5000)")
     group.add_argument("--classes", metavar="LIST",
                        help="keep only these labels, remapped to 0..k-1 (5-9, or 0,2,4)")
     group.add_argument("--per-class", type=int, metavar="N",
