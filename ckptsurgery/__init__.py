@@ -18,6 +18,7 @@ _EXPORTS = {
     "locate": "formats.checkpoint", "read_meta_graph": "formats.metafile",
     # finding things in graphs and editing them (protobuf level)
     "resolve_tensor": "graphdef.select", "select_variables": "graphdef.select",
+    "layer_groups": "graphdef.layergroups",
     "prune": "graphdef.edit", "cut": "graphdef.edit", "uncut": "graphdef.edit",
     "CkptSurgeryWarning": "errors",
     # live graphs: import, layers, restore, export

@@ -26,6 +26,7 @@ __all__ = [
     "UnsafeGraphError",
     "nearest",
     "first_line",
+    "some",
 ]
 
 
@@ -106,3 +107,12 @@ def first_line(e: BaseException) -> str:
     keeps its text in ``.message``; an empty message gives the exception's type)."""
     text = str(getattr(e, "message", None) or e).strip() or type(e).__name__
     return text.splitlines()[0]
+
+
+def some(names: Iterable[str], limit: int = 4) -> str:
+    """``names`` for a one-line message: all of them up to ``limit``, else the first
+    ``limit`` and how many more (``a, b, c, d and 36 more``)."""
+    names = list(names)
+    if len(names) <= limit:
+        return ", ".join(names)
+    return f"{', '.join(names[:limit])} and {len(names) - limit} more"

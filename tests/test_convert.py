@@ -84,6 +84,36 @@ def test_keras_h5_loads_into_a_keras_model_by_name(shared, tmp_path):
     model.load_weights(result.path)  # in layer order too
 
 
+def test_keras_h5_lists_layers_in_graph_order_and_loads_by_order(shared, tmp_path):
+    """Batch norm after the dense layer it normalises, not alphabetically before hidden1; Keras 3
+    itself (no tf_keras needed) loads the legacy file into a model built in that order."""
+    import h5py
+    import keras
+
+    src = corpus_prefix("DerflaNehc__MNIST_NN_P2__model")
+    result = convert_checkpoint(src, "keras-h5", str(tmp_path / "w.h5"), progress=False)
+    with h5py.File(result.path) as f:
+        assert _texts(f.attrs["layer_names"]) == [
+            "hidden1", "batch_normalization", "hidden2", "batch_normalization_1", "hidden3",
+            "batch_normalization_2", "hidden4", "batch_normalization_3", "hidden5",
+            "batch_normalization_4", "output"]
+    layers = [keras.Input((784,))]
+    for _ in range(5):
+        layers += [keras.layers.Dense(100), keras.layers.BatchNormalization()]
+    model = keras.Sequential(layers + [keras.layers.Dense(5)])
+    model.load_weights(result.path)
+    values = read_vars(src)
+    suffix = [""] + [f"_{i}" for i in range(1, 5)]
+    for i in range(5):
+        dense, norm = model.layers[2 * i], model.layers[2 * i + 1]
+        assert np.array_equal(dense.get_weights()[0], values[f"hidden{i + 1}/kernel"])
+        assert np.array_equal(dense.get_weights()[1], values[f"hidden{i + 1}/bias"])
+        for got, name in zip(norm.get_weights(), ("gamma", "beta", "moving_mean",
+                                                   "moving_variance"), strict=True):
+            assert np.array_equal(got, values[f"batch_normalization{suffix[i]}/{name}"]), name
+    assert np.array_equal(model.layers[-1].get_weights()[0], values["output/kernel"])
+
+
 def test_keras_h5_layout_maps_tf1_names(shared, tmp_path):
     import h5py
 

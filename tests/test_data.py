@@ -71,11 +71,14 @@ def test_builtin_subset_is_real_mnist_in_order():
     assert BUILTIN_SUBSET.endswith("mnist_subset.npz")
 
 
-def test_validation_is_the_front_of_the_training_set():
+def test_validation_is_a_seeded_stratified_draw_not_the_front_rows():
     data = load_dataset(None)
     parts = split(data, 5000)
-    np.testing.assert_array_equal(parts.x_valid, data.x_train[:5000])
-    np.testing.assert_array_equal(parts.x_train, data.x_train[5000:])
+    assert not np.array_equal(parts.x_valid, data.x_train[:5000])
+    assert len(parts.y_valid) == 5000 and len(parts.y_train) == len(data.y_train) - 5000
+    share = np.bincount(parts.y_valid, minlength=10) / 5000
+    assert np.abs(share - np.bincount(data.y_train, minlength=10) / len(data.y_train)).max() \
+        < 1e-3
 
 
 def test_npz_without_keras_layout_names_the_expected_arrays(tmp_path):
@@ -378,14 +381,14 @@ def _numbered(n=100, classes=4, names=None) -> Dataset:
 
 def test_shuffled_validation_is_reproducible_by_seed():
     data = _numbered()
-    a, b = split(data, 20, shuffle=True, seed=7), split(data, 20, shuffle=True, seed=7)
+    a, b = split(data, 20, seed=7), split(data, 20, seed=7)
     np.testing.assert_array_equal(a.x_valid, b.x_valid)
     np.testing.assert_array_equal(a.x_train, b.x_train)
-    assert not np.array_equal(a.x_valid, split(data, 20, shuffle=True, seed=8).x_valid)
+    assert not np.array_equal(a.x_valid, split(data, 20, seed=8).x_valid)
 
 
 def test_shuffled_validation_is_disjoint_from_training_which_keeps_its_order():
-    parts = split(_numbered(), 20, shuffle=True)
+    parts = split(_numbered(), 20)
     valid, train = set(parts.x_valid[:, 0].tolist()), parts.x_train[:, 0].tolist()
     assert len(valid) == 20 and not valid & set(train)
     assert valid | set(train) == set(range(100)) and train == sorted(train)
@@ -398,15 +401,30 @@ def test_per_class_keeps_exactly_n_training_rows_of_each_class():
     parts = split(data, 20, per_class=3)
     assert np.bincount(parts.y_train).tolist() == [3, 3, 3, 3]
     train = parts.x_train[:, 0].tolist()
-    assert train == sorted(train) and min(train) >= 20
+    assert train == sorted(train) and not set(train) & set(parts.x_valid[:, 0].tolist())
     np.testing.assert_array_equal(parts.x_valid, split(data, 20).x_valid)
     np.testing.assert_array_equal(parts.x_train, split(data, 20, per_class=3).x_train)
 
 
 def test_per_class_after_a_shuffled_validation_never_takes_validation_rows():
-    parts = split(_numbered(), 20, shuffle=True, per_class=5)
+    parts = split(_numbered(), 20, per_class=5)
     assert np.bincount(parts.y_train).tolist() == [5] * 4
     assert not set(parts.x_train[:, 0].tolist()) & set(parts.x_valid[:, 0].tolist())
+
+
+def test_a_file_sorted_by_class_validates_on_every_class_in_proportion():
+    y = np.repeat(np.arange(10), 100)  # 100 rows per digit, in order, as docs/strategies.md
+    data = Dataset(np.arange(1000, dtype=np.float32).reshape(1000, 1), y, source="sorted")
+    parts = split(data, 200, seed=3)
+    assert parts.per_class() == {k: (80, 20) for k in range(10)}
+    assert parts.mismatch() is None
+
+
+def test_a_split_missing_classes_says_which_and_which_way():
+    y = np.array([0] * 50 + [1] * 50 + [2])  # one row of class 2: it goes one way only
+    parts = split(Dataset(np.zeros((101, 1), np.float32), y, source="s"), 10, seed=0)
+    assert parts.per_class()[2] in ((1, 0), (0, 1))
+    assert "class(es) 2" in parts.mismatch()
 
 
 def test_per_class_with_too_few_rows_names_the_class_and_its_count():
@@ -417,10 +435,8 @@ def test_per_class_with_too_few_rows_names_the_class_and_its_count():
 
 
 def test_per_class_counts_a_class_missing_from_training_as_zero():
-    data = _numbered(n=12)
-    data.y_train[data.y_train == 3] = 0
-    data.y_train[0] = 3  # class 3's only row goes to validation
-    with pytest.raises(DataError, match=r"class 3 has only 0 training rows"):
+    data = _numbered(n=12, names=["ant", "bee", "cow", "doe", "elk"])  # no row is an elk
+    with pytest.raises(DataError, match=r"class 4 \('elk'\) has only 0 training rows"):
         split(data, 2, per_class=1)
 
 

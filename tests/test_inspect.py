@@ -94,6 +94,7 @@ def test_tflearn_import_failure_is_explained_not_raised(shared):
     assert meta.importable is False
     assert "The name 'Adam' refers to an Operation not in the graph" in meta.import_error
     assert "collection 'trainops'" in meta.import_explanation
+    assert "'ckptsurgery salvage CKPT --out NEW'" in meta.import_explanation
     assert meta.stale_collection_entries == {"trainops": ["Adam"]}
 
 
@@ -130,3 +131,87 @@ def test_every_command_fails_in_one_line_on_a_damaged_checkpoint(command, tmp_pa
     err = capsys.readouterr().err
     assert err.startswith("ckptsurgery: error: ") and err.count("\n") == 1, err
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+# -- outputs of graphs with two networks (GAN, DQN), built here ------------------------------
+
+
+def _dense(x, scope, units, act=None, reuse=None):
+    import tensorflow as tf
+
+    tf1 = tf.compat.v1
+    with tf1.variable_scope(scope, reuse=reuse):
+        w = tf1.get_variable("kernel", [int(x.shape[-1]), units],
+                             initializer=tf1.glorot_uniform_initializer())
+        b = tf1.get_variable("bias", [units], initializer=tf1.zeros_initializer())
+        out = tf1.nn.bias_add(tf1.matmul(x, w), b)
+        return act(out) if act else out
+
+
+def _saved(build, prefix: str) -> str:
+    """Build a TF1 graph with ``build(tf, tf1)`` and save it, initialised, at ``prefix``."""
+    import tensorflow as tf
+
+    tf1 = tf.compat.v1
+    with tf.Graph().as_default():
+        tf1.set_random_seed(0)
+        build(tf, tf1)
+        saver = tf1.train.Saver()
+        with tf1.Session() as s:
+            s.run(tf1.global_variables_initializer())
+            saver.save(s, prefix)
+    return prefix
+
+
+def _gan(tf, tf1):
+    z = tf1.placeholder(tf.float32, [None, 4], name="z")
+    x = tf1.placeholder(tf.float32, [None, 8], name="x")
+    with tf1.variable_scope("generator"):
+        fake = _dense(_dense(z, "h", 16, tf.nn.relu), "out", 8, tf.tanh)
+    with tf1.variable_scope("discriminator"):
+        real_logit = _dense(_dense(x, "h", 16, tf.nn.leaky_relu), "out", 1)
+    with tf1.variable_scope("discriminator", reuse=True):
+        fake_logit = _dense(_dense(fake, "h", 16, tf.nn.leaky_relu), "out", 1)
+    xent = tf.nn.sigmoid_cross_entropy_with_logits
+    d_loss = tf.reduce_mean(xent(labels=tf.ones_like(real_logit), logits=real_logit)) + \
+        tf.reduce_mean(xent(labels=tf.zeros_like(fake_logit), logits=fake_logit))
+    g_loss = tf.reduce_mean(xent(labels=tf.ones_like(fake_logit), logits=fake_logit))
+    for loss, scope in ((d_loss, "discriminator"), (g_loss, "generator")):
+        tf1.train.AdamOptimizer(1e-3, name=f"{scope[0]}_adam").minimize(
+            loss, var_list=tf1.get_collection(tf1.GraphKeys.TRAINABLE_VARIABLES, scope))
+
+
+def _dqn(tf, tf1):
+    state = tf1.placeholder(tf.float32, [None, 4], name="state")
+    action = tf1.placeholder(tf.int32, [None], name="action")
+    target = tf1.placeholder(tf.float32, [None], name="target")
+    with tf1.variable_scope("online"):
+        q = _dense(_dense(state, "h", 16, tf.nn.relu), "q", 2)
+    with tf1.variable_scope("target_net"):
+        _dense(_dense(state, "h", 16, tf.nn.relu), "q", 2)
+    q_taken = tf.reduce_sum(q * tf.one_hot(action, 2), axis=1)
+    loss = tf.reduce_mean(tf.square(target - q_taken))
+    online = tf1.get_collection(tf1.GraphKeys.TRAINABLE_VARIABLES, "online/")
+    tf1.train.AdamOptimizer(1e-3).minimize(loss, var_list=online)
+    tf.group(*[t.assign(o) for o, t in zip(online, tf1.get_collection(
+        tf1.GraphKeys.TRAINABLE_VARIABLES, "target_net/"), strict=True)], name="sync_target")
+
+
+@pytest.fixture(scope="module")
+def two_networks(tmp_path_factory):
+    """A GAN (generator, discriminator; an Adam per network) and a DQN (online and target
+    networks, the online one trained on a squared TD error), saved as TF1 checkpoints."""
+    root = tmp_path_factory.mktemp("two_networks")
+    return {"gan": _saved(_gan, str(root / "gan" / "m.ckpt")),
+            "dqn": _saved(_dqn, str(root / "dqn" / "m.ckpt"))}
+
+
+def test_optimizer_updates_are_never_outputs(two_networks):
+    outputs = inspect_checkpoint(two_networks["gan"]).meta.likely_outputs
+    assert outputs == ["discriminator/out/BiasAdd:0", "discriminator_1/out/BiasAdd:0"]
+    assert not any("Apply" in o or "adam" in o for o in outputs)
+
+
+def test_a_dqn_lists_its_online_network_whose_output_feeds_the_loss(two_networks):
+    assert inspect_checkpoint(two_networks["dqn"]).meta.likely_outputs == [
+        "online/q/BiasAdd:0", "target_net/q/BiasAdd:0"]

@@ -6,8 +6,9 @@ import os
 
 import numpy as np
 import pytest
-from conftest import read_vars, run_cli
+from conftest import FIXTURE_MLP, read_vars, run_cli
 from migrate_helpers import corpus_prefix, readable_entries, restore_values
+from safety_helpers import assert_clean_error
 
 from ckptsurgery.errors import SelectionError, UserError
 from ckptsurgery.formats.checkpoint import open_checkpoint
@@ -165,3 +166,13 @@ def test_a_dry_run_rename_needs_no_readable_meta(tmp_path):
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and ".meta" in proc.stderr
     assert not os.path.exists(out + ".index")
+
+
+def test_a_preset_that_matches_nothing_says_so_in_words(tmp_path):
+    r = run_cli("rename", FIXTURE_MLP, "--preset", "rnn-1.2", "--out", str(tmp_path / "o"))
+    assert_clean_error(r.returncode, r.stderr, 2, "uses the TF 1.0/1.1 RNN names",
+                       "nothing to rename")
+    assert len(r.stderr) < 200 and "(?=" not in r.stderr
+    r = run_cli("rename", FIXTURE_MLP, "--preset", "rnn-1.2", "--out", str(tmp_path / "o"),
+                "--verbose")
+    assert r.returncode == 2 and "(?=/|$)" in r.stderr

@@ -3,6 +3,7 @@ picks one by data size and similarity."""
 
 from __future__ import annotations
 
+import json
 import shlex
 
 import numpy as np
@@ -97,7 +98,8 @@ def test_advise_picks_the_quadrant_and_its_command_runs_as_printed(tmp_path):
     r = run_cli("advise", FIXTURE_MLP, "--data", small, "--similar", "--out",
                 str(tmp_path / "fe.ckpt"))
     assert r.returncode == 0, r.stderr
-    assert "quadrant: small (1,000 training images), similar" in r.stdout
+    assert "quadrant: small (800 training images), similar" in r.stdout
+    assert "(0: 80, 1: 80, 2: 80" in r.stdout and "200 more for validation" in r.stdout
     assert "strategy: feature-extract" in r.stdout
     command = shlex.split(r.stdout.strip().splitlines()[-1])
     assert command[:2] == ["ckptsurgery", "graft"] and "--strategy" in command
@@ -116,7 +118,92 @@ def test_advise_calls_fifty_thousand_images_large(tmp_path):
              y_train=rng.randint(0, 10, 50_000))
     r = run_cli("advise", FIXTURE_MLP, "--data", str(large), "--dissimilar")
     assert r.returncode == 0, r.stderr
-    assert "quadrant: large (50,000 training images), dissimilar" in r.stdout
+    assert "quadrant: large (45,000 training images), dissimilar" in r.stdout
     assert "--strategy fine-tune-all" in r.stdout
     r = run_cli("advise", FIXTURE_MLP, "--data", str(large), "--similar")
     assert "--strategy fine-tune-top:1" in r.stdout
+
+
+def _class_folders(root, classes=3, per_class=20, with_test=True) -> str:
+    """PNG class folders of real MNIST digits from the built-in subset: ROOT/train/<digit>/
+    (and ROOT/test/<digit>/), or ROOT/<digit>/ alone."""
+    from PIL import Image
+
+    with np.load(BUILTIN_SUBSET) as f:
+        parts = [("train", f["x_train"], f["y_train"])] + \
+            ([("test", f["x_test"], f["y_test"])] if with_test else [])
+    for part, x, y in parts:
+        for digit in range(classes):
+            folder = root / (part if with_test else "") / str(digit)
+            folder.mkdir(parents=True, exist_ok=True)
+            for i, row in enumerate(np.flatnonzero(y == digit)[:per_class]):
+                Image.fromarray((x[row].reshape(28, 28) * (255 if x.max() <= 1 else 1))
+                                .astype(np.uint8)).save(folder / f"{i}.png")
+    return str(root)
+
+
+def _run_printed(stdout: str) -> tuple:
+    command = shlex.split(stdout.strip().splitlines()[-1])
+    assert command[:2] == ["ckptsurgery", "graft"]
+    return command, run_cli(*command[1:], "--epochs", "1", "--json")
+
+
+@pytest.mark.parametrize("with_test", [True, False], ids=["train-and-test", "classes-only"])
+def test_advise_command_runs_as_printed_on_class_folders(tmp_path, with_test):
+    data = _class_folders(tmp_path / "digits", with_test=with_test)
+    r = run_cli("advise", FIXTURE_MLP, "--data", data, "--dissimilar", "--out",
+                str(tmp_path / "o.ckpt"))
+    assert r.returncode == 0, r.stderr
+    assert "48 training images in 3 classes (0: 16, 1: 16, 2: 16), 12 more" in r.stdout
+    command, ran = _run_printed(r.stdout)
+    assert ran.returncode == 0, ran.stderr
+    assert "--dense" in command and "new_logits:3" in command
+    result = json.loads(ran.stdout)
+    assert result["data"]["train_rows"] == 48 and result["data"]["valid_rows"] == 12
+    assert (result["training"]["test_accuracy"] is not None) == with_test
+
+
+def test_advise_sizes_on_classes_and_per_class_and_passes_them_on(tmp_path):
+    sorted_npz = _subset_npz(tmp_path / "sorted.npz", 100)  # 100 per digit, sorted by class
+    r = run_cli("advise", FIXTURE_MLP, "--data", sorted_npz, "--similar", "--classes", "5-9",
+                "--per-class", "30", "--seed", "3", "--out", str(tmp_path / "o.ckpt"))
+    assert r.returncode == 0, r.stderr
+    assert "150 training images in 5 classes (0: 30, 1: 30, 2: 30, 3: 30, 4: 30)" in r.stdout
+    command, ran = _run_printed(r.stdout)
+    assert command[command.index("--classes") + 1] == "5,6,7,8,9"
+    assert command[command.index("--per-class") + 1] == "30"
+    assert command[command.index("--seed") + 1] == "3"
+    assert "new_logits:5" in command
+    assert ran.returncode == 0, ran.stderr
+    data = json.loads(ran.stdout)["data"]
+    assert data["train_rows"] == 150
+    assert data["per_class"] == {str(k): {"train": 30, "valid": 20} for k in range(5)}
+
+
+def _graft_on_digits(tmp_path, counts: dict[int, int], valid_size: int, epochs: int):
+    """``graft`` on the first ``counts[digit]`` rows of each digit of the built-in subset."""
+    with np.load(BUILTIN_SUBSET) as f:
+        x, y = f["x_train"], f["y_train"]
+    rows = np.concatenate([np.flatnonzero(y == d)[:n] for d, n in counts.items()])
+    np.savez(tmp_path / "d.npz", x_train=x[rows], y_train=y[rows])
+    r = run_cli("graft", FIXTURE_MLP, "--at", "hiddens3", "--dense", "new_logits:2",
+                "--data", str(tmp_path / "d.npz"), "--valid-size", str(valid_size), "--epochs",
+                str(epochs), "--out", str(tmp_path / "o.ckpt"))
+    assert r.returncode == 0, r.stderr
+    return r
+
+
+def test_graft_warns_when_validation_misses_a_class_training_has(tmp_path):
+    """Class 1 has one row: it goes to training, and validation misses it."""
+    r = _graft_on_digits(tmp_path, {0: 40, 1: 1}, valid_size=10, epochs=1)
+    assert "split:   train/valid rows per class: 0: 30/10, 1: 1/0" in r.stdout
+    assert "warning: the validation split does not represent training: validation has no " \
+           "rows of class(es) 1 that training has" in r.stderr
+
+
+def test_graft_warns_when_validation_accuracy_is_zero_in_every_epoch(tmp_path):
+    """Two rows, one per class: validation gets the 0, training only ever sees the 1."""
+    r = _graft_on_digits(tmp_path, {0: 1, 1: 1}, valid_size=1, epochs=2)
+    assert "split:   train/valid rows per class: 0: 0/1, 1: 1/0" in r.stdout
+    assert "warning: validation accuracy was 0 in every epoch: validation has class(es) 0 " \
+           "that training never sees" in r.stderr

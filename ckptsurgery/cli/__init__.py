@@ -51,7 +51,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                        help="show the full traceback of an error")
         p.add_argument("--verbose", action="store_true",
                        help="show TensorFlow's own log lines (hidden otherwise; also "
-                       "CKPTSURGERY_TF_LOGS=1)")
+                       "CKPTSURGERY_TF_LOGS=1) and the details short errors leave out")
         p.set_defaults(_run=module.run)
     return parser
 
@@ -62,6 +62,29 @@ def add_output_options(group) -> None:
     group.add_argument("--json", action="store_true", help="print the result as one JSON object")
     group.add_argument("--quiet", action="store_true",
                        help="no progress bar (graft: print only the epochs and the result)")
+
+
+def add_data_options(group, *, data_required: bool = False) -> None:
+    """The options that choose training rows, shared by ``graft`` and ``advise`` (whose
+    printed command must train on exactly the rows it sized the advice on)."""
+    group.add_argument("--data", metavar="DATA", required=data_required,
+                       help="an .npz with x_train, y_train (x_test, y_test), a folder of images "
+                            "in one sub-folder per class (train/<class>/*.png, optional "
+                            "test/<class>/), MNIST IDX files, or 'keras'; images are shaped to "
+                            "the input placeholder")
+    group.add_argument("--seed", type=int, default=42,
+                       help="seed of the validation and --per-class draws, the new layers' "
+                            "weights and the batches (default 42)")
+    group.add_argument("--valid-size", type=int, metavar="N",
+                       help="validation rows drawn at random by --seed, stratified by class, "
+                            "never trained on (default: graft 5000, or a fifth of a set under "
+                            "10,000 rows; advise a fifth of the "
+                            "rows up to 25,000 of them, else 5000)")
+    group.add_argument("--classes", metavar="LIST",
+                       help="keep only these labels, remapped to 0..k-1 (5-9, or 0,2,4)")
+    group.add_argument("--per-class", type=int, metavar="N",
+                       help="keep N training images per class (drawn by --seed): small-data "
+                            "transfer")
 
 
 def main(argv: list[str] | None = None) -> int:

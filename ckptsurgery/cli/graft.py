@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from . import CKPT_HELP, add_output_options
+from . import CKPT_HELP, add_data_options, add_output_options
 
 HELP = "put new dense layers on a tensor of a TF1 model, optionally freeze and train, export"
 
@@ -114,11 +114,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     m.add_argument("--bn-train", action="store_true",
                    help="batch-norm layers that train use batch statistics and update their "
                         "moving averages (default: inference mode, statistics kept)")
-    t = p.add_argument_group("training (only with --data)")
-    t.add_argument("--data", metavar="DATA", help="an .npz with x_train, y_train (x_test, "
-                   "y_test), a folder of images in one sub-folder per class (train/<class>/*.png, "
-                   "optional test/<class>/), MNIST IDX files, or 'keras'; images are shaped to "
-                   "the input placeholder; without --data the graft is exported untrained")
+    t = p.add_argument_group("training (only with --data; without it the graft is exported "
+                             "untrained)")
+    add_data_options(t)
     t.add_argument("--epochs", type=int, default=5)
     t.add_argument("--batch-size", type=int, default=50)
     t.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
@@ -126,18 +124,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     t.add_argument("--lr-reused", type=float, metavar="LR",
                    help="with --strategy fine-tune-all: the reused layers' learning rate "
                         "(default a tenth of --lr)")
-    t.add_argument("--seed", type=int, default=42)
-    t.add_argument("--valid-size", type=int, metavar="N",
-                   help="validation rows taken from the front of the training set (at random, "
-                        "by --seed, for a class folder) (default 5000, or a fifth of a training "
-                        "set under 10,000 rows)")
-    t.add_argument("--classes", metavar="LIST",
-                   help="keep only these labels, remapped to 0..k-1 (5-9, or 0,2,4)")
     t.add_argument("--augment", metavar="LIST",
                    help="shift, flip, rotate (comma-separated): small random shifts, horizontal "
                         "flips, small rotations of each training batch (image inputs; by --seed)")
-    t.add_argument("--per-class", type=int, metavar="N",
-                   help="keep N training images per class (drawn by --seed): small-data transfer")
     d = p.add_argument_group("distillation (with --data)")
     d.add_argument("--distill-from", metavar="TEACHER",
                    help="learn from this trained checkpoint's soft targets too (it may be CKPT)")

@@ -41,10 +41,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     from ..errors import UserError
-    from ..migrate.rewrite import RENAME_PRESETS, parse_map, plan_rename
+    from ..migrate.rewrite import PRESET_WORDS, RENAME_PRESETS, parse_map, plan_rename
 
     maps = [m for name in args.preset for m in RENAME_PRESETS[name]]
     maps += [parse_map(m) for m in args.map]
     if not maps:
         raise UserError("nothing to rename: give --map REGEX=REPLACEMENT or --preset rnn-1.2")
-    return run_rewrite(args, lambda checkpoint: plan_rename(checkpoint, maps))
+    what = " or ".join(PRESET_WORDS[name] for name in args.preset) \
+        if args.preset and not args.map else None
+    return run_rewrite(args, lambda checkpoint: plan_rename(checkpoint, maps, what=what,
+                                                            verbose=args.verbose))

@@ -24,7 +24,7 @@ _CHART = {
                    "train only a new classifier on the frozen features (more would overfit)"),
     (True, False): ("fine-tune-top:2", "a small set unlike the model's: its top layers learnt "
                     "features of the other task, so two of them train with the new ones and the "
-                    "rest stay frozen; augment the images (shifted, flipped copies) when the "
+                    "rest stay frozen; augment the images (shifted copies) when the "
                     "model takes images"),
     (False, True): ("fine-tune-top:1", "a large set like the model's: the top reused layer "
                     "adapts with the new ones, the lower features are kept"),
@@ -35,7 +35,11 @@ _CHART = {
 
 @dataclass
 class Advice:
-    """The quadrant of the chart, the strategy, why, and the ``graft`` command to run."""
+    """The quadrant of the chart, the strategy, why, and the ``graft`` command to run.
+
+    ``images`` and ``per_class`` count the rows that will train: after ``--classes``, the
+    validation rows and ``--per-class``, as ``graft`` draws them.
+    """
 
     images: int
     per_class: dict[int, int]
@@ -43,6 +47,8 @@ class Advice:
     strategy: str
     why: str
     command: list[str] = field(default_factory=list)
+    valid_size: int = 0
+    trained_layers: list[str] = field(default_factory=list)
 
     @property
     def quadrant(self) -> str:
@@ -51,43 +57,56 @@ class Advice:
 
     def lines(self) -> list[str]:
         counts = ", ".join(f"{k}: {n}" for k, n in sorted(self.per_class.items()))
-        return [f"data:     {self.images:,} training images in {len(self.per_class)} classes "
-                f"({counts})",
-                f"quadrant: {self.quadrant}",
-                f"strategy: {self.strategy}: {self.why}",
-                "run:", "  " + shlex.join(self.command)]
+        out = [f"data:     {self.images:,} training images in {len(self.per_class)} classes "
+               f"({counts}), {self.valid_size:,} more for validation",
+               f"quadrant: {self.quadrant}",
+               f"strategy: {self.strategy}: {self.why}"]
+        if self.trained_layers:
+            out.append(f"trains:   reused layers {', '.join(self.trained_layers)} and the new one")
+        return out + ["run:", "  " + shlex.join(self.command)]
 
     def as_dict(self) -> dict:
         return {"images": self.images, "per_class": {str(k): n for k, n in self.per_class.items()},
-                "similar": self.similar, "quadrant": self.quadrant, "strategy": self.strategy,
-                "why": self.why, "command": self.command}
+                "valid_size": self.valid_size, "similar": self.similar,
+                "quadrant": self.quadrant, "strategy": self.strategy, "why": self.why,
+                "trained_layers": self.trained_layers, "command": self.command}
 
 
 def advise(checkpoint, data: str, *, similar: bool, at: str | None = None,
-           out: str | None = None) -> Advice:
+           out: str | None = None, classes: list[int] | None = None,
+           per_class: int | None = None, valid_size: int | None = None,
+           seed: int = 42) -> Advice:
     """The advice for grafting ``checkpoint`` (opened) to the data at ``data``.
 
     Args:
         similar: whether the new images look like the ones the model learnt from.
         at: where to graft (default: the first graft point ``inspect`` finds, with its flags).
         out: the command's output prefix (default ``<checkpoint>-<strategy>.ckpt`` beside it).
+        classes, per_class, valid_size, seed: the rows to train on, as ``graft`` takes them;
+            they are passed on in the command. Without ``valid_size``: a fifth of the rows up
+            to 25,000 rows, else graft's 5,000.
 
     Raises:
-        UserError: no ``.meta``, or no graft point found and none given.
+        UserError: no ``.meta``, no graft point found and none given, or rows that do not
+            split (the data error).
     """
-    import numpy as np
-
     from ..graph.graftpoints import find_graft_points
-    from ..train.data import load_dataset
+    from ..graphdef.select import resolve_tensor
+    from ..train.data import load_dataset, select_classes, split
     from .strategies import parse_strategy, reused_layers
 
     meta = checkpoint.meta_graph
     if meta is None:
         raise UserError(f"'{checkpoint.prefix}' has no .meta; advice needs the graph")
     dataset = load_dataset(data)
-    labels, counts = np.unique(dataset.y_train, return_counts=True)
-    per_class = {int(k): int(n) for k, n in zip(labels, counts, strict=True)}
-    images = int(counts.sum())
+    if classes:
+        dataset = select_classes(dataset, classes)
+    rows = len(dataset.y_train)
+    chosen_valid = valid_size if valid_size is not None else (
+        max(1, rows // 5) if rows <= 5 * 5000 else 5000)
+    parts = split(dataset, chosen_valid, seed=seed, per_class=per_class)
+    counts = {k: t for k, (t, _) in parts.per_class().items() if t}
+    images = len(parts.y_train)
     points, why_none = find_graft_points(meta)
     flags: list[str] = []
     if at is None:
@@ -98,24 +117,32 @@ def advise(checkpoint, data: str, *, similar: bool, at: str | None = None,
         flags = next((list(p.flags) for p in points if p.at in (at, f"{at}:0")), [])
     strategy, why = _CHART[(images <= SMALL, similar)]
     parsed = parse_strategy(strategy)
+    fed = [resolve_tensor(meta, flags[flags.index("--inputs") + 1])] if "--inputs" in flags \
+        else []
+    layers = [layer.name for layer in reused_layers(meta, resolve_tensor(meta, at), fed)]
+    trained = layers if parsed.name == "fine-tune-all" else []
     if parsed.name == "fine-tune-top":
-        from ..graphdef.select import resolve_tensor
-
-        available = len(reused_layers(meta, resolve_tensor(meta, at)))
-        if available and parsed.top > available:
-            strategy = f"fine-tune-top:{available}"
+        if layers and parsed.top > len(layers):
+            strategy = f"fine-tune-top:{len(layers)}"
+        trained = layers[: parse_strategy(strategy).top]
     name = strategy.replace(":", "")
     out = out or f"{checkpoint.prefix}-{name}.ckpt"
     command = ["ckptsurgery", "graft", checkpoint.prefix, "--at", at, *flags,
-               "--dense", f"new_logits:{max(per_class) + 1}", "--strategy", strategy,
+               "--dense", f"new_logits:{int(parts.y_train.max()) + 1}", "--strategy", strategy,
                "--data", data, "--out", out]
     if strategy == "feature-extract":
         command.append("--cache-frozen")
     if images <= SMALL and not similar and _takes_images(meta, at, flags):
-        command += ["--augment", "shift,flip"]
-    if images <= 5 * 5000:  # the default validation set would take too much of it
-        command += ["--valid-size", str(max(1, images // 5))]
-    return Advice(images, per_class, similar, strategy, why, command)
+        command += ["--augment", "shift"]
+    if classes:
+        command += ["--classes", ",".join(map(str, classes))]
+    if per_class is not None:
+        command += ["--per-class", str(per_class)]
+    command += ["--valid-size", str(chosen_valid)]
+    if seed != 42:  # graft's default
+        command += ["--seed", str(seed)]
+    return Advice(images, counts, similar, strategy, why, command, chosen_valid,
+                  list(reversed(trained)))
 
 
 def _takes_images(meta, at: str, flags: list[str]) -> bool:

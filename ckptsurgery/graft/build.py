@@ -12,7 +12,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 
-from ..errors import CkptSurgeryWarning, SelectionError, UserError
+from ..errors import CkptSurgeryWarning, SelectionError, UserError, some
 from ..graph.importer import import_meta_graph
 from ..graph.layers import DenseSpec, dense, pool
 from ..graphdef.batchnorm import batch_norm_layers
@@ -37,6 +37,8 @@ class GraftSpec:
         uncut: remove the graph's ``stop_gradient`` ops first, so that what an earlier cut froze
             trains again (fine-tuning a model frozen with ``cut_after``).
         train_scope: regex of the variables that train (``hidden[34]|logits``); default all.
+        train_variables: the exact reused variables that train besides the new layers' (a
+            strategy's choice); None: as ``train_scope`` says.
         restore_scope: regex of the variables restored from the checkpoint; default all kept.
         keep_dead: keep the old graph branch the new layers replace, instead of pruning it.
         inputs, labels: the graph's input and label tensors, when the defaults do not find them;
@@ -69,6 +71,7 @@ class GraftSpec:
     cut_after: str | None = None
     uncut: bool = False
     train_scope: str | None = None
+    train_variables: tuple[str, ...] | None = None
     restore_scope: str | None = None
     keep_dead: bool = False
     inputs: str | None = None
@@ -264,14 +267,14 @@ def build(checkpoint, spec: GraftSpec, *, require_labels: bool = True) -> Grafte
         )
     source_meta = meta
     at = resolve_tensor(meta, spec.at)
-    strategy_layers: dict[str, list[str]] = {}
-    if spec.strategy:
-        spec, strategy_layers = apply_strategy(spec, meta, at)
     below_at = ancestors(meta, [at])
     input_list = find_inputs(meta, spec.inputs, below_at, exclude=set(spec.feeds))
     if not input_list:
         raise SelectionError(f"'{at}' depends on no float placeholder; name the input with --inputs")
     inputs = input_list[0]
+    strategy_layers: dict[str, list[str]] = {}
+    if spec.strategy:
+        spec, strategy_layers = apply_strategy(spec, meta, at, input_list)
     try:
         labels = find_placeholder(meta, spec.labels, "labels", "integer",
                                   exclude={op_name(t) for t in input_list})
@@ -368,7 +371,7 @@ def build(checkpoint, spec: GraftSpec, *, require_labels: bool = True) -> Grafte
     feed_point = graph.get_tensor_by_name(feed_name) if feed_name else None
     trainable = graph.get_collection(tf.compat.v1.GraphKeys.TRAINABLE_VARIABLES)
     # Whatever a stop_gradient separates from the output is frozen: our cut or an earlier one.
-    live = _variables_feeding(out, trainable)
+    live = _variables_feeding(out, trainable, graph.get_tensor_by_name(inputs))
     train_vars = [v for v in trainable if v.op.name in live]
     if spec.train_scope:
         chosen = {v.op.name for v in select_variables(
@@ -379,6 +382,15 @@ def build(checkpoint, spec: GraftSpec, *, require_labels: bool = True) -> Grafte
                 f"--train-scope '{spec.train_scope}' selects no variable the output depends on "
                 "(only ones below a stop_gradient or off its path); nothing would train"
             )
+    if spec.train_variables is not None:
+        dead = sorted(set(spec.train_variables) - {v.op.name for v in train_vars})
+        if dead:
+            raise UserError(
+                f"--strategy {spec.strategy}: {some(dead)} cannot train (below a "
+                "stop_gradient in the graph, or off the output's path); add --uncut to train "
+                "what an earlier cut froze, or ask for fewer layers")
+        chosen = set(spec.train_variables) | {v.op.name for v in new_vars}
+        train_vars = [v for v in train_vars if v.op.name in chosen]
     trained = {v.op.name for v in train_vars}
     untrained_new = [v.op.name for v in new_vars if v.op.name not in trained]
     if untrained_new:
@@ -411,7 +423,6 @@ def build(checkpoint, spec: GraftSpec, *, require_labels: bool = True) -> Grafte
         batch_norm=modes, strategy=spec.strategy, strategy_layers=strategy_layers,
         dropout=dropout_modes,
     )
-    slow_scopes = tuple(f"{layer}/" for layer in strategy_layers.get("slower", []))
     return Grafted(
         graph=graph, plan=plan,
         inputs=graph.get_tensor_by_name(inputs) if len(input_list) == 1
@@ -423,8 +434,8 @@ def build(checkpoint, spec: GraftSpec, *, require_labels: bool = True) -> Grafte
             op_name(dropout_switch), "bool", (), False, "dropout: on in training steps only")}
            if dropout_switch else {}),
         train_feeds=train_feeds, update_ops=update_ops,
-        slower=[v for v in train_vars if v.op.name in imported
-                and v.op.name.startswith(slow_scopes)] if slow_scopes else [],
+        slower=[v for v in train_vars if v.op.name in imported]
+        if strategy_layers.get("slower") else [],
     )
 
 
@@ -563,9 +574,10 @@ def _shape_list(tensor) -> list | None:
     return tensor.shape.as_list() if tensor.shape.rank is not None else None
 
 
-def _variables_feeding(tensor, variables) -> set[str]:
+def _variables_feeding(tensor, variables, fed) -> set[str]:
     """The names of the variables among ``variables`` that ``tensor`` depends on through a
-    path with no ``StopGradient``: the ones a loss on ``tensor`` can train."""
+    path with no ``StopGradient`` and not through the ``fed`` input tensor: the ones a loss on
+    ``tensor`` can train."""
     ops = reachable([tensor.op], lambda op: [t.op for t in op.inputs],
-                    enter=lambda op: op.type != "StopGradient")
+                    enter=lambda op: op.type != "StopGradient" and op is not fed.op)
     return {op.name for op in ops} & {v.op.name for v in variables}

@@ -317,7 +317,8 @@ def _compare_distillation(config: DemoConfig, log: Callable[[str], None]) -> dic
     for seed in DISTILL_SEEDS:
         for kind, soft in (("labels_alone", False), ("distilled", True)):
             job = dataclasses.replace(graft_job("distill", quiet, seed=seed, distill=soft),
-                                      out=None, logdir=None)
+                                      out=None, logdir=None, labels_only_accuracy=table[
+                                          "labels_alone"][-1] if soft else None)
             table[kind].append(run_graft(job, log=lambda _: None).training.best_valid_accuracy)
         log(f"seed {seed}: labels alone {table['labels_alone'][-1]:.4f}, distilled "
             f"{table['distilled'][-1]:.4f}")

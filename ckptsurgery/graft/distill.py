@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from ..errors import UserError
 
-__all__ = ["Distillation", "teacher_logits"]
+__all__ = ["Distillation", "Teacher", "teacher_logits"]
 
 
 @dataclass(frozen=True)
@@ -33,9 +33,18 @@ class Distillation:
             raise UserError(f"--alpha {self.alpha:g}: give a weight between 0 and 1")
 
 
-def teacher_logits(distillation: Distillation, x, *, batch: int = 5000):
-    """The teacher's logits for the images ``x`` (shaped for the student's input; reshaped to
-    the teacher's), computed in its own graph, a bounded batch at a time.
+@dataclass
+class Teacher:
+    """What the teacher gave: the tensor its soft targets come from (``output``) and its
+    logits for each array of images asked for, in order."""
+
+    output: str
+    logits: list
+
+
+def teacher_logits(distillation: Distillation, *xs, batch: int = 5000) -> Teacher:
+    """The teacher's logits for each array of images in ``xs`` (shaped for the student's
+    input; reshaped to the teacher's), computed in its own graph, a bounded batch at a time.
 
     Raises:
         UserError: the teacher has no ``.meta``, no output is found (name it with
@@ -80,8 +89,6 @@ def teacher_logits(distillation: Distillation, x, *, batch: int = 5000):
     graph = tf.Graph()
     import_meta_graph(meta, graph)
     x_in, out = graph.get_tensor_by_name(inputs), graph.get_tensor_by_name(output)
-    images = shape_for_input(x, x_in.shape.as_list() if x_in.shape.rank is not None else None,
-                             x_in.name)
     switches = {graph.get_tensor_by_name(f"{n}:0"): f for n, f in feeds.items()}
     with graph.as_default(), tf.compat.v1.Session(graph=graph) as session:
         # The variables the logits read, every one of them: a teacher missing one is an error
@@ -89,9 +96,14 @@ def teacher_logits(distillation: Distillation, x, *, batch: int = 5000):
         variables = [v for v in graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES)
                      if v.op.name in below]
         restore(session, variables, teacher)
-        chunks = []
-        for start in range(0, len(images), batch):
-            part = images[start:start + batch]
-            feed = {x_in: part, **{t: feed_array(f, len(part)) for t, f in switches.items()}}
-            chunks.append(session.run(out, feed))
-    return np.concatenate(chunks).astype(np.float32)
+        logits = []
+        for x in xs:
+            images = shape_for_input(x, x_in.shape.as_list() if x_in.shape.rank is not None
+                                     else None, x_in.name)
+            chunks = []
+            for start in range(0, len(images), batch):
+                part = images[start:start + batch]
+                feed = {x_in: part, **{t: feed_array(f, len(part)) for t, f in switches.items()}}
+                chunks.append(session.run(out, feed))
+            logits.append(np.concatenate(chunks).astype(np.float32))
+    return Teacher(output, logits)

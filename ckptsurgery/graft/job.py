@@ -39,6 +39,7 @@ class GraftJob:
     graph: str | None = None  # a picture of the graft (.dot, .svg, .png), dry run or not
     use_ema: bool = False  # restore each weight from its ExponentialMovingAverage shadow
     distill: Distillation | None = None  # soft targets from a teacher model
+    labels_only_accuracy: float | None = None  # the same student on the labels alone, if measured
     strict: bool = True
     force: bool = False
     dry_run: bool = False
@@ -58,6 +59,7 @@ class GraftResult:
     training: History | None = None
     output: ExportResult | None = None
     data: dict | None = None
+    teacher: dict | None = None
 
     def as_dict(self) -> dict:
         """The result for ``--json``: ``plan``, and ``restore``, ``training``, ``output`` when
@@ -67,6 +69,8 @@ class GraftResult:
             out["restore"] = self.restore.as_dict()
         if self.data is not None:
             out["data"] = self.data
+        if self.teacher is not None:
+            out["teacher"] = self.teacher
         if self.training is not None:
             out["training"] = self.training.as_dict()
         if self.output is not None:
@@ -93,8 +97,6 @@ def run_graft(job: GraftJob, log: Callable[[str], None] = print) -> GraftResult:
     from ..train.events import EventLog
     from ..train.fit import add_training_ops, fit
     from .build import build, graft_picture
-    from .distill import teacher_logits
-
     source = open_checkpoint(job.checkpoint)
     if job.model:
         from ..graph.modelcode import meta_graph_from_code
@@ -132,6 +134,10 @@ def run_graft(job: GraftJob, log: Callable[[str], None] = print) -> GraftResult:
                 f"validation rows from {result.data['source']}"
                 + (f"; classes {result.data['label_map']}" if result.data["label_map"] else "")
                 + (f"; arrays fed: {result.data['arrays']}" if "arrays" in result.data else ""))
+            log("split:   " + _split_line(data))
+        if data.mismatch():
+            _warn(f"the validation split does not represent training: {data.mismatch()}; "
+                  "change --valid-size or --seed")
         ops = add_training_ops(grafted.inputs, grafted.labels, grafted.output,
                                grafted.train_vars, job.train, feed_point=grafted.feed_point,
                                feeds=grafted.feeds, train_feeds=grafted.train_feeds,
@@ -145,13 +151,7 @@ def run_graft(job: GraftJob, log: Callable[[str], None] = print) -> GraftResult:
             if isinstance(grafted.inputs, tuple):
                 raise UserError("--distill-from takes a teacher with one input; this model has "
                                 f"several ({result.data['arrays']})")
-            soft = teacher_logits(job.distill, data.x_train)
-            width = grafted.output.shape[-1]
-            if soft.shape[1] != width:
-                raise UserError(f"--distill-from: the teacher gives {soft.shape[1]} logits, the "
-                                f"student {width}; distil from a model with the same classes")
-            log(f"distillation: soft targets of {job.distill.teacher} at temperature "
-                f"{job.distill.temperature:g}, alpha {job.distill.alpha:g}")
+            soft, result.teacher = _teacher(job, data, grafted.output.shape[-1], log)
     with tf.compat.v1.Session(graph=grafted.graph) as sess:
         sess.run(tf.compat.v1.variables_initializer(
             grafted.graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES)))
@@ -180,6 +180,11 @@ def run_graft(job: GraftJob, log: Callable[[str], None] = print) -> GraftResult:
             if events and history.test_accuracy is not None:
                 events.scalars(job.train.epochs, test_accuracy=history.test_accuracy)
             result.training = history
+            if history.epochs and all(e.valid_accuracy == 0 for e in history.epochs):
+                _warn("validation accuracy was 0 in every epoch: "
+                      + (data.mismatch() or "the new top layer's classes may not be the "
+                         "labels' (check --dense NAME:UNITS against the labels, --classes), "
+                         "or the learning rate is far off"))
         if events:
             events.close()
             log(f"TensorBoard events in {job.logdir} (tensorboard --logdir {job.logdir})")
@@ -210,13 +215,13 @@ def _load(job: GraftJob, inputs, labels):
     rows = len(dataset.y_train)
     valid = job.valid_size if job.valid_size is not None else (
         5000 if rows >= 10_000 else max(1, rows // 5))
-    data = split(dataset, valid, shuffle=dataset.ordered_by_class, seed=job.train.seed,
-                 per_class=job.per_class)
+    data = split(dataset, valid, seed=job.train.seed, per_class=job.per_class)
     return data, {
         "source": dataset.source, "train_rows": len(data.y_train),
         "valid_rows": len(data.y_valid),
         "test_rows": None if data.y_test is None else len(data.y_test),
         "class_names": dataset.class_names,
+        "per_class": {str(k): {"train": t, "valid": v} for k, (t, v) in data.per_class().items()},
         "label_map": {str(k): v for k, v in dataset.label_map.items()}
         if dataset.label_map else None,
         **({"arrays": ", ".join(f"{n} -> {n}:0" for n in dataset.x_train.names)}
@@ -235,6 +240,51 @@ def _sources(job: GraftJob, source, variables) -> dict[str, str] | None:
         sources = {k: ema.get(sources.get(k, k), sources.get(k, k))
                    for k in {*sources, *ema}}
     return sources or None
+
+
+def _teacher(job: GraftJob, data, width, log) -> tuple:
+    """The teacher's logits for the training rows, and what it is: its tensor, and its
+    accuracy on the validation rows against chance (the most common class's share) and the
+    labels-only baseline when that was measured; a teacher no better is a warning."""
+    import numpy as np
+
+    from ..errors import UserError
+    from .distill import teacher_logits
+
+    teacher = teacher_logits(job.distill, data.x_train, data.x_valid)
+    soft, valid = teacher.logits
+    if soft.shape[1] != width:
+        raise UserError(f"--distill-from: the teacher gives {soft.shape[1]} logits, the "
+                        f"student {width}; distil from a model with the same classes")
+    accuracy = float(np.mean(np.argmax(valid, axis=1) == data.y_valid))
+    chance = float(np.bincount(data.y_valid).max() / len(data.y_valid))
+    log(f"distillation: soft targets of {job.distill.teacher} ({teacher.output}) at temperature "
+        f"{job.distill.temperature:g}, alpha {job.distill.alpha:g}; the teacher's accuracy on "
+        f"the {len(data.y_valid):,} validation rows: {accuracy:.4f} (chance {chance:.4f})")
+    if accuracy <= chance:
+        _warn(f"--distill-from: the teacher ({teacher.output}) is no better than chance on the "
+              f"validation rows ({accuracy:.4f}, chance {chance:.4f}): its soft targets teach "
+              "nothing; check --teacher-output and that it learnt these classes in this order")
+    elif job.labels_only_accuracy is not None and accuracy < job.labels_only_accuracy:
+        _warn(f"--distill-from: the teacher ({accuracy:.4f} on the validation rows) is worse "
+              f"than the student on the labels alone ({job.labels_only_accuracy:.4f})")
+    return soft, {"checkpoint": job.distill.teacher, "output": teacher.output,
+                  "valid_accuracy": accuracy, "chance": chance,
+                  "labels_only_accuracy": job.labels_only_accuracy}
+
+
+def _split_line(data) -> str:
+    """The split per class, as the log shows it: ``train/valid rows of each class``."""
+    return "train/valid rows per class: " + ", ".join(
+        f"{k}: {t}/{v}" for k, (t, v) in data.per_class().items())
+
+
+def _warn(message: str) -> None:
+    import warnings
+
+    from ..errors import CkptSurgeryWarning
+
+    warnings.warn(message, CkptSurgeryWarning, stacklevel=3)
 
 
 def _ema_sources(source) -> dict[str, str]:

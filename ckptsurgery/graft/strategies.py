@@ -6,18 +6,20 @@
 * ``fine-tune-all``: everything trains, reused layers at a lower learning rate than new ones
   (large and dissimilar).
 
-A "layer" is a group of trainable variables under one name scope (``hidden3/kernel``,
-``hidden3/bias``), ordered by how far below ``--at`` the graph reads them.
+A "layer" is a layer as the graph computes it (:mod:`ckptsurgery.graphdef.layergroups`: the
+``MatMul`` or ``Conv2D`` reading a weight, with its bias, batch norm and activation), scoped or
+not, ordered by how far below ``--at`` it is. What trains is spelled out as exact variable names,
+so the plan lists exactly what moves.
 """
 
 from __future__ import annotations
 
-import re
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-from ..errors import UserError
+from ..errors import UserError, some
 from ..graphdef.collections import collection_items
-from ..graphdef.walk import by_distance
+from ..graphdef.layergroups import Layer, layers_below
 
 __all__ = ["STRATEGIES", "Strategy", "parse_strategy", "reused_layers", "apply_strategy"]
 
@@ -51,26 +53,24 @@ def parse_strategy(text: str) -> Strategy:
     return Strategy(name, int(count) if count else 1)
 
 
-def reused_layers(meta, at: str) -> list[str]:
-    """The name scopes of the trainable variables ``at`` depends on, nearest to it first."""
+def reused_layers(meta, at: str, inputs: Iterable[str] = ()) -> list[Layer]:
+    """The layers ``at`` depends on (below it and above the fed ``inputs``) that have
+    trainable variables, nearest to it first, each with only those variables (a batch norm's
+    moving statistics do not train)."""
     trainable = set(collection_items(meta, "trainable_variables")) \
-        if "trainable_variables" in meta.collection_def else set()
-    layers: list[str] = []
-    for name in by_distance(meta, at):
-        for suffix in ("/read", "/Read/ReadVariableOp", "/ReadVariableOp"):
-            if name.endswith(suffix) and name[: -len(suffix)] in trainable:
-                name = name[: -len(suffix)]
-        if name in trainable:
-            layer = name.rsplit("/", 1)[0] if "/" in name else name
-            if layer not in layers:
-                layers.append(layer)
+        if "trainable_variables" in meta.collection_def else None
+    layers = []
+    for layer in layers_below(meta, at, inputs):
+        variables = tuple(v for v in layer.variables if trainable is None or v in trainable)
+        if variables:
+            layers.append(replace(layer, variables=variables))
     return layers
 
 
-def apply_strategy(spec, meta, at: str):
+def apply_strategy(spec, meta, at: str, inputs: Iterable[str] = ()):
     """``spec`` with what ``spec.strategy`` trains and freezes spelled out as the options
-    that do it (``cut_after``, ``train_scope``), and ``{"trained": [...], "frozen": [...],
-    "slower": [...]}`` reused layers for the plan.
+    that do it (``cut_after``; ``train_variables``: the exact reused variables that train), and
+    ``{"trained": [...], "frozen": [...], "slower": [...]}`` reused layer names for the plan.
 
     Raises:
         UserError: the strategy is combined with ``cut_after`` or ``train_scope``, or asks for
@@ -80,17 +80,19 @@ def apply_strategy(spec, meta, at: str):
     if spec.cut_after or spec.train_scope:
         raise UserError(f"--strategy {strategy} decides what trains and what is frozen; drop "
                         "--cut-after and --train-scope")
-    layers = reused_layers(meta, at)
+    layers = reused_layers(meta, at, inputs)
+    names = [layer.name for layer in layers]
     if strategy.name == "feature-extract":
-        return replace(spec, cut_after=spec.at), {"trained": [], "frozen": layers, "slower": []}
+        return replace(spec, cut_after=spec.at), {"trained": [], "frozen": names, "slower": []}
     if strategy.name == "fine-tune-all":
-        return spec, {"trained": layers, "frozen": [], "slower": layers}
+        every = tuple(v for layer in layers for v in layer.variables)
+        return replace(spec, train_variables=every), {"trained": names, "frozen": [], "slower": names}
     if strategy.top > len(layers):
         raise UserError(f"--strategy {strategy}: '{spec.at}' reuses {len(layers)} layer(s) "
-                        f"({', '.join(reversed(layers)) or 'none'}); ask for at most "
+                        f"({some(reversed(names)) or 'none'}); ask for at most "
                         f"{len(layers)}")
     top = layers[: strategy.top]
-    names = top + [layer.name for layer in spec.layers]
-    scope = "^(" + "|".join(re.escape(n) for n in names) + ")/"
-    return replace(spec, train_scope=scope), {"trained": top, "frozen": layers[strategy.top:],
-                                              "slower": []}
+    trained = tuple(v for layer in top for v in layer.variables)
+    return replace(spec, train_variables=trained), {"trained": names[: strategy.top],
+                                                    "frozen": names[strategy.top:],
+                                                    "slower": []}

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from ..errors import CkptSurgeryError
 from ..graphdef.feeds import default_feed, resolve_feeds, suggest_value
+from ..graphdef.layergroups import output_layers
 from ..graphdef.metagraph import (
     analysis,
     frozen,
@@ -77,7 +78,10 @@ class GraftPoint:
 def inference_outputs(meta) -> list[str]:
     """Tensors that are the model's inference outputs, most likely first: output collections,
     the logits fed to a cross-entropy, then softmax/argmax-like ops; none that depends on a
-    label placeholder or sits in a loss, metric or training scope."""
+    label placeholder or sits in a loss, metric or training scope. Without any of those, the
+    outputs of the layers no other layer reads
+    (:func:`~ckptsurgery.graphdef.layergroups.output_layers`): a DQN's online network, whose
+    output feeds only its loss, and its target network; a GAN's discriminator."""
     nodes = node_map(meta)
     losses = [n for n in nodes_of_type(meta, *_LOSS_OPS) if not n.name.startswith("gradients")]
     labels = _label_placeholders(meta, losses)
@@ -112,6 +116,11 @@ def inference_outputs(meta) -> list[str]:
     for name in predictions:
         if name not in hidden:
             add(name)
+    if not found:  # the layers no other layer reads (an embedding is never the output)
+        for layer in output_layers(meta):
+            if layer.kind not in ("Gather", "GatherV2", "ResourceGather"):
+                for ref in layer.outputs:
+                    add(ref)
     if not found:
         found = [f"{n}:0" for n in _forward_sinks(meta, tainted)]
     return found

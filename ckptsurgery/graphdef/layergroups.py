@@ -18,15 +18,14 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 
 from .collections import collection_items
 from .metagraph import analysis, op_name
-from .roles import classify
-from .slots import classify_by_name
-from .walk import ancestors, by_distance
+from .walk import by_distance, reachable
 
-__all__ = ["ANCHOR_OPS", "Layer", "layer_groups", "layers_below"]
+__all__ = ["ANCHOR_OPS", "Layer", "layer_groups", "layers_below", "output_layers"]
 
 #: Op types that make a layer when they read a variable: the weight-applying ops.
 ANCHOR_OPS = frozenset({
@@ -36,16 +35,19 @@ ANCHOR_OPS = frozenset({
 
 _VARIABLE_OPS = frozenset({"Variable", "VariableV2", "VarHandleOp"})
 # Ops a variable's value passes through unchanged on its way to the op that uses it.
-# Reshapes and transposes too: GPT-2's conv1d multiplies by its [1, n_in, n_out] weight
-# reshaped to [n_in, n_out], slim's and others' weights pass a transpose.
 _PASS_THROUGH = frozenset({"Identity", "RefIdentity", "ReadVariableOp", "Enter", "RefEnter",
-                           "Switch", "RefSwitch", "Cast", "Reshape", "Squeeze", "ExpandDims",
-                           "Transpose"})
+                           "Switch", "RefSwitch", "Cast"})
 _BOOKKEEPING_OPS = frozenset({
     "Assign", "AssignAdd", "AssignSub", "AssignVariableOp", "AssignAddVariableOp",
     "AssignSubVariableOp", "IsVariableInitialized", "VarIsInitializedOp", "SaveV2", "Save",
     "SaveSlices", "RestoreV2", "Restore", "RestoreSlice", "ScatterUpdate", "ScatterAdd",
     "ScatterSub", "ResourceScatterUpdate", "ResourceScatterAdd", "ResourceScatterSub"})
+# Ops a layer's output passes through on its way out: bias, normalisation, activation, pooling.
+_CHAIN_OPS = frozenset({
+    "BiasAdd", "Add", "AddV2", "Mul", "Sub", "Identity", "FusedBatchNorm", "FusedBatchNormV2",
+    "FusedBatchNormV3", "Relu", "Relu6", "Elu", "Selu", "LeakyRelu", "Tanh", "Sigmoid",
+    "Softplus", "Softsign", "Softmax", "MaxPool", "AvgPool", "MaxPoolV2", "MaxPool3D",
+    "AvgPool3D"})
 _BOOKKEEPING_SCOPE = re.compile(r"(^|/)(gradients(_\d+)?|save(_\d+)?)(/|$)")
 _NEXT_ITERATION = ("NextIteration", "RefNextIteration")
 _PART = re.compile(r"/part_\d+$")
@@ -67,6 +69,9 @@ class Layer:
         ops: the ops that compute it, in graph order: variable reads, anchors, bias adds,
             normalisation, activations (gradients and optimizer updates excluded).
         anchors: its anchor ops (several when a weight is shared: an unrolled RNN, two towers).
+        outputs: the tensor each anchor's computation hands on (after its bias, normalisation
+            and activation, before anything mixes in other data: a label, a dropout rate).
+        inputs_from: the names of the layers whose outputs it reads.
     """
 
     name: str
@@ -75,6 +80,8 @@ class Layer:
     variables: tuple[str, ...]
     ops: tuple[str, ...]
     anchors: tuple[str, ...]
+    outputs: tuple[str, ...] = ()
+    inputs_from: tuple[str, ...] = ()
 
 
 def layer_groups(graph) -> list[Layer]:
@@ -88,25 +95,31 @@ def layer_groups(graph) -> list[Layer]:
     return _layer_groups(graph)
 
 
-def layers_below(meta, at: str) -> list[Layer]:
-    """The layers of ``meta`` that the op or tensor ``at`` depends on, nearest to it first,
-    each with only its variables that ``at`` depends on (a layer cut after its ``MatMul``
-    keeps its kernel and not its bias).
-
-    Raises:
-        NotFoundError: ``at`` names no op of the graph.
-    """
-    below = ancestors(meta, [at])
-    distance = {name: i for i, name in enumerate(by_distance(meta, at))}
+def layers_below(meta, at: str, inputs: Iterable[str] = ()) -> list[Layer]:
+    """The layers of ``meta`` that the op or tensor ``at`` depends on (through data edges, not
+    past the fed ``inputs``), nearest to it first, each with only its variables that ``at``
+    depends on (a layer cut after its ``MatMul`` keeps its kernel and not its bias)."""
+    order = by_distance(meta, at, inputs)
+    distance = {name: i for i, name in enumerate(order)}
+    below = set(order)
     found = []
     for layer in layer_groups(meta):
         steps = [distance[o] for o in layer.anchors or layer.ops if o in distance]
         variables = tuple(v for v in layer.variables if v in below)
         if steps and variables:
-            found.append((min(steps), Layer(layer.name, layer.kind,
-                                            tuple(w for w in layer.weights if w in below),
-                                            variables, layer.ops, layer.anchors)))
+            found.append((min(steps), replace(
+                layer, weights=tuple(w for w in layer.weights if w in below),
+                variables=variables)))
     return [layer for _, layer in sorted(found, key=lambda pair: pair[0])]
+
+
+def output_layers(graph) -> list[Layer]:
+    """The layers of ``graph`` whose outputs no other layer reads: the model's heads (a
+    classifier's logits; both networks of a DQN's online/target pair; a GAN's discriminator,
+    which reads the generator), in graph order."""
+    layers = layer_groups(graph)
+    read = {name for layer in layers for name in layer.inputs_from}
+    return [layer for layer in layers if layer.name not in read]
 
 
 @analysis
@@ -125,10 +138,6 @@ def _layer_groups(graph) -> list[Layer]:
     order = _topological(nodes, inputs)
     position = {name: i for i, name in enumerate(order)}
     variables = [n for n in order if nodes[n].op in _VARIABLE_OPS]
-    # Optimizer slots and state, step counters: read by their own updates, no layer's.
-    roles = classify(variables, graph) if hasattr(graph, "collection_def") else \
-        classify_by_name(variables)
-    variables = [v for v in variables if roles[v].kind == "model"]
 
     # Each variable's reads (the ops its value passes through) and its users beyond them.
     reads: dict[str, list[str]] = {}
@@ -200,7 +209,13 @@ def _layer_groups(graph) -> list[Layer]:
     for name, anchor in upstream.items():
         if anchor is not None:
             ops_of.setdefault(anchor_root[anchor], set()).add(name)
-    layers, taken = [], set()
+    fed = reachable([n for n in nodes if nodes[n].op in ("Placeholder", "PlaceholderV2")],
+                    lambda name: readers.get(name, ()))
+    outputs = {a: _output(a, nodes, readers, upstream, fed) for a in anchor_weights}
+    sources = {root: sorted({anchor_root[upstream[i]] for a in anchors for i in inputs[a]
+                             if upstream.get(i) is not None and anchor_root[upstream[i]] != root})
+               for root, anchors in members.items()}
+    layers, taken, named = [], set(), {}
     groups = [((depth[root], position[root]), root) for root in members] + \
         [((0, position[users[var][0]]), var) for var in own]
     for _, root in sorted(groups):
@@ -215,10 +230,29 @@ def _layer_groups(graph) -> list[Layer]:
         ops |= {r for v in mine for r in reads[v]}
         name = _name(weights[0], taken)
         taken.add(name)
+        named[root] = name
         layers.append(Layer(name, nodes[anchors[0]].op if anchors else "", tuple(weights),
                             tuple(mine), tuple(sorted(ops, key=position.__getitem__)),
-                            tuple(anchors)))
-    return layers
+                            tuple(anchors), tuple(outputs[a] for a in anchors),
+                            tuple(sources.get(root, ()))))
+    return [replace(layer, inputs_from=tuple(named[r] for r in layer.inputs_from))
+            for layer in layers]
+
+
+def _output(anchor: str, nodes, readers, upstream, fed) -> str:
+    """The tensor ``anchor``'s layer hands on: follow its only reader while it is a bias add,
+    normalisation, activation or pooling whose other inputs come from no layer and no
+    placeholder (a label or a dropout rate mixed in ends the layer)."""
+    current = anchor
+    while True:
+        nxt = [r for r in readers.get(current, ()) if nodes[r].op in _CHAIN_OPS
+               and upstream.get(r) == anchor and all(
+                   op_name(i) == current or (upstream.get(op_name(i)) is None
+                                             and op_name(i) not in fed)
+                   for i in nodes[r].input if not i.startswith("^"))]
+        if len(nxt) != 1:
+            return f"{current}:0"
+        current = nxt[0]
 
 
 def _reads(start: str, nodes, readers) -> tuple[list[str], list[str]]:

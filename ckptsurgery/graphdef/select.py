@@ -9,10 +9,11 @@ from __future__ import annotations
 import re
 import warnings
 
-from ..errors import CkptSurgeryWarning, NotFoundError, SelectionError, nearest
+from ..errors import CkptSurgeryWarning, NotFoundError, SelectionError, nearest, some
 from ..formats.metafile import VARIABLE_COLLECTIONS
 from .feeds import default_feed
 from .metagraph import node_map, op_name, placeholder_shape, placeholders
+from .walk import consumers
 
 __all__ = [
     "resolve_tensor",
@@ -63,7 +64,9 @@ def find_placeholder(meta, ref: str | None, collection: str, kind: str,
     A scalar is never the input (it is a ``keep_prob`` or a learning rate), nor a ``bool``
     placeholder either kind, nor one whose readers make it a switch
     (:func:`~ckptsurgery.graphdef.feeds.default_feed`: a keep probability declared without a
-    shape). Returns None when the graph has no such placeholder.
+    shape), nor one that only feeds an input queue (an Estimator's
+    ``enqueue_input/Placeholder_N``: the model reads the queue, not it). Returns None when the
+    graph has no such placeholder.
 
     Raises:
         SelectionError: several placeholders fit; the message lists them and the option to use.
@@ -72,9 +75,12 @@ def find_placeholder(meta, ref: str | None, collection: str, kind: str,
         return resolve_tensor(meta, ref)
     if collection in meta.collection_def:
         return resolve_tensor(meta, collection)
+    readers = consumers(meta)
     fits = sorted(
         name for name, dtype in placeholders(meta).items()
         if (among is None or name in among) and name not in exclude
+        and not (readers.get(name) and all(node_map(meta)[r].op.startswith("QueueEnqueue")
+                                           for r in readers[name]))
         and (dtype.startswith(("float", "bfloat")) and placeholder_shape(meta, name) != ()
              and default_feed(meta, name) is None
              if kind == "float" else dtype.startswith(("int", "uint")))
@@ -82,7 +88,7 @@ def find_placeholder(meta, ref: str | None, collection: str, kind: str,
     if len(fits) > 1:
         option = "--inputs" if kind == "float" else "--labels"
         raise SelectionError(
-            f"the graph has {len(fits)} {kind} placeholders ({', '.join(fits)}) and no "
+            f"the graph has {len(fits)} {kind} placeholders ({some(fits)}) and no "
             f"'{collection}' collection; say which one with {option} NAME"
             + (" (and give the others values with --feed NAME=VALUE)" if kind == "float" else "")
         )

@@ -57,12 +57,14 @@ def ancestors(meta, refs: list[str]) -> set[str]:
     return reachable(starts, inputs, enter=lambda name: name in nodes)
 
 
-def by_distance(meta, start: str) -> list[str]:
+def by_distance(meta, start: str, stop: Iterable[str] = ()) -> list[str]:
     """The op names on data paths into ``start`` (an op or tensor), breadth first: nearest
-    first, ``start`` itself at the head."""
+    first, ``start`` itself at the head; not going past the ops or tensors ``stop`` (fed
+    inputs: what is above them is computed from the feed, not from what is below)."""
     nodes = node_map(meta)
     first = op_name(start)
-    seen, order, frontier = {first}, [first], [first]
+    ends = {op_name(s) for s in stop}
+    seen, order, frontier = {first} | ends, [first], [first]
     while frontier:
         nxt = []
         for name in frontier:

@@ -16,8 +16,11 @@ Layouts:
   scope with ``/`` made ``_`` (``dnn/hidden1/weights`` is layer ``dnn_hidden1``); its datasets
   ``kernel:0``, ``bias:0`` (TF1's ``weights``/``W`` are ``kernel``, ``biases``/``b`` are
   ``bias``), listed in the ``weight_names`` attribute in Keras's order (kernel, recurrent kernel,
-  bias, gamma, beta, moving mean, moving variance). ``model.load_weights(path, by_name=True)``
-  loads it into a Keras model with the same layer names.
+  bias, gamma, beta, moving mean, moving variance). ``layer_names`` lists the layers in the
+  order the graph computes them (:func:`~ckptsurgery.graphdef.layergroups.layer_groups`: a
+  dense layer, then the batch norm that normalises it), so ``model.load_weights(path)`` loads
+  it into a Keras model built in that order; ``by_name=True`` into one with the same layer
+  names. Without a ``.meta``, layers are in natural name order.
 * ``safetensors``: one tensor per variable (bfloat16 as float32: ``safetensors.numpy`` has no
   bfloat16); with ``torch_layout`` PyTorch's conventions: ``.``
   separators, ``weight``/``bias`` (and ``running_mean``/``running_var`` for batch norm), dense
@@ -248,8 +251,9 @@ def _write_npz(checkpoint, names, out, *, force, progress, batch, torch_layout):
     return out, _total(checkpoint, names)
 
 
-def _keras_layout(names: dict[str, str]) -> dict[str, list[tuple[str, str]]]:
-    """``{layer: [(key, weight name), ...]}`` in Keras's weight order."""
+def _keras_layout(names: dict[str, str], meta=None) -> dict[str, list[tuple[str, str]]]:
+    """``{layer: [(key, weight name), ...]}`` in Keras's weight order, the layers in the order
+    ``meta``'s graph computes them (natural name order without one, and for the rest)."""
     layers: dict[str, list[tuple[str, str]]] = {}
     for key, name in names.items():
         scope, _, last = name.rpartition("/")
@@ -263,7 +267,26 @@ def _keras_layout(names: dict[str, str]) -> dict[str, list[tuple[str, str]]]:
                                  "use --map to rename one")
         weights.sort(key=lambda kw: (_KERAS_ORDER.index(kw[1]) if kw[1] in _KERAS_ORDER
                                      else len(_KERAS_ORDER), kw[1]))
-    return dict(sorted(layers.items(), key=lambda item: _natural(item[0])))
+    rank = _graph_order(meta) if meta is not None else {}
+    last = (len(rank), 0)
+
+    def order(item):
+        return (min((rank.get(key, last) for key, _ in item[1]), default=last),
+                _natural(item[0]))
+
+    return dict(sorted(layers.items(), key=order))
+
+
+def _graph_order(meta) -> dict[str, tuple[int, int]]:
+    """``{variable: (its layer's index, its index in the layer)}`` in the order the graph
+    computes its layers; a partitioned variable's pieces count as its key."""
+    from ..graphdef.layergroups import layer_groups
+
+    rank: dict[str, tuple[int, int]] = {}
+    for i, layer in enumerate(layer_groups(meta)):
+        for j, name in enumerate(layer.variables):
+            rank.setdefault(re.sub(r"/part_\d+$", "", name), (i, j))
+    return rank
 
 
 def _write_keras_h5(checkpoint, names, out, *, force, progress, batch, torch_layout):
@@ -271,7 +294,7 @@ def _write_keras_h5(checkpoint, names, out, *, force, progress, batch, torch_lay
 
     from ..formats.output import atomic_file, check_output_file
 
-    layers = _keras_layout(names)
+    layers = _keras_layout(names, checkpoint.meta_graph)
     where = {key: (layer, weight) for layer, ws in layers.items() for key, weight in ws}
     out = check_output_file(out, inputs=checkpoint.files.paths, force=force)
     with atomic_file(out) as tmp, h5py.File(tmp, "w") as f:

@@ -248,9 +248,13 @@ def import_check(meta, summary: MetaSummary | None = None) -> tuple[bool, str | 
                 f"collection '{key}' names {', '.join(repr(r) for r in refs[:3])}, which "
                 f"{'is' if len(refs) == 1 else 'are'} not in the graph ({written}; TFLearn, for "
                 "one, saves Python objects in collections and their names point nowhere); "
-                "import_meta_graph looks every collection entry up and fails. ckptsurgery's "
-                "rename, strip and cast drop such entries, so their .meta imports")
-        return False, error, f"TensorFlow {tf.__version__} rejects the graph ({written})"
+                "import_meta_graph looks every collection entry up and fails; "
+                "'ckptsurgery salvage CKPT --out NEW' writes a copy whose .meta imports (so do "
+                "rename, strip and cast, which drop such entries)")
+        return False, error, (f"TensorFlow {tf.__version__} rejects the graph ({written}); "
+                              "'ckptsurgery salvage CKPT --out NEW' writes a copy whose .meta "
+                              "imports where it can (devices, stale collections, unregistered "
+                              "ops)")
     return True, None, None
 
 
@@ -321,9 +325,10 @@ def _stale_entries(meta) -> dict[str, list[str]]:
 
 def _likely_outputs(meta) -> list[str]:
     """The model's inference outputs (:func:`~ckptsurgery.graph.graftpoints.inference_outputs`);
-    without any, the first 8 ops that end the forward pass: what depends on a variable outside
-    training scopes, is not a variable's own op (the saver's ``w/Read/ReadVariableOp``), and
-    feeds nothing but losses and metrics."""
+    without any, the first 8
+    ops that end the forward pass: what depends on a variable outside training scopes, is not a
+    variable's own op (the saver's ``w/Read/ReadVariableOp``), no optimizer's update, and feeds
+    nothing but losses and metrics."""
     from ..graph.graftpoints import inference_outputs
 
     found = inference_outputs(meta)
@@ -343,7 +348,7 @@ def _likely_outputs(meta) -> list[str]:
     ends = []
     for i in sorted(index.position[name] for name in forward):  # in graph order
         name = index.names[i]
-        if (index.ops[i] not in _BOOKKEEPING_OPS
+        if (index.ops[i] not in _BOOKKEEPING_OPS and not _is_update(index.ops[i])
                 and not any(c in forward and not loss(c) for c in readers.get(name, ()))
                 and owner(name) is None and not loss(name)):
             ends.append(f"{name}:0")
@@ -374,6 +379,11 @@ def _forward_nodes(meta) -> tuple[set[str], dict[str, list[str]], set[str]]:
     forward = reachable(variables, lambda name: readers.get(name, ()),
                         enter=lambda name: name in entered)
     return forward - variables, readers, variables
+
+
+def _is_update(op: str) -> bool:
+    """An optimizer's update of a variable (``ApplyAdam``, ``ResourceApplyAdam``...)."""
+    return op.startswith(("Apply", "ResourceApply", "SparseApply", "ResourceSparseApply"))
 
 
 def _loss_scope(name: str) -> bool:

@@ -27,6 +27,7 @@ from ..graphdef.slots import TRAINING_STATE
 
 __all__ = [
     "RENAME_PRESETS",
+    "PRESET_WORDS",
     "FLOAT_DTYPES",
     "RewritePlan",
     "RewriteResult",
@@ -73,6 +74,10 @@ RENAME_PRESETS: dict[str, list[tuple[str, str]]] = {
         (r"(^|/)(nas_rnn)/recurrent_weights(?=/|$)", r"\1\2/recurrent_kernel"),
     ],
 }
+
+
+#: What each preset renames, in words, for messages (its patterns are long).
+PRESET_WORDS = {"rnn-1.2": "the TF 1.0/1.1 RNN names (<cell>/weights, <cell>/biases)"}
 
 
 @dataclass
@@ -233,9 +238,12 @@ def _require_match(pattern: re.Pattern, keys: Sequence[str], option: str, prefix
         )
 
 
-def plan_rename(checkpoint, maps: Sequence[tuple[str, str]]) -> RewritePlan:
+def plan_rename(checkpoint, maps: Sequence[tuple[str, str]], *, what: str | None = None,
+                verbose: bool = False) -> RewritePlan:
     """Plan renaming every key with ``maps``, ``(regex, replacement)`` pairs applied in order
-    with ``re.sub``.
+    with ``re.sub``. ``what`` says in words what the maps rename (a preset's
+    :data:`PRESET_WORDS`): the error when nothing matches says that rather than quoting
+    patterns, which it adds only when ``verbose``.
 
     Raises:
         SelectionError: the maps rename nothing, or make two variables share a name.
@@ -245,6 +253,12 @@ def plan_rename(checkpoint, maps: Sequence[tuple[str, str]]) -> RewritePlan:
     targets = {k: rename(k) for k in keys}
     if all(t == k for k, t in targets.items()):
         shown = ", ".join(f"'{p}'" for p, _ in maps)
+        if what:
+            raise SelectionError(
+                f"no variable of '{checkpoint.prefix}' uses {what}: nothing to rename"
+                + (f" (patterns: {shown})" if verbose else ""))
+        if len(shown) > 120 and not verbose:
+            shown = f"({len(maps)} patterns; --verbose shows them)"
         raise SelectionError(f"the renames {shown} change no variable of '{checkpoint.prefix}'; "
                              "'ckptsurgery inspect' lists the names")
     seen: dict[str, str] = {}

@@ -6,8 +6,10 @@ of images with one sub-folder per class (Keras's ``image_dataset_from_directory`
 small MNIST subset shipped in the package. Images are float32 in [0, 1], labels int64.
 :func:`shape_for_input` fits the images to the input placeholder (flattened rows, an added or
 dropped channel axis); without an input shape :func:`load_dataset` gives flattened rows as it
-always has. Validation is the first ``valid_size`` training rows (5,000 as in the original
-write-up), or a seeded random draw for sources ordered by class; it is never trained on.
+always has. Validation is ``valid_size`` training rows (5,000 as in the original write-up)
+drawn at random with the seed, stratified by class (each class in proportion), from every
+source: the first rows of a file sorted by class would be one or two classes. It is never
+trained on.
 
 May import: :mod:`ckptsurgery.errors` only; numpy, and Pillow inside the function that reads
 images. Never TensorFlow or Keras, so importing this module stays light.
@@ -101,8 +103,7 @@ class Dataset:
     class_names: list[str] | None = None
     #: Original label -> label now, after :func:`select_classes`.
     label_map: dict[int, int] | None = None
-    #: Rows are grouped by class (class folders), so validation must be drawn at random:
-    #: call ``split(data, n, shuffle=data.ordered_by_class)``.
+    #: Rows are grouped by class (class folders).
     ordered_by_class: bool = False
 
 
@@ -116,6 +117,28 @@ class Split:
     y_valid: np.ndarray
     x_test: np.ndarray | None
     y_test: np.ndarray | None
+
+    def per_class(self) -> dict[int, tuple[int, int]]:
+        """``{label: (training rows, validation rows)}``, every label of either."""
+        train = dict(zip(*np.unique(self.y_train, return_counts=True), strict=True))
+        valid = dict(zip(*np.unique(self.y_valid, return_counts=True), strict=True))
+        return {int(k): (int(train.get(k, 0)), int(valid.get(k, 0)))
+                for k in sorted(set(train) | set(valid))}
+
+    def mismatch(self) -> str | None:
+        """Why validation does not represent training, or None: classes one has and the
+        other has not."""
+        counts = self.per_class()
+        unseen = [k for k, (t, v) in counts.items() if v and not t]
+        missing = [k for k, (t, v) in counts.items() if t and not v]
+        parts = []
+        if unseen:
+            parts.append(f"validation has class(es) {_describe_labels(unseen)} that training "
+                         "never sees (accuracy on them is 0)")
+        if missing:
+            parts.append(f"validation has no rows of class(es) {_describe_labels(missing)} "
+                         "that training has")
+        return "; ".join(parts) or None
 
 
 def load_dataset(source: str | None, *, input_shape: Sequence[int | None] | None = None,
@@ -291,16 +314,16 @@ def shape_for_input(x: np.ndarray, input_shape: Sequence[int | None] | None,
     raise mismatch(f"give {want}-channel data (class folders are read in grey or RGB)")
 
 
-def split(data: Dataset, valid_size: int = 5000, *, shuffle: bool = False, seed: int = 42,
+def split(data: Dataset, valid_size: int = 5000, *, seed: int = 42,
           per_class: int | None = None) -> Split:
     """Split ``valid_size`` training rows off as the validation set.
 
-    Validation is the first ``valid_size`` rows (views, no copy), or with ``shuffle`` (for
-    sources ordered by class: ``shuffle=data.ordered_by_class``) ``valid_size`` rows drawn at
-    random with ``np.random.RandomState(seed)``; the training rows keep their order (and are
-    a copy).
-    ``per_class=N`` then keeps N random training rows of each class (same seed; reproducible,
-    in their original order), for few-shot runs; validation and test are left whole.
+    Validation rows are drawn at random with ``np.random.RandomState(seed)``, stratified by
+    class: each class gives a share of ``valid_size`` in proportion to its rows (largest
+    remainders rounded up), so a file sorted by class validates on every class. The training
+    rows keep their order (a copy). ``per_class=N`` then keeps N random training rows of each
+    class (same seed; reproducible, in their original order), for few-shot runs; validation
+    and test are left whole. :meth:`Split.mismatch` says when validation still misses a class.
 
     Raises:
         DataError: ``valid_size`` leaves no training rows, or a class has fewer than
@@ -315,13 +338,10 @@ def split(data: Dataset, valid_size: int = 5000, *, shuffle: bool = False, seed:
     if per_class is not None and per_class < 1:
         raise DataError(f"--per-class {per_class} must be at least 1")
     rng = np.random.RandomState(seed)
-    if shuffle:
-        valid = np.sort(rng.choice(n, valid_size, replace=False))
-        train = np.setdiff1d(np.arange(n), valid, assume_unique=True)
-    else:
-        valid, train = slice(0, valid_size), slice(valid_size, n)
+    valid = _stratified(data.y_train, valid_size, rng)
+    train = np.setdiff1d(np.arange(n), valid, assume_unique=True)
     if per_class is not None:
-        train = _per_class(data, np.arange(n)[train], per_class, rng, valid_size)
+        train = _per_class(data, train, per_class, rng, valid_size)
     return Split(data.x_train[train], data.y_train[train],
                  data.x_train[valid], data.y_train[valid],
                  data.x_test, data.y_test)
@@ -427,6 +447,18 @@ def _describe_labels(labels: list[int]) -> str:
 
 
 # -- splitting ------------------------------------------------------------------------------
+
+
+def _stratified(labels: np.ndarray, size: int, rng: np.random.RandomState) -> np.ndarray:
+    """``size`` row indices drawn at random, each class's share in proportion to its rows
+    (the largest remainders rounded up), sorted."""
+    classes, counts = np.unique(labels, return_counts=True)
+    exact = counts * size / len(labels)
+    shares = np.floor(exact).astype(np.int64)
+    shares[np.argsort(-(exact - shares), kind="stable")[: size - int(shares.sum())]] += 1
+    picks = [rng.choice(np.flatnonzero(labels == c), k, replace=False)
+             for c, k in zip(classes, shares, strict=True) if k]
+    return np.sort(np.concatenate(picks))
 
 
 def _per_class(data: Dataset, rows: np.ndarray, n: int, rng: np.random.RandomState,

@@ -204,7 +204,11 @@ def evaluate(session, ops: TrainingOps, x: np.ndarray, y: np.ndarray, *, fed=Non
              batch: int = 5000) -> float:
     """Accuracy of the graph on ``(x, y)`` (``x``: rows, or
     :class:`~ckptsurgery.train.data.Columns` of a model with several inputs); ``fed`` holds
-    cached feed-point values instead of x."""
+    cached feed-point values instead of x. An input with a fixed batch size is fed that many
+    rows at a time."""
+    single = not isinstance(ops.inputs, tuple)
+    fixed = ops.inputs.shape[0] if single and ops.inputs.shape.rank else None
+    batch = fixed or batch
     correct = 0.0
     for start in range(0, len(y), batch):
         feed = _feed(ops, x, y, fed, slice(start, start + batch))
@@ -231,7 +235,7 @@ def fit(session, ops: TrainingOps, data, config: TrainConfig,
     from tqdm import tqdm
 
     say = log or _warn
-    _check_data(ops, data)
+    _check_data(ops, data, config.batch_size)
     fed = {}
     if config.cache_frozen:
         if ops.feed_point is None:
@@ -412,8 +416,20 @@ def _available_memory() -> int | None:
     return None
 
 
-def _check_data(ops, data) -> None:
+def _check_data(ops, data, batch_size: int) -> None:
     """Fail before training, with the fix, on data or graphs that cannot train."""
+    want = ops.inputs.shape if not isinstance(ops.inputs, tuple) else None
+    fixed = want[0] if want is not None and want.rank else None
+    if fixed is not None:
+        rows = {"training": len(data.y_train), "validation": len(data.y_valid)}
+        if data.y_test is not None:
+            rows["test"] = len(data.y_test)
+        if batch_size != fixed or any(n % fixed for n in rows.values()):
+            raise DataError(
+                f"input '{ops.inputs.name}' takes exactly {fixed} rows at a time (the graph "
+                f"fixes its batch size); pass --batch-size {fixed} and rows in multiples of it "
+                f"(now {', '.join(f'{n:,} {what}' for what, n in rows.items())}: see "
+                "--valid-size, --per-class)")
     for tensor, rows in _input_feed(ops.inputs, data.x_train).items():
         want, have = tensor.shape, rows.shape[1:]
         if want.rank is not None and (len(have) != want.rank - 1 or any(
