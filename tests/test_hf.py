@@ -164,3 +164,49 @@ def test_bert_tokenizer_files_load(transformers_lib, converted):
     tokenizer = transformers_lib.AutoTokenizer.from_pretrained(converted["bert_classifier"])
     assert tokenizer.convert_tokens_to_ids(["[CLS]", "a", "##s"]) == [2, 5, 31]
     assert tokenizer("ab")["input_ids"][0] == 2  # [CLS] first
+
+
+#: docs/families.md's worked example: a run_classifier fork that keeps its head under
+#: variable_scope("classifier").
+CLASSIFIER_RULES = {
+    "family": "bert",
+    "heads": [
+        {"name": "classification", "about": "sequence classification under classifier/",
+         "architecture": "BertForSequenceClassification", "when": ["^classifier/output_weights$"],
+         "read": {"num_labels": {"shape": "classifier/output_weights", "dim": 0}}},
+        {"name": "none", "about": "encoder only", "architecture": "BertModel", "when": [],
+         "strip_prefix": "bert."}],
+    "rules": [
+        {"match": "^classifier/output_weights$", "to": "classifier.weight",
+         "shape": ["num_labels", "hidden_size"], "heads": ["classification"]},
+        {"match": "^classifier/output_bias$", "to": "classifier.bias", "shape": ["num_labels"],
+         "heads": ["classification"]}],
+}
+
+
+def test_rules_file_maps_a_head_the_package_does_not_know(transformers_lib, tmp_path,
+                                                           tf1_outputs):
+    import shutil
+
+    import torch
+
+    from ckptsurgery.migrate.rewrite import rename_checkpoint
+
+    folder = tmp_path / "fork"
+    src = rename_checkpoint(os.path.join(FIXTURES, "bert_classifier", "model.ckpt"),
+                            [(r"^output_", "classifier/output_")], str(folder / "model.ckpt"),
+                            progress=False).prefix
+    shutil.copy(os.path.join(FIXTURES, "bert_classifier", "bert_config.json"), folder)
+    rules = tmp_path / "classifier_rules.json"
+    rules.write_text(json.dumps(CLASSIFIER_RULES))
+    out = str(tmp_path / "hf")
+    assert run_cli("convert", src, "--to", "hf", "--out", out).returncode == 2
+    r = run_cli("convert", src, "--to", "hf", "--out", out, "--rules", str(rules), "--quiet")
+    assert r.returncode == 0, r.stderr
+    model = _load(transformers_lib, out)
+    x = _inputs("bert_classifier")
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor(x["input_ids"], dtype=torch.long),
+                       attention_mask=torch.tensor(x["input_mask"], dtype=torch.long),
+                       token_type_ids=torch.tensor(x["segment_ids"], dtype=torch.long)).logits
+    _close(logits, tf1_outputs["bert_classifier"]["logits"])

@@ -19,6 +19,7 @@ from ..graphdef.roles import classify
 from ..graphdef.saver import VARIABLE_OPS
 from ..graphdef.slots import VariableRole, describe
 from ..graphdef.walk import reachable
+from .family import FamilyReport, recognise
 
 __all__ = ["MetaSummary", "Inspection", "inspect_checkpoint", "import_check"]
 
@@ -74,10 +75,12 @@ class Inspection:
     object_based: bool
     meta: MetaSummary | None = None
     roles: dict[str, VariableRole] = field(default_factory=dict, repr=False)
+    family: FamilyReport | None = None
 
     def as_dict(self) -> dict:
         out = asdict(self)
         out.pop("roles")
+        out["family"] = self.family.as_dict() if self.family else None
         return out
 
     def lines(self) -> list[str]:
@@ -111,6 +114,8 @@ class Inspection:
         gs = self.global_step
         out.append(f"global_step  {gs['name']} = {gs['value']} ({gs['dtype']})" if gs
                    else "global_step  none")
+        if self.family is not None:
+            out += self.family.lines()
         out.append("")
         width = max([len(v["name"]) for v in self.variables] + [4])
         out.append(f"  {'NAME':<{width}}  {'SHAPE':<16} {'DTYPE':<8} {'BYTES':>12}  ROLE")
@@ -126,13 +131,16 @@ class Inspection:
         return out
 
 
-def inspect_checkpoint(path: str, *, check_import: bool = False) -> Inspection:
+def inspect_checkpoint(path: str, *, check_import: bool = False,
+                       config: str | None = None) -> Inspection:
     """Describe the checkpoint at ``path`` (prefix, any of its files, or a folder).
 
     Args:
         check_import: also try importing the ``.meta`` in a fresh graph (it is never imported
             into the caller's graph) and list its graft points; this loads TensorFlow, which
             nothing else here does for a V2 checkpoint.
+        config: the model family's config file (``bert_config.json``, ``hparams.json``) when
+            it is not beside the checkpoint (:func:`~ckptsurgery.migrate.family.recognise`).
 
     Raises:
         CheckpointNotFoundError, CheckpointCorruptError: see
@@ -142,7 +150,10 @@ def inspect_checkpoint(path: str, *, check_import: bool = False) -> Inspection:
 
     ckpt = open_checkpoint(path)
     with frozen(ckpt.meta_graph):  # roles and the summary ask the same of the graph
-        return _inspect(ckpt, check_import)
+        result = _inspect(ckpt, check_import)
+    result.family, _ = recognise({k: v.shape for k, v in ckpt.variables.items()},
+                                 folder=os.path.dirname(ckpt.prefix), config=config)
+    return result
 
 
 def _inspect(ckpt, check_import: bool) -> Inspection:
