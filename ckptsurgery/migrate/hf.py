@@ -91,6 +91,7 @@ class HfPlan:
         if self.tokenizer:
             out.append("tokenizer    " + ", ".join(f"{os.path.basename(s)} -> {n}"
                                                    for s, n in self.tokenizer.items()))
+        out += [f"problem      {p}" for p in self.problems]
         return out
 
     def as_dict(self) -> dict:
