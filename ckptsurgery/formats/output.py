@@ -108,12 +108,16 @@ def check_output_file(path: str, *, inputs: Iterable[str] = (), force: bool = Fa
     _check_not_input(path, inputs)
     if os.path.exists(path) and not force:
         raise OutputError(f"output '{path}' exists; pass --force to replace it")
+    _make_parent(path)
+    return path
+
+
+def _make_parent(path: str) -> None:
     folder = os.path.dirname(path) or "."
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError as e:
         raise OutputError(f"cannot create output folder '{folder}': {e.strerror}") from e
-    return path
 
 
 @contextlib.contextmanager
@@ -176,11 +180,7 @@ def check_output_folder(path: str, *, inputs: Iterable[str] = (), force: bool = 
             raise OutputError(f"output folder '{path}' holds the input '{i}'; choose another")
     if os.path.exists(path) and os.listdir(path) and not force:
         raise OutputError(f"output '{path}' exists; pass --force to replace it")
-    parent = os.path.dirname(path) or "."
-    try:
-        os.makedirs(parent, exist_ok=True)
-    except OSError as e:
-        raise OutputError(f"cannot create output folder '{parent}': {e.strerror}") from e
+    _make_parent(path)
     return path
 
 

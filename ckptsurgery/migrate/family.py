@@ -111,14 +111,8 @@ def load_family(path: str, known: dict[str, Family] | None = None) -> Family:
     Raises:
         UserError: the file is missing, not JSON, or not a family table.
     """
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except OSError as e:
-        raise UserError(f"cannot read rules '{path}': {e.strerror}") from e
-    except json.JSONDecodeError as e:
-        raise UserError(f"rules '{path}' is not JSON: {e}") from e
-    if not isinstance(data, dict) or not isinstance(data.get("family"), str):
+    data = _read_json(path, "rules")
+    if not isinstance(data.get("family"), str):
         raise UserError(f"rules '{path}' has no \"family\" name; see docs/families.md")
     base = (known or {}).get(data["family"])
     if base is None and not data.get("rules"):
@@ -272,7 +266,7 @@ def recognise(shapes: dict[str, tuple], *, folder: str, config: str | None = Non
     path = config or next((p for p in (os.path.join(folder, c) for c in family.config_files)
                            if os.path.isfile(p)), None)
     if path is not None:
-        report.config = _read_config(path)
+        report.config = _read_json(path, "config")
         report.config_path = path
         report.config_source = (f"--config {path}" if config else
                                 f"{os.path.basename(path)} beside the checkpoint")
@@ -283,14 +277,15 @@ def recognise(shapes: dict[str, tuple], *, folder: str, config: str | None = Non
     return report, family
 
 
-def _read_config(path: str) -> dict:
+def _read_json(path: str, what: str) -> dict:
+    """The JSON object in ``path``, a ``what`` (``rules``, ``config``) file."""
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except OSError as e:
-        raise UserError(f"cannot read config '{path}': {e.strerror}") from e
+        raise UserError(f"cannot read {what} '{path}': {e.strerror}") from e
     except json.JSONDecodeError as e:
-        raise UserError(f"config '{path}' is not JSON: {e}") from e
+        raise UserError(f"{what} '{path}' is not JSON: {e}") from e
     if not isinstance(data, dict):
-        raise UserError(f"config '{path}' is not a JSON object")
+        raise UserError(f"{what} '{path}' is not a JSON object")
     return data

@@ -26,6 +26,7 @@ from ..errors import OutputError, UserError
 from ..graphdef.roles import classify
 from ..graphdef.slots import describe
 from .family import FamilyReport, evaluate, families_with, recognise
+from .rewrite import compile_patterns
 
 __all__ = ["DEFAULT_MAX_SHARD_SIZE", "Mapping", "HfPlan", "HfResult", "plan_hf",
            "convert_to_hf", "parse_size"]
@@ -163,12 +164,7 @@ def plan_hf(checkpoint, *, config: str | None = None, rules: str | None = None,
     if family is None:
         raise UserError(f"'{checkpoint.prefix}' is of no family with rules (its names are not "
                         "BERT's or GPT-2's); describe it with --rules FILE (docs/families.md)")
-    drops = []
-    for d in drop:
-        try:
-            drops.append(re.compile(d))
-        except re.error as e:
-            raise UserError(f"--drop '{d}': bad regex: {e}") from e
+    drops = compile_patterns(drop, "--drop")
     head = next(h for h in family.heads if h.name == report.head)
     values = report.values
     roles = classify(list(variables), checkpoint.meta_graph)
