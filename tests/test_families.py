@@ -40,6 +40,8 @@ def _copy(name: str, folder, *, config: bool = True) -> str:
       "max_position_embeddings": 16, "type_vocab_size": 2, "num_labels": 3}),
     ("bert_squad", "bert", "squad", "BertForQuestionAnswering", {"num_hidden_layers": 2}),
     ("bert_pretraining", "bert", "pretraining", "BertForPreTraining", {"vocab_size": 32}),
+    ("albert_pretraining", "albert", "pretraining", "AlbertForPreTraining",
+     {"num_hidden_groups": 1, "inner_group_num": 1, "embedding_size": 8, "hidden_size": 16}),
     ("gpt2", "gpt2", "lm", "GPT2LMHeadModel",
      {"n_layer": 2, "n_embd": 16, "n_vocab": 40, "n_ctx": 12}),
 ])
@@ -50,7 +52,8 @@ def test_inspect_names_the_family(name, family, head, architecture, read):
     assert (found["family"], found["head"], found["architecture"]) == (family, head,
                                                                         architecture)
     assert read.items() <= found["read"].items()
-    config = "hparams.json" if family == "gpt2" else "bert_config.json"
+    config = {"gpt2": "hparams.json", "albert": "albert_config.json"}.get(family,
+                                                                          "bert_config.json")
     assert found["config_source"] == f"{config} beside the checkpoint"
     assert found["missing"] == [] and found["conflicts"] == {}
 

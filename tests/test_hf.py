@@ -1,4 +1,5 @@
-"""convert --to hf: genuine BERT (classifier, SQuAD, pretraining heads) and GPT-2 checkpoints
+"""convert --to hf: genuine BERT (classifier, SQuAD, pretraining heads), ALBERT (pretraining,
+LAMB) and GPT-2 checkpoints
 become folders that the real transformers 5 loads with 0 missing, 0 unexpected and 0
 mismatched keys, and that compute what the TF1 graph computes on the same inputs (within
 1e-5). TensorFlow runs the graphs in a worker process; torch and transformers load once."""
@@ -14,8 +15,11 @@ import numpy as np
 import pytest
 from conftest import ROOT, run_cli
 
+# A TensorFlow worker process, torch and transformers: about 20 s for the module.
+pytestmark = pytest.mark.slow
+
 FIXTURES = os.path.join(ROOT, "fixtures")
-MODELS = ("bert_classifier", "bert_squad", "bert_pretraining", "gpt2")
+MODELS = ("bert_classifier", "bert_squad", "bert_pretraining", "albert_pretraining", "gpt2")
 BATCH, SEQ = 3, 8
 
 
@@ -27,7 +31,7 @@ def _inputs(name: str) -> dict:
     mask[1, 6:] = 0  # padding, as real batches have
     out = {"input_ids": rng.randint(0, 32, (BATCH, SEQ)).astype(np.int32), "input_mask": mask,
            "segment_ids": np.tile(np.array([0, 0, 0, 1, 1, 1, 1, 1], np.int32), (BATCH, 1))}
-    if name == "bert_pretraining":
+    if name.endswith("_pretraining"):
         out["masked_lm_positions"] = np.array([[0, 3, 5], [1, 2, 7], [4, 6, 6]], np.int32)
     return out
 
@@ -93,12 +97,14 @@ def _close(ours, theirs):
     np.testing.assert_allclose(ours.detach().numpy(), theirs, rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["bert_classifier", "bert_squad", "bert_pretraining"])
-def test_bert_loads_and_computes_what_the_tf1_graph_computes(transformers_lib, converted,
+@pytest.mark.parametrize("name", ["bert_classifier", "bert_squad", "bert_pretraining",
+                                  "albert_pretraining"])
+def test_bert_and_albert_load_and_compute_what_the_tf1_graph_computes(transformers_lib, converted,
                                                              tf1_outputs, name):
     import torch
 
     model = _load(transformers_lib, converted[name])
+    encoder = model.albert if name.startswith("albert") else model.bert
     x = _inputs(name)
     expected = tf1_outputs[name]
     kwargs = {"input_ids": torch.tensor(x["input_ids"], dtype=torch.long),
@@ -115,12 +121,13 @@ def test_bert_loads_and_computes_what_the_tf1_graph_computes(transformers_lib, c
             assert model.bert.pooler is None  # BertForQuestionAnswering has none
             _close(out.start_logits, expected["start_logits"])
             _close(out.end_logits, expected["end_logits"])
-        else:
-            _close(model.bert(**kwargs).pooler_output, expected["pooled_output"])
+        else:  # BERT's next sentence, ALBERT's sentence order
+            _close(encoder(**kwargs).pooler_output, expected["pooled_output"])
             at = x["masked_lm_positions"]
             picked = out.prediction_logits[np.arange(BATCH)[:, None], at].reshape(BATCH * 3, -1)
             _close(picked, expected["mlm_logits"])
-            _close(out.seq_relationship_logits, expected["nsp_logits"])
+            _close(out.sop_logits if name.startswith("albert") else out.seq_relationship_logits,
+                   expected["nsp_logits"])
 
 
 def test_gpt2_loads_and_computes_what_the_tf1_graph_computes(transformers_lib, converted,

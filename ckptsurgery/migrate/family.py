@@ -221,8 +221,8 @@ class FamilyReport:
 
     def lines(self) -> list[str]:
         if self.family == "generic":
-            return ["family       generic (no family's names: bert, gpt2, ... see "
-                    "docs/families.md)"]
+            return ["family       generic (not the names of "
+                    f"{', '.join(builtin_families())}; see docs/families.md)"]
         read = ", ".join(f"{k} {v}" for k, v in self.read.items())
         out = [f"family       {self.family}: {read}",
                f"head         {self.head}: {self.head_about} -> {self.architecture}"]

@@ -162,8 +162,9 @@ def plan_hf(checkpoint, *, config: str | None = None, rules: str | None = None,
                                folder=os.path.dirname(checkpoint.prefix), config=config,
                                families=families_with(rules))
     if family is None:
-        raise UserError(f"'{checkpoint.prefix}' is of no family with rules (its names are not "
-                        "BERT's or GPT-2's); describe it with --rules FILE (docs/families.md)")
+        raise UserError(f"'{checkpoint.prefix}' is of no family with rules (its names are none "
+                        f"of {', '.join(families_with(rules))}'s); describe it with --rules "
+                        "FILE (docs/families.md)")
     drops = compile_patterns(drop, "--drop")
     head = next(h for h in family.heads if h.name == report.head)
     values = report.values
