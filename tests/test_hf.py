@@ -217,3 +217,25 @@ def test_rules_file_maps_a_head_the_package_does_not_know(transformers_lib, tmp_
                        attention_mask=torch.tensor(x["input_mask"], dtype=torch.long),
                        token_type_ids=torch.tensor(x["segment_ids"], dtype=torch.long)).logits
     _close(logits, tf1_outputs["bert_classifier"]["logits"])
+
+
+def test_gpt2_tokenizer_files_are_carried_over(transformers_lib, tmp_path):
+    """OpenAI ships ``encoder.json`` and ``vocab.bpe`` beside the checkpoint; transformers reads
+    them as ``vocab.json`` and ``merges.txt``. A 40-token byte-level BPE in their format, the
+    last token ``<|endoftext|>`` as GPT-2's is."""
+    import shutil
+
+    folder = tmp_path / "gpt2"
+    shutil.copytree(os.path.join(FIXTURES, "gpt2"), folder)
+    tokens = [*"abcdefghijklmnopqrstuvwxyz", "\u0120", "ab", *"ABCDEFGHIJK", "<|endoftext|>"]
+    (folder / "encoder.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}))
+    (folder / "vocab.bpe").write_text("#version: 0.2\na b\n")
+    out = str(tmp_path / "hf")
+    r = run_cli("convert", str(folder / "model.ckpt"), "--to", "hf", "--out", out, "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert sorted(os.listdir(out)) == ["config.json", "merges.txt", "model.safetensors",
+                                       "tokenizer_config.json", "vocab.json"]
+    tokenizer = transformers_lib.AutoTokenizer.from_pretrained(out)
+    assert tokenizer("ab")["input_ids"] == [27]
+    config = json.load(open(os.path.join(out, "config.json")))
+    assert tokenizer.eos_token_id == config["eos_token_id"] == 39
