@@ -62,7 +62,7 @@ class Head:
 
 @dataclass(frozen=True)
 class Family:
-    """One family's table (see the module's docstring); ``source`` is the file it came from."""
+    """One family's table (see the module's docstring)."""
 
     name: str
     about: str
@@ -74,7 +74,6 @@ class Family:
     heads: tuple[Head, ...]
     tokenizer: dict
     rules: tuple[Rule, ...]
-    source: str = ""
 
     def matches(self, names) -> bool:
         """Whether every recognising pattern matches one of ``names``."""
@@ -130,7 +129,7 @@ def load_family(path: str, known: dict[str, Family] | None = None) -> Family:
             tuple(data.get("config_files", base.config_files)), data.get("read", base.read),
             tuple(data.get("config_only", base.config_only)),
             data.get("hf_config", base.hf_config), heads or base.heads,
-            data.get("tokenizer", base.tokenizer), rules + base.rules, path)
+            data.get("tokenizer", base.tokenizer), rules + base.rules)
     if not heads:
         raise UserError(f"{where}: family '{data['family']}' has no \"heads\" (at least one, "
                         "with the transformers architecture it makes)")
@@ -138,7 +137,7 @@ def load_family(path: str, known: dict[str, Family] | None = None) -> Family:
                   tuple(_pattern(p, where) for p in data.get("recognise", ())),
                   tuple(data.get("config_files", ())), data.get("read", {}),
                   tuple(data.get("config_only", ())), data.get("hf_config", {}), heads,
-                  data.get("tokenizer", {}), rules, path)
+                  data.get("tokenizer", {}), rules)
 
 
 @functools.cache
@@ -202,7 +201,6 @@ class FamilyReport:
     read: dict = field(default_factory=dict)
     config: dict = field(default_factory=dict)
     config_source: str | None = None
-    config_path: str | None = None
     missing: list[str] = field(default_factory=list)
     conflicts: dict[str, tuple] = field(default_factory=dict)
 
@@ -267,7 +265,6 @@ def recognise(shapes: dict[str, tuple], *, folder: str, config: str | None = Non
                            if os.path.isfile(p)), None)
     if path is not None:
         report.config = _read_json(path, "config")
-        report.config_path = path
         report.config_source = (f"--config {path}" if config else
                                 f"{os.path.basename(path)} beside the checkpoint")
     values = report.values

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ..errors import OutputError, UserError
+from ..formats.safetensors import DTYPES
 from ..graphdef.roles import classify
 from ..graphdef.slots import describe
 from .family import FamilyReport, evaluate, families_with, recognise
@@ -201,6 +202,8 @@ def plan_hf(checkpoint, *, config: str | None = None, rules: str | None = None,
         m.transform = rule.transform
         m.shape = _written_shape(info.shape, rule.transform)
         m.problem = _shape_problem(key, info.shape, rule, values, report)
+        if info.dtype not in DTYPES:
+            m.problem = f"'{key}' is {info.dtype}, which safetensors cannot store"
     _collect_problems(plan, family, report)
     if not plan.problems:
         plan.config = _hf_config(family, report, head)
@@ -436,7 +439,7 @@ def _output_pieces(checkpoint, m: Mapping, batch: int):
 def _verify(folder: str, written: dict[str, list], batch: int) -> None:
     """Read every file back: its header as planned, its size, each tensor's checksum."""
     from ..formats.crc import crc32c
-    from ..formats.safetensors import DTYPES, read_header
+    from ..formats.safetensors import read_header
 
     for name, entries in written.items():
         path = os.path.join(folder, name)
