@@ -38,6 +38,7 @@ _EXPORTS = {
     "rename_checkpoint": "migrate.rewrite", "strip_checkpoint": "migrate.rewrite",
     "cast_checkpoint": "migrate.rewrite", "RENAME_PRESETS": "migrate.rewrite",
     "convert_checkpoint": "migrate.convert", "classify": "graphdef.roles",
+    "convert_to_hf": "migrate.hf", "plan_hf": "migrate.hf", "recognise": "migrate.family",
     # integrity and safety
     "verify_checkpoint": "safety.verify", "audit_checkpoint": "safety.audit",
     # errors

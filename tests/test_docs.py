@@ -57,6 +57,7 @@ NOT_RUN = {
     ("docs/getting-started.md", "pip install ckptsurgery"),  # installs, then the demo
     ("docs/graft.md", "# only hidden3,"),                  # 5 epochs on full MNIST, twice
     ("docs/graft.md", "python -m tf2onnx.convert"),        # tf2onnx's own command
+    ("docs/families.md", "from transformers import"),      # torch + transformers: test_hf.py
 }
 
 

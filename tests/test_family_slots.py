@@ -160,3 +160,20 @@ def test_diff_weights_only_compares_a_bert_with_its_stripped_copy(tmp_path):
     data = json.loads(r.stdout)
     assert (data["removed"], data["added"], data["changed"]) == ([], [], [])
     assert len(data["identical"]) == 41  # the weights, bit for bit; global_step left out
+
+
+def test_without_the_meta_the_names_decide(tmp_path):
+    """Most released fine-tunes come without a .meta: adam_m/adam_v go by name alone."""
+    import shutil
+
+    folder = tmp_path / "nometa"
+    folder.mkdir()
+    for suffix in (".index", ".data-00000-of-00001"):
+        shutil.copy(BERT + suffix, folder / ("model.ckpt" + suffix))
+    src = str(folder / "model.ckpt")
+    result = strip_checkpoint(src, str(tmp_path / "s" / "model.ckpt"), optimizer_slots=True,
+                              progress=False)
+    after = read_vars(result.prefix)
+    before = read_vars(BERT)
+    assert sorted(after) == sorted(k for k in before if not k.endswith(("adam_m", "adam_v")))
+    assert all(after[k].tobytes() == before[k].tobytes() for k in after)

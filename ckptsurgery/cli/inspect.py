@@ -13,10 +13,16 @@ EXAMPLES = """\
 examples:
   ckptsurgery inspect base/my_model.ckpt
   ckptsurgery inspect runs/estimator/ --json | jq '.variables[] | select(.role == "model")'
+  ckptsurgery inspect uncased_L-12_H-768_A-12/bert_model.ckpt --config my_bert_config.json
 
 The checkpoint and its .meta are read without TensorFlow (a V1 single-file checkpoint is read
 through it). --check-import also tries importing the .meta with this TensorFlow in a fresh
 graph, explains a failure instead of raising it, and lists the graph's graft points.
+
+The model family (bert, gpt2; else generic) is read from names and shapes: layers, widths,
+vocabulary, the head and the transformers architecture it makes; what shapes cannot tell
+(attention heads, activation) from the config the release ships beside the checkpoint
+(bert_config.json, hparams.json) or --config FILE.
 """
 
 
@@ -32,6 +38,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="the graph from this TF1 model function (or package.module:FUNC) "
                         "instead of the .meta, for checkpoints saved without one; implies "
                         "--check-import")
+    p.add_argument("--config", metavar="FILE",
+                   help="the model family's config file, when it is not beside the checkpoint")
     return p
 
 
@@ -39,6 +47,6 @@ def run(args) -> int:
     from ..migrate.inspection import inspect_checkpoint
 
     result = inspect_checkpoint(args.checkpoint, check_import=args.check_import,
-                                model=args.model)
+                                model=args.model, config=args.config)
     print(json.dumps(result.as_dict(), indent=2) if args.json else "\n".join(result.lines()))
     return 0

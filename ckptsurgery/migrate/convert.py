@@ -51,8 +51,9 @@ __all__ = [
     "torch_name",
 ]
 
-#: Formats :func:`convert_checkpoint` writes.
-FORMATS = ("npz", "keras-h5", "safetensors", "tf2")
+#: Formats :func:`convert_checkpoint` writes; ``hf`` (a Hugging Face transformers folder, named
+#: and laid out by the model family's rules) is :func:`ckptsurgery.migrate.hf.convert_to_hf`.
+FORMATS = ("npz", "keras-h5", "safetensors", "tf2", "hf")
 
 _TF2_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 _KERAS_NAMES = {"weights": "kernel", "W": "kernel", "kernel": "kernel",
@@ -159,7 +160,8 @@ def convert_checkpoint(path: str, to: str, out: str, *, include_slots: bool = Fa
 
     Args:
         path: checkpoint prefix, file or folder.
-        to: ``npz``, ``keras-h5``, ``safetensors`` or ``tf2``.
+        to: ``npz``, ``keras-h5``, ``safetensors``, ``tf2`` or ``hf`` (with the family's
+            rules' defaults; :func:`~ckptsurgery.migrate.hf.convert_to_hf` takes its options).
         out: output file (a prefix for ``tf2``).
         include_slots: also write optimizer slots, optimizer state and step counters.
         only: regex (``re.search``) of the keys to convert.
@@ -180,6 +182,14 @@ def convert_checkpoint(path: str, to: str, out: str, *, include_slots: bool = Fa
 
     if to not in FORMATS:
         raise UserError(f"unknown format '{to}'; choose one of {', '.join(FORMATS)}")
+    if to == "hf":
+        if include_slots or only or maps or torch_layout or use_ema:
+            raise UserError("--include-slots, --only, --map, --torch-layout and --use-ema do not "
+                            "apply to --to hf: the family's rules decide names and layouts")
+        from .hf import convert_to_hf
+
+        return convert_to_hf(path, out, force=force, progress=progress,
+                             max_batch_bytes=max_batch_bytes)
     if torch_layout and to not in ("safetensors", "npz"):
         raise UserError("--torch-layout applies to safetensors and npz only")
     checkpoint = open_checkpoint(path)
@@ -311,49 +321,35 @@ def _write_keras_h5(checkpoint, names, out, *, force, progress, batch, torch_lay
     return out, _total(checkpoint, names)
 
 
-#: safetensors' dtype codes of the numpy dtypes a checkpoint's tensors become.
-_SAFETENSORS_DTYPES = {"float64": "F64", "float32": "F32", "float16": "F16", "int64": "I64",
-                       "uint64": "U64", "int32": "I32", "uint32": "U32", "int16": "I16",
-                       "uint16": "U16", "int8": "I8", "uint8": "U8", "bool": "BOOL",
-                       "complex64": "C64"}
-
-
 def _write_safetensors(checkpoint, names, out, *, force, progress, batch, torch_layout):
     """Stream the tensors into a safetensors file: the header (every name, dtype, shape and
     byte range) is known from the checkpoint's index, so it is written first and each tensor's
     bytes follow piece by piece. Kernels in PyTorch's layout are transposed whole, one at a
     time."""
-    import json
-    import struct
-
     from ..formats.output import atomic_file, check_output_file
+    from ..formats.safetensors import DTYPES, header_bytes
     from ..formats.stream import progress_bar
 
     out = check_output_file(out, inputs=checkpoint.files.paths, force=force)
-    layout, offset = [], 0
+    layout = []
     for key, name in sorted(names.items(), key=lambda kv: kv[1]):
         info = checkpoint.variables[key]
         dtype = "float32" if info.dtype == "bfloat16" else info.dtype
-        if dtype not in _SAFETENSORS_DTYPES:
+        if dtype not in DTYPES:
             raise UserError(f"'{key}' is {info.dtype}, which safetensors cannot store; leave "
                             "it out with --only")
         shape = list(info.shape)
         if torch_layout and _transposed(key, len(shape)):
             shape = [shape[-1], shape[-2], *shape[:-2]]
-        size = info.nbytes * (2 if info.dtype == "bfloat16" else 1)
-        layout.append((key, name, dtype, shape, offset, offset + size))
-        offset += size
-    header = {"__metadata__": {"format": "pt" if torch_layout else "np",
-                               "source": os.path.basename(checkpoint.prefix)}}
-    header.update({name: {"dtype": _SAFETENSORS_DTYPES[dtype], "shape": shape,
-                          "data_offsets": [begin, end]}
-                   for _, name, dtype, shape, begin, end in layout})
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
+        layout.append((key, name, dtype, shape,
+                       info.nbytes * (2 if info.dtype == "bfloat16" else 1)))
+    header = header_bytes([entry[1:] for entry in layout],
+                          {"format": "pt" if torch_layout else "np",
+                           "source": os.path.basename(checkpoint.prefix)})
     with progress_bar(_total(checkpoint, names), "converting", progress) as bar, \
             atomic_file(out) as tmp, open(tmp, "wb") as f:
-        f.write(struct.pack("<Q", len(text)) + text)
-        for key, _, dtype, _, _, _ in layout:
+        f.write(header)
+        for key, _, dtype, _, _ in layout:
             for piece in _pieces(checkpoint, key, batch, torch_layout):
                 f.write(piece.astype(dtype, copy=False).tobytes())
                 bar.update(piece.nbytes)

@@ -19,6 +19,7 @@ from ..graphdef.roles import classify
 from ..graphdef.saver import VARIABLE_OPS
 from ..graphdef.slots import VariableRole, describe
 from ..graphdef.walk import reachable
+from .family import FamilyReport, recognise
 
 __all__ = ["MetaSummary", "Inspection", "inspect_checkpoint", "import_check"]
 
@@ -74,10 +75,12 @@ class Inspection:
     object_based: bool
     meta: MetaSummary | None = None
     roles: dict[str, VariableRole] = field(default_factory=dict, repr=False)
+    family: FamilyReport | None = None
 
     def as_dict(self) -> dict:
         out = asdict(self)
         out.pop("roles")
+        out["family"] = self.family.as_dict() if self.family else None
         return out
 
     def lines(self) -> list[str]:
@@ -111,6 +114,8 @@ class Inspection:
         gs = self.global_step
         out.append(f"global_step  {gs['name']} = {gs['value']} ({gs['dtype']})" if gs
                    else "global_step  none")
+        if self.family is not None:
+            out += self.family.lines()
         out.append("")
         width = max([len(v["name"]) for v in self.variables] + [4])
         out.append(f"  {'NAME':<{width}}  {'SHAPE':<16} {'DTYPE':<8} {'BYTES':>12}  ROLE")
@@ -127,7 +132,7 @@ class Inspection:
 
 
 def inspect_checkpoint(path: str, *, check_import: bool = False,
-                       model: str | None = None) -> Inspection:
+                       model: str | None = None, config: str | None = None) -> Inspection:
     """Describe the checkpoint at ``path`` (prefix, any of its files, or a folder).
 
     Args:
@@ -137,6 +142,8 @@ def inspect_checkpoint(path: str, *, check_import: bool = False,
         model: ``FILE.py:FUNC`` or ``module:FUNC``: the graph built by that model function
             (:mod:`~ckptsurgery.graph.modelcode`) instead of the ``.meta``; implies
             ``check_import``.
+        config: the model family's config file (``bert_config.json``, ``hparams.json``) when
+            it is not beside the checkpoint (:func:`~ckptsurgery.migrate.family.recognise`).
 
     Raises:
         CheckpointNotFoundError, CheckpointCorruptError: see
@@ -150,7 +157,10 @@ def inspect_checkpoint(path: str, *, check_import: bool = False,
 
         ckpt, check_import = ckpt.with_meta_graph(meta_graph_from_code(model)), True
     with frozen(ckpt.meta_graph):  # roles and the summary ask the same of the graph
-        return _inspect(ckpt, check_import, model)
+        result = _inspect(ckpt, check_import, model)
+    result.family, _ = recognise({k: v.shape for k, v in ckpt.variables.items()},
+                                 folder=os.path.dirname(ckpt.prefix), config=config)
+    return result
 
 
 def _inspect(ckpt, check_import: bool, model: str | None = None) -> Inspection:

@@ -218,7 +218,8 @@ def _keys(checkpoint) -> list[str]:
     return list(checkpoint.variables)
 
 
-def _compile(patterns: Iterable[str], option: str) -> list[re.Pattern]:
+def compile_patterns(patterns: Iterable[str], option: str) -> list[re.Pattern]:
+    """The regexes given with ``option`` (``--drop``), compiled; a bad one is a UserError."""
     out = []
     for p in patterns:
         try:
@@ -286,7 +287,7 @@ def plan_strip(checkpoint, *, optimizer_slots: bool = False, drop: Sequence[str]
         SelectionError: a regex matches nothing, or nothing would be left.
     """
     keys = _keys(checkpoint)
-    drops, keeps = _compile(drop, "--drop"), _compile(keep, "--keep")
+    drops, keeps = compile_patterns(drop, "--drop"), compile_patterns(keep, "--keep")
     for p in keeps:
         _require_match(p, keys, "--keep", checkpoint.prefix)
     for p in drops:
@@ -316,7 +317,7 @@ def plan_cast(checkpoint, dtype: str, *, only: str | None = None) -> RewritePlan
     if dtype not in FLOAT_DTYPES:
         raise UserError(f"cannot cast to '{dtype}'; choose one of {', '.join(FLOAT_DTYPES)}")
     keys = _keys(checkpoint)
-    pattern = _compile([only], "--only")[0] if only else None
+    pattern = compile_patterns([only], "--only")[0] if only else None
     if pattern is not None:
         _require_match(pattern, keys, "--only", checkpoint.prefix)
     roles = classify(keys, checkpoint.meta_graph)

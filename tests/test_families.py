@@ -1,0 +1,209 @@
+"""Model families without TensorFlow: inspect names the family, its sizes, head and config;
+convert --to hf accounts for every variable, and refuses (one line, exit 2, nothing written) an
+unknown variable, a shape the config does not give and a missing config."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+from conftest import ROOT, read_vars, run_cli
+from migrate_helpers import corpus_prefix, readable_entries
+from safety_helpers import assert_clean_error
+
+from ckptsurgery.formats.checkpoint import open_checkpoint
+from ckptsurgery.formats.safetensors import read_header
+from ckptsurgery.migrate.hf import convert_to_hf, parse_size
+from ckptsurgery.migrate.rewrite import rename_checkpoint
+
+FIXTURES = os.path.join(ROOT, "fixtures")
+CLASSIFIER = os.path.join(FIXTURES, "bert_classifier", "model.ckpt")
+GPT2 = os.path.join(FIXTURES, "gpt2", "model.ckpt")
+
+
+def _copy(name: str, folder, *, config: bool = True) -> str:
+    """A fixture's checkpoint files (and, with ``config``, its side files) in ``folder``."""
+    src = os.path.join(FIXTURES, name)
+    os.makedirs(folder, exist_ok=True)
+    for entry in os.listdir(src):
+        if entry.startswith("model.ckpt") or (config and not entry.startswith("checkpoint")):
+            shutil.copy(os.path.join(src, entry), folder)
+    return os.path.join(str(folder), "model.ckpt")
+
+
+@pytest.mark.parametrize("name, family, head, architecture, read", [
+    ("bert_classifier", "bert", "classification", "BertForSequenceClassification",
+     {"num_hidden_layers": 2, "hidden_size": 16, "vocab_size": 32, "intermediate_size": 32,
+      "max_position_embeddings": 16, "type_vocab_size": 2, "num_labels": 3}),
+    ("bert_squad", "bert", "squad", "BertForQuestionAnswering", {"num_hidden_layers": 2}),
+    ("bert_pretraining", "bert", "pretraining", "BertForPreTraining", {"vocab_size": 32}),
+    ("albert_pretraining", "albert", "pretraining", "AlbertForPreTraining",
+     {"num_hidden_groups": 1, "inner_group_num": 1, "embedding_size": 8, "hidden_size": 16}),
+    ("gpt2", "gpt2", "lm", "GPT2LMHeadModel",
+     {"n_layer": 2, "n_embd": 16, "n_vocab": 40, "n_ctx": 12}),
+])
+def test_inspect_names_the_family(name, family, head, architecture, read):
+    r = run_cli("inspect", os.path.join(FIXTURES, name, "model.ckpt"), "--json")
+    assert r.returncode == 0, r.stderr
+    found = json.loads(r.stdout)["family"]
+    assert (found["family"], found["head"], found["architecture"]) == (family, head,
+                                                                        architecture)
+    assert read.items() <= found["read"].items()
+    config = {"gpt2": "hparams.json", "albert": "albert_config.json"}.get(family,
+                                                                          "bert_config.json")
+    assert found["config_source"] == f"{config} beside the checkpoint"
+    assert found["missing"] == [] and found["conflicts"] == {}
+
+
+def test_inspect_without_the_config_says_what_is_unknown_and_takes_config(tmp_path):
+    prefix = _copy("bert_squad", tmp_path / "c", config=False)
+    r = run_cli("inspect", prefix)
+    assert r.returncode == 0, r.stderr
+    assert ("config       none found: num_attention_heads, hidden_act unknown; put the "
+            "release's config beside the checkpoint or pass --config FILE") in r.stdout
+    given = os.path.join(FIXTURES, "bert_squad", "bert_config.json")
+    r = run_cli("inspect", prefix, "--config", given, "--json")
+    found = json.loads(r.stdout)["family"]
+    assert found["config_source"] == f"--config {given}"
+    assert found["config"]["num_attention_heads"] == 2 and found["missing"] == []
+
+
+def test_corpus_checkpoints_are_generic(shared):
+    for entry in readable_entries():
+        r = run_cli("inspect", corpus_prefix(entry), "--json")
+        assert r.returncode == 0, (entry, r.stderr)
+        assert json.loads(r.stdout)["family"]["family"] == "generic", entry
+
+
+def test_dry_run_accounts_for_every_variable_and_writes_nothing(tmp_path):
+    out = tmp_path / "hf"
+    r = run_cli("convert", os.path.join(FIXTURES, "bert_squad", "model.ckpt"), "--to", "hf",
+                "--out", str(out), "--dry-run")
+    assert r.returncode == 0, r.stderr
+    assert not out.exists()
+    keys = list(open_checkpoint(os.path.join(FIXTURES, "bert_squad", "model.ckpt")).variables)
+    body = [line for line in r.stdout.splitlines() if line.startswith("  ")]
+    assert sorted(line.split()[0] for line in body) == sorted(keys)
+    text = {line.split()[0]: " ".join(line.split()[1:]) for line in body}
+    assert text["bert/encoder/layer_1/intermediate/dense/kernel"] == (
+        "-> bert.encoder.layer.1.intermediate.dense.weight (transpose)")
+    assert text["cls/squad/output_weights"] == "-> qa_outputs.weight"
+    assert text["bert/pooler/dense/kernel"] == "left out: not part of BertForQuestionAnswering"
+    assert text["global_step"] == "left out: step counter"
+    assert text["cls/squad/output_bias/adam_v"] == (
+        "left out: optimizer slot adam_v (AdamWeightDecay) of cls/squad/output_bias")
+
+
+def test_output_is_the_weights_bit_for_bit_in_transformers_layout(tmp_path):
+    result = convert_to_hf(GPT2, str(tmp_path / "g"), progress=False)
+    from safetensors.numpy import load_file
+
+    tensors = load_file(os.path.join(result.out, "model.safetensors"))
+    source = read_vars(GPT2)
+    assert len(tensors) == 28
+    assert np.array_equal(tensors["transformer.h.1.attn.c_attn.weight"],
+                          source["model/h1/attn/c_attn/w"][0])  # squeezed, not transposed
+    assert tensors["transformer.h.1.mlp.c_proj.weight"].shape == (64, 16)
+    bert = convert_to_hf(CLASSIFIER, str(tmp_path / "b"), progress=False)
+    tensors = load_file(os.path.join(bert.out, "model.safetensors"))
+    weights = read_vars(CLASSIFIER)
+    assert np.array_equal(tensors["bert.encoder.layer.0.intermediate.dense.weight"],
+                          weights["bert/encoder/layer_0/intermediate/dense/kernel"].T)
+    assert np.array_equal(tensors["classifier.weight"], weights["output_weights"])
+    config = json.load(open(os.path.join(bert.out, "config.json")))
+    assert (config["hidden_act"], config["num_labels"], config["architectures"]) == (
+        "gelu_new", 3, ["BertForSequenceClassification"])
+
+
+def test_blocked_transposes_and_shards_give_the_same_tensors(tmp_path):
+    """Past a piece, a transpose goes in blocks of output rows; past --max-shard-size, files
+    are sharded with transformers' index. The tensors are the same as in one file."""
+    from safetensors.numpy import load_file
+
+    whole = convert_to_hf(CLASSIFIER, str(tmp_path / "one"), progress=False)
+    parts = convert_to_hf(CLASSIFIER, str(tmp_path / "many"), progress=False,
+                          max_shard_size=parse_size("8KB"), max_batch_bytes=300)
+    expected = load_file(os.path.join(whole.out, "model.safetensors"))
+    index = json.load(open(os.path.join(parts.out, "model.safetensors.index.json")))
+    files = sorted(set(index["weight_map"].values()))
+    assert len(files) > 1 and files[0] == f"model-00001-of-{len(files):05d}.safetensors"
+    got = {}
+    for name in files:
+        assert read_header(os.path.join(parts.out, name))[0]  # a header each
+        got.update(load_file(os.path.join(parts.out, name)))
+    assert sorted(got) == sorted(expected) == sorted(index["weight_map"])
+    assert index["metadata"]["total_size"] == sum(v.nbytes for v in expected.values())
+    for k, v in expected.items():
+        assert v.tobytes() == got[k].tobytes(), k
+
+
+def test_an_unknown_variable_is_one_line_and_nothing_is_written(tmp_path):
+    src = rename_checkpoint(CLASSIFIER, [(r"^output_(weights|bias)", r"my_head/\g<1>")],
+                            str(tmp_path / "r" / "model.ckpt"), progress=False).prefix
+    shutil.copy(os.path.join(FIXTURES, "bert_classifier", "bert_config.json"), tmp_path / "r")
+    out = tmp_path / "hf"
+    r = run_cli("convert", src, "--to", "hf", "--out", str(out))
+    err = assert_clean_error(r.returncode, r.stderr, 2, "my_head/bias", "my_head/weights",
+                             "--rules FILE", "--drop REGEX")
+    assert "2 variable(s)" in err and not out.exists()
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".hf")]
+    # the dry run shows them among the rest, and fails the same way
+    r = run_cli("convert", src, "--to", "hf", "--out", str(out), "--dry-run")
+    assert r.returncode == 2 and "my_head/weights" in r.stdout and "ERROR: no rule maps it" in \
+        r.stdout
+    # --drop leaves them out, and says so
+    r = run_cli("convert", src, "--to", "hf", "--out", str(out), "--drop", "^my_head/")
+    assert r.returncode == 0, r.stderr
+    assert "2 --drop ^my_head/" in r.stdout
+    config = json.load(open(out / "config.json"))
+    assert config["architectures"] == ["BertModel"]  # no head left: the encoder alone
+
+
+def test_a_shape_the_config_does_not_give_is_one_line(tmp_path):
+    prefix = _copy("bert_classifier", tmp_path / "c")
+    config = json.load(open(tmp_path / "c" / "bert_config.json"))
+    config["intermediate_size"] = 64
+    (tmp_path / "c" / "bert_config.json").write_text(json.dumps(config))
+    r = run_cli("convert", prefix, "--to", "hf", "--out", str(tmp_path / "hf"))
+    assert_clean_error(r.returncode, r.stderr, 2, "'bert/encoder/layer_0/intermediate/dense/bias'"
+                       " has shape [32], but bert_config.json beside the checkpoint makes it "
+                       "[64] (intermediate_size)", "more variable(s) disagree")
+    assert not (tmp_path / "hf").exists()
+
+
+def test_a_missing_config_is_one_line(tmp_path):
+    prefix = _copy("gpt2", tmp_path / "c", config=False)
+    r = run_cli("convert", prefix, "--to", "hf", "--out", str(tmp_path / "hf"))
+    assert_clean_error(r.returncode, r.stderr, 2, "family 'gpt2' needs n_head from its config",
+                       "no hparams.json beside", "--config FILE")
+    assert not (tmp_path / "hf").exists()
+    r = run_cli("convert", prefix, "--to", "hf", "--out", str(tmp_path / "hf"), "--config",
+                os.path.join(FIXTURES, "gpt2", "hparams.json"), "--quiet")
+    assert r.returncode == 0, r.stderr
+
+
+def test_generic_checkpoints_and_options_of_other_formats_are_refused(tmp_path):
+    r = run_cli("convert", os.path.join(FIXTURES, "mlp", "my_model.ckpt"), "--to", "hf",
+                "--out", str(tmp_path / "hf"))
+    assert_clean_error(r.returncode, r.stderr, 2, "of no family with rules", "--rules FILE")
+    r = run_cli("convert", GPT2, "--to", "hf", "--out", str(tmp_path / "hf"), "--torch-layout")
+    assert_clean_error(r.returncode, r.stderr, 2, "--torch-layout do not apply to --to hf")
+    r = run_cli("convert", GPT2, "--to", "npz", "--out", str(tmp_path / "a.npz"), "--dry-run")
+    assert_clean_error(r.returncode, r.stderr, 2, "--dry-run apply to --to hf only")
+
+
+def test_an_existing_output_needs_force(tmp_path):
+    out = tmp_path / "hf"
+    assert run_cli("convert", GPT2, "--to", "hf", "--out", str(out), "--quiet").returncode == 0
+    before = (out / "model.safetensors").read_bytes()
+    r = run_cli("convert", GPT2, "--to", "hf", "--out", str(out))
+    assert_clean_error(r.returncode, r.stderr, 2, "exists", "--force")
+    r = run_cli("convert", CLASSIFIER, "--to", "hf", "--out", str(out), "--force", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert (out / "model.safetensors").read_bytes() != before
+    assert sorted(os.listdir(out)) == ["config.json", "model.safetensors",
+                                       "tokenizer_config.json", "vocab.txt"]
+    assert sorted(os.listdir(tmp_path)) == ["hf"]  # no staging folder left
