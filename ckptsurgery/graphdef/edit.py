@@ -15,7 +15,7 @@ from .collections import context_anchors, drop_stale_collection_entries, variabl
 from .metagraph import free_name, node_map, op_name
 from .walk import ancestors
 
-__all__ = ["PruneInfo", "prune", "cut", "uncut"]
+__all__ = ["PruneInfo", "prune", "cut", "uncut", "fed_by_placeholder"]
 
 
 @dataclass
@@ -93,6 +93,38 @@ def cut(meta, tensor: str):
     if dtype is not None:
         sg.attr["T"].type = dtype
     return new, f"{sg_name}:0"
+
+
+def fed_by_placeholder(meta, tensor: str, shape: list | None):
+    """Make a new ``Placeholder`` (of ``tensor``'s dtype and ``shape``, None for unknown
+    dimensions) feed every reader of ``tensor``: an input in the middle of a graph (an
+    Estimator's feature layer, whose values came from a queue) becomes a real input. The
+    placeholder is named ``<op>/input``.
+
+    Returns:
+        ``(new_meta, name of the placeholder's tensor)``.
+    """
+    nodes = node_map(meta)
+    src = op_name(tensor)
+    if src not in nodes:
+        raise NotFoundError(f"no op '{src}' in the graph")
+    index = int(tensor.rpartition(":")[2]) if ":" in tensor else 0
+    aliases = {f"{src}:{index}"} | ({src} if index == 0 else set())
+    name = free_name(f"{src}/input", nodes)
+    new = type(meta)()
+    new.CopyFrom(meta)
+    for node in new.graph_def.node:
+        for i, inp in enumerate(node.input):
+            if inp in aliases:
+                node.input[i] = name
+    holder = new.graph_def.node.add()
+    holder.name, holder.op = name, "Placeholder"
+    holder.attr["dtype"].type = _output_dtype(nodes[src], index) or 1
+    if shape is None:
+        holder.attr["shape"].shape.unknown_rank = True
+    for d in shape or ():
+        holder.attr["shape"].shape.dim.add().size = -1 if d is None else d
+    return new, f"{name}:0"
 
 
 def uncut(meta):
