@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from ..graph.export import ExportResult
 from ..graph.restore import RestoreReport
+from ..migrate.export import ModelExport
 from ..train.fit import History, TrainConfig
 from .build import GraftSpec, Plan
 from .distill import Distillation
@@ -38,6 +39,7 @@ class GraftJob:
     force: bool = False
     dry_run: bool = False
     allow_unsafe_ops: bool = False  # run a graph that audit flags (files, network, code)
+    export: str | None = None  # also write the output as a saved-model, tflite or onnx model
 
 
 @dataclass
@@ -50,6 +52,7 @@ class GraftResult:
     training: History | None = None
     output: ExportResult | None = None
     data: dict | None = None
+    model: ModelExport | None = None  # --export
 
     def as_dict(self) -> dict:
         """The result for ``--json``: ``plan``, and ``restore``, ``training``, ``output`` when
@@ -64,6 +67,8 @@ class GraftResult:
         if self.output is not None:
             out["output"] = {"prefix": self.output.prefix, "files": self.output.files,
                              "n_variables": self.output.n_variables}
+        if self.model is not None:
+            out["export"] = self.model.as_dict()
         return out
 
 
@@ -95,6 +100,13 @@ def run_graft(job: GraftJob, log: Callable[[str], None] = print) -> GraftResult:
         check_graph_safe(source, allow_unsafe=job.allow_unsafe_ops)
         if job.out is not None:
             check_output_prefix(job.out, inputs=source.files.paths, force=job.force)
+            if job.export:
+                from ..formats.output import check_output_path
+                from ..migrate.export import export_path
+
+                check_output_path(export_path(job.out, job.export), force=job.force)
+        elif job.export:
+            raise UserError("--export writes beside the output checkpoint; give --out")
     training = bool(job.data) and not job.dry_run
     grafted = build(source, job.spec, require_labels=training)
     log(str(grafted.plan))
@@ -167,6 +179,17 @@ def run_graft(job: GraftJob, log: Callable[[str], None] = print) -> GraftResult:
                                      inputs=source.files.paths, force=job.force)
     log(f"wrote {exported.prefix} ({exported.n_variables} variables)")
     result.output = exported
+    if job.export:
+        from ..migrate.export import export_model, export_path
+
+        plan = grafted.plan
+        result.model = export_model(
+            exported.prefix, job.export, export_path(exported.prefix, job.export),
+            inputs=[plan.inputs], outputs=[f"{job.spec.output_collection}={plan.output}"],
+            feeds=job.spec.feeds if job.spec.keep_placeholders else None, force=job.force,
+            allow_unsafe_ops=job.allow_unsafe_ops)
+        for line in result.model.lines():
+            log(f"export: {line}")
     return result
 
 
