@@ -290,8 +290,9 @@ def _refuse_unexportable(meta, upstream: set[str]) -> None:
 
 
 def _dynamic_batch(meta, names: list[str]):
-    """A copy of ``meta`` whose placeholders ``names`` take any batch size (first dimension),
-    with no node's recorded ``_output_shapes``."""
+    """A copy of ``meta`` whose placeholders ``names`` take any batch size (first dimension)
+    and say their shape in full (graphs before TF 1.2 kept it only in ``_output_shapes``),
+    with no node's recorded ``_output_shapes`` (the import reads them, with the old batch)."""
     new = type(meta)()
     new.CopyFrom(meta)
     nodes = node_map(new)
@@ -299,10 +300,14 @@ def _dynamic_batch(meta, names: list[str]):
         node = nodes.get(name)
         if node is None or node.op != "Placeholder":
             continue
-        shape = node.attr["shape"].shape
-        if not shape.unknown_rank and shape.dim and shape.dim[0].size >= 0:
-            shape.dim[0].size = -1
-    for node in new.graph_def.node:  # the import reads these, and they hold the old batch
+        shape = placeholder_shape(meta, name)
+        if shape is None:
+            continue
+        proto = node.attr["shape"].shape
+        proto.Clear()
+        for i, d in enumerate(shape):
+            proto.dim.add().size = -1 if i == 0 or d is None else d
+    for node in new.graph_def.node:
         if "_output_shapes" in node.attr:
             del node.attr["_output_shapes"]
     return new
