@@ -37,6 +37,9 @@ _EXPORTS = {
     "rename_checkpoint": "migrate.rewrite", "strip_checkpoint": "migrate.rewrite",
     "cast_checkpoint": "migrate.rewrite", "RENAME_PRESETS": "migrate.rewrite",
     "convert_checkpoint": "migrate.convert", "classify": "graphdef.roles",
+    "export_model": "migrate.export", "ModelExport": "migrate.export",
+    "serving_graph": "graph.serving", "write_saved_model": "graph.serving",
+    "dropout_sites": "graphdef.dropout", "without_dropout": "graphdef.dropout",
     # integrity and safety
     "verify_checkpoint": "safety.verify", "audit_checkpoint": "safety.audit",
     # errors
