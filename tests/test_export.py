@@ -14,7 +14,7 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import CORPUS, FIXTURE_CNN, FIXTURE_MLP, FIXTURE_RNN
+from conftest import CORPUS, FIXTURE_CNN, FIXTURE_MIXED, FIXTURE_MLP, FIXTURE_RNN
 from safety_helpers import assert_clean_error, run_main
 
 
@@ -176,6 +176,41 @@ def test_existing_output_needs_force(cnn, tmp_path):
     assert_clean_error(code, err, 2, "exists", "--force")
     assert out.read_bytes() == b"keep me"
     assert os.listdir(tmp_path) == ["taken.tflite"]
+
+
+def test_dropout_sites_plain_and_inside_a_cond():
+    from ckptsurgery.formats.checkpoint import open_checkpoint
+    from ckptsurgery.graphdef.dropout import dropout_sites, without_dropout
+
+    cnn = open_checkpoint(FIXTURE_CNN).meta_graph
+    assert [(s.scope, s.input, s.output) for s in dropout_sites(cnn)] == [
+        ("dropout", "flatten/Reshape:0", "dropout/SelectV2:0")]
+    mixed = open_checkpoint(FIXTURE_MIXED).meta_graph
+    sites = dropout_sites(mixed)  # tf.cond(is_training, dropout, identity): x via a Switch
+    assert [(s.scope, s.input) for s in sites] == [
+        ("dropout_switch/dropout", "dropout_switch/dropout/Mul/Switch:1")]
+    bypassed = without_dropout(mixed, sites)
+    merge = next(n for n in bypassed.graph_def.node if n.name == "dropout_switch/Merge")
+    assert list(merge.input) == ["dropout_switch/Identity", "dropout_switch/dropout/Mul/Switch:1"]
+    assert dropout_sites(bypassed) == []
+
+
+def test_dropout_stays_off_with_the_training_switch_on(tmp_path):
+    out, info = _export(tmp_path, FIXTURE_MIXED, "saved-model", "m", "--feed",
+                        "is_training=true")
+    assert info["dropout_off"] == ["dropout_switch/dropout"]
+    x = _rows((4,))
+    first, again = _saved_model(out, x=x)["logits"], _saved_model(out, x=x)["logits"]
+    np.testing.assert_array_equal(first, again)
+    np.testing.assert_allclose(_saved_model(out, x=x[:9])["logits"], first[:9], atol=1e-6,
+                               rtol=0)
+
+
+def test_a_feed_the_outputs_do_not_need_is_a_warning(tmp_path):
+    code, _, err = run_main("export", FIXTURE_CNN, "--to", "saved-model", "--out",
+                            str(tmp_path / "m"), "--feed", "keep_prob=0.5")
+    assert code == 0, err
+    assert "warning: --feed keep_prob: not needed by the output(s)" in err
 
 
 def _tiny_checkpoint(folder, build):

@@ -19,9 +19,10 @@ values an export is checked against.
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass, field
 
-from ..errors import NotFoundError, SelectionError, UserError
+from ..errors import CkptSurgeryWarning, NotFoundError, SelectionError, UserError
 from ..graphdef.dropout import DropoutSite, dropout_sites, without_dropout
 from ..graphdef.edit import fed_by_placeholder, prune
 from ..graphdef.feeds import Feed, baked_in, feed_array, resolve_feeds
@@ -131,6 +132,11 @@ def serving_graph(meta, *, inputs: list[str] | None = None, outputs: list[str] |
     _refuse_unexportable(graph, upstream)
     needed = [p for p in kinds if p in upstream and p not in given]
     resolved = resolve_feeds(graph, needed, feeds)
+    unused = sorted(set(feeds) - set(needed))
+    if unused:
+        warnings.warn(f"--feed {', '.join(unused)}: not needed by the output(s) (a keep "
+                      "probability is not: dropout is off in exports); ignored",
+                      CkptSurgeryWarning, stacklevel=2)
     graph = _dynamic_batch(graph, [op_name(r) for r in input_refs])
     graph, _ = prune(graph, [t for _, t in output_refs] + input_refs)
     reference = graph
