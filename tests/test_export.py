@@ -374,3 +374,29 @@ def test_corpus_checkpoint_exports_and_passes_the_check(shared, tmp_path, path):
     got = _saved_model(out, **inputs)
     assert sorted(got) == sorted(p["key"] for p in info["outputs"])
     assert all(len(v) == 5 for v in got.values())
+
+
+# TFLite from the same checkpoints: the Estimators' outputs are their logits layer (the head's
+# logits wait on asserts that depend on the global step, a ref variable no converter freezes).
+CORPUS_TFLITE = {
+    **{path: extra for path, extra in CORPUS_EXPORTS.items() if extra != "queue"},
+    "jncharon__wine-classifier__estimator_ckpt-3374/model.ckpt-3374":
+        ["--inputs", "dnn/input_from_feature_columns/input_layer/concat",
+         "--outputs", "dnn/logits/BiasAdd"],
+    "taiguangxing__Wide_n_deep__estimator_ckpt-2010/model.ckpt-2010":
+        ["--inputs", "dnn/input_from_feature_columns/input_layer/concat",
+         "--outputs", "dnn/logits/BiasAdd"],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", sorted(CORPUS_TFLITE))
+def test_corpus_checkpoint_exports_to_tflite(shared, tmp_path, path):
+    out, info = _export(tmp_path, os.path.join(CORPUS, path), "tflite", "m.tflite",
+                        *CORPUS_TFLITE[path])
+    assert max(info["check"]["max_diff"].values()) <= 1e-4
+    key = info["inputs"][0]["key"]
+    rows = 1 if info["single_batch"] else 5
+    got = _tflite(out, **{key: _rows([d or 8 for d in info["inputs"][0]["shape"][1:]],
+                                     n=rows)})
+    assert sorted(got) == sorted(p["key"] for p in info["outputs"])

@@ -298,7 +298,8 @@ def _refuse_unexportable(meta, upstream: set[str]) -> None:
 def _dynamic_batch(meta, names: list[str]):
     """A copy of ``meta`` whose placeholders ``names`` take any batch size (first dimension)
     and say their shape in full (graphs before TF 1.2 kept it only in ``_output_shapes``),
-    with no node's recorded ``_output_shapes`` (the import reads them, with the old batch)."""
+    with no node's recorded ``_output_shapes`` (the import reads them, with the old batch) and
+    TF 0.x's ``Variable`` ops as ``VariableV2``."""
     new = type(meta)()
     new.CopyFrom(meta)
     nodes = node_map(new)
@@ -316,6 +317,8 @@ def _dynamic_batch(meta, names: list[str]):
     for node in new.graph_def.node:
         if "_output_shapes" in node.attr:
             del node.attr["_output_shapes"]
+        if node.op == "Variable":  # TF 0.x's op: what converters freeze is its V2 (same attrs)
+            node.op = "VariableV2"
     return new
 
 
