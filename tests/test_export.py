@@ -297,6 +297,17 @@ def test_mlp_and_rnn_export_to_saved_model_and_tflite(tmp_path, ckpt, extra, out
 
 
 @pytest.mark.slow
+def test_dynamic_quantization_is_checked_against_a_share_of_the_output(tmp_path, cnn):
+    out, info = _export(tmp_path, FIXTURE_CNN, "tflite", "q.tflite", "--quantize", "dynamic")
+    assert info["quantize"] == "dynamic"
+    assert os.path.getsize(out) < os.path.getsize(cnn["lite"]) / 2  # int8 weights
+    got = _tflite(out, x=cnn["x"])["logits"]
+    allowed = 0.05 * np.abs(cnn["expected"]).max()
+    assert 1e-3 < info["check"]["atol"] <= allowed * 1.5  # 5% of its check batch's largest
+    assert np.abs(got - cnn["expected"]).max() <= allowed
+
+
+@pytest.mark.slow
 def test_onnx_export_runs_in_onnxruntime(tmp_path):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("tf2onnx")
