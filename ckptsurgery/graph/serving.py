@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from ..errors import CkptSurgeryWarning, NotFoundError, SelectionError, UserError
 from ..graphdef.dropout import DropoutSite, dropout_sites, without_dropout
 from ..graphdef.edit import fed_by_placeholder, prune
-from ..graphdef.feeds import Feed, baked_in, feed_array, resolve_feeds
+from ..graphdef.feeds import Feed, baked_in, feed_array, resolve_feeds, with_dynamic_batch
 from ..graphdef.metagraph import node_map, op_name, placeholder_shape, placeholders
 from ..graphdef.select import find_placeholder, resolve_tensor
 from ..graphdef.walk import ancestors, reachable
@@ -137,7 +137,7 @@ def serving_graph(meta, *, inputs: list[str] | None = None, outputs: list[str] |
         warnings.warn(f"--feed {', '.join(unused)}: not needed by the output(s) (a keep "
                       "probability is not: dropout is off in exports); ignored",
                       CkptSurgeryWarning, stacklevel=2)
-    graph = _dynamic_batch(graph, [op_name(r) for r in input_refs])
+    graph = with_dynamic_batch(graph, [op_name(r) for r in input_refs])
     graph, _ = prune(graph, [t for _, t in output_refs] + input_refs)
     reference = graph
     if resolved:
@@ -293,33 +293,6 @@ def _refuse_unexportable(meta, upstream: set[str]) -> None:
                 f"cannot export: the output(s) need op '{name}' ({nodes[name].op}), {what}; "
                 "name a tensor below it as the input with --inputs, or export an output that "
                 "does not need it")
-
-
-def _dynamic_batch(meta, names: list[str]):
-    """A copy of ``meta`` whose placeholders ``names`` take any batch size (first dimension)
-    and say their shape in full (graphs before TF 1.2 kept it only in ``_output_shapes``),
-    with no node's recorded ``_output_shapes`` (the import reads them, with the old batch) and
-    TF 0.x's ``Variable`` ops as ``VariableV2``."""
-    new = type(meta)()
-    new.CopyFrom(meta)
-    nodes = node_map(new)
-    for name in names:
-        node = nodes.get(name)
-        if node is None or node.op != "Placeholder":
-            continue
-        shape = placeholder_shape(meta, name)
-        if shape is None:
-            continue
-        proto = node.attr["shape"].shape
-        proto.Clear()
-        for i, d in enumerate(shape):
-            proto.dim.add().size = -1 if i == 0 or d is None else d
-    for node in new.graph_def.node:
-        if "_output_shapes" in node.attr:
-            del node.attr["_output_shapes"]
-        if node.op == "Variable":  # TF 0.x's op: what converters freeze is its V2 (same attrs)
-            node.op = "VariableV2"
-    return new
 
 
 def _shape_of(meta, nodes, ref: str) -> tuple | None:
