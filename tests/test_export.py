@@ -308,6 +308,19 @@ def test_dynamic_quantization_is_checked_against_a_share_of_the_output(tmp_path,
 
 
 @pytest.mark.slow
+def test_force_replaces_a_saved_model_folder_whole(tmp_path):
+    out = tmp_path / "m"
+    out.mkdir()
+    (out / "stale.txt").write_text("from before")
+    code, _, err = run_main("export", FIXTURE_MLP, "--to", "saved-model", "--out", str(out),
+                            "--force")
+    assert code == 0, err
+    assert sorted(os.listdir(tmp_path)) == ["m"]
+    assert "stale.txt" not in os.listdir(out) and "saved_model.pb" in os.listdir(out)
+    assert _saved_model(str(out), X=_rows((784,), n=2))["logits"].shape == (2, 10)
+
+
+@pytest.mark.slow
 def test_onnx_export_runs_in_onnxruntime(tmp_path):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("tf2onnx")
