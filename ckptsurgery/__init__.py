@@ -39,6 +39,9 @@ _EXPORTS = {
     "cast_checkpoint": "migrate.rewrite", "RENAME_PRESETS": "migrate.rewrite",
     "convert_checkpoint": "migrate.convert", "classify": "graphdef.roles",
     "convert_to_hf": "migrate.hf", "plan_hf": "migrate.hf", "recognise": "migrate.family",
+    "export_model": "migrate.export", "ModelExport": "migrate.export",
+    "serving_graph": "graph.serving", "write_saved_model": "graph.serving",
+    "dropout_sites": "graphdef.dropout", "without_dropout": "graphdef.dropout",
     # integrity and safety
     "verify_checkpoint": "safety.verify", "audit_checkpoint": "safety.audit",
     # errors

@@ -28,7 +28,8 @@ TF_LINES = (b"WARNING: All log messages before absl::InitializeLog() is called a
             b"INTERNAL: CUDA error\n"
             b"I0000 00:00:1795994291.1 123 cpu_feature_guard.cc:210] This TensorFlow binary is "
             b"optimized to use available CPU instructions.\n"
-            b"To enable the following instructions: AVX2 FMA, in other operations, rebuild.\n")
+            b"To enable the following instructions: AVX2 FMA, in other operations, rebuild.\n"
+            b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n")
 
 # A user's environment: none of the switches the tests set or a user may have set.
 _USER_ENV = {k: v for k, v in os.environ.items()

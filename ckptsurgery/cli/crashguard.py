@@ -33,12 +33,15 @@ PROG = "ckptsurgery"
 _FATAL_RE = re.compile(rb"^F\d{4} [\d:.]+\s+\d+ (?P<where>\S+)\] (?P<what>.*)$")
 _DUMP_RE = re.compile(rb"^(\*\*\* |\s+@\s+0x|\s*$)")
 # TensorFlow's non-fatal log lines: absl's format at levels I, W, E; the warning absl prints
-# before it is set up; the second line of the CPU-feature notice.
+# before it is set up; the second line of the CPU-feature notice; TFLite's notice of its CPU
+# delegate (each tf.lite.Interpreter prints it).
 _TF_LOG_RE = re.compile(rb"^\r?(?:[IWE]\d{4} [\d:.]+\s+\d+ \S+\] |WARNING: All log messages before "
-                        rb"absl::InitializeLog\(\) is called|To enable the following instructions:)")
+                        rb"absl::InitializeLog\(\) is called|To enable the following instructions:"
+                        rb"|INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.)")
 # An unfinished line that may still become one of those (held back until its newline).
 _LOG_START_RE = re.compile(rb"^\r?(?:[IWEF]\d{0,4}(?: [\d:.]*(?:\s+\d*(?: \S*(?: .*)?)?)?)?"
-                           rb"|W(?:A(?:R(?:N(?:I(?:N(?:G(?::.*)?)?)?)?)?)?)?|T(?:o.*)?)$")
+                           rb"|W(?:A(?:R(?:N(?:I(?:N(?:G(?::.*)?)?)?)?)?)?)?|T(?:o.*)?"
+                           rb"|I(?:N(?:F(?:O(?::.*)?)?)?)?)$")
 _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 _PR_SET_PDEATHSIG = 1
 

@@ -48,6 +48,7 @@ or an op name (dnn/hidden3/Relu). REGEX scopes match like get_collection(key, sc
 def add_parser(sub) -> argparse.ArgumentParser:
     from ..graft.build import DROPOUT_MODES
     from ..graph.layers import POOLS
+    from ..migrate.export import TARGETS
     from ..train.optimizers import OPTIMIZERS
 
     p = sub.add_parser("graft", help=HELP, description=HELP + ".", epilog=EXAMPLES,
@@ -144,6 +145,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="run the graph even if it has ops that touch files, the network or run "
                         "code (see 'ckptsurgery audit'); only for graphs you trust")
     o.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
+    o.add_argument("--export", choices=TARGETS,
+                   help="also write the grafted model as a SavedModel (PREFIX_saved_model/), a "
+                        "TFLite (PREFIX.tflite) or an ONNX model (PREFIX.onnx), checked against "
+                        "the TF1 session as 'ckptsurgery export' does")
     o.add_argument("--graph", metavar="FILE", help="draw the graft: layers reused, frozen, "
                    "trained, new and pruned, shapes on the edges (.dot; .svg or .png with "
                    "Graphviz); written with --dry-run too")
@@ -190,7 +195,7 @@ def run(args) -> int:
         logdir=args.logdir, graph=args.graph, use_ema=args.use_ema,
         distill=Distillation(args.distill_from, args.teacher_output, args.temperature,
                              args.alpha) if args.distill_from else None,
-        dry_run=args.dry_run, allow_unsafe_ops=args.allow_unsafe_ops,
+        dry_run=args.dry_run, allow_unsafe_ops=args.allow_unsafe_ops, export=args.export,
         model=args.model, name_map=parse_name_map(args.map),
         detail="quiet" if args.quiet else "full",
     )

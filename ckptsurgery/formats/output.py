@@ -107,10 +107,7 @@ def check_output_file(path: str, *, inputs: Iterable[str] = (), force: bool = Fa
     if os.path.isdir(path):
         raise OutputError(f"output '{path}' is a folder; give a file name")
     _check_not_input(path, inputs)
-    if os.path.exists(path) and not force:
-        raise OutputError(f"output '{path}' exists; pass --force to replace it")
-    _make_parent(path)
-    return path
+    return _free_output(path, force, os.path.exists)
 
 
 def _make_parent(path: str) -> None:
@@ -130,7 +127,12 @@ def check_output_path(path: str, *, inputs: Iterable[str] = (), force: bool = Fa
         if os.path.realpath(path) == real or real.startswith(os.path.realpath(path) + os.sep):
             raise OutputError(f"output '{path}' is or holds the input '{source}'; choose "
                               "another output path")
-    if os.path.lexists(path) and not force:
+    return _free_output(path, force, os.path.lexists)
+
+
+def _free_output(path: str, force: bool, exists: Callable[[str], bool]) -> str:
+    """``path`` once it may be written: not existing (unless ``force``), its folder made."""
+    if exists(path) and not force:
         raise OutputError(f"output '{path}' exists; pass --force to replace it")
     folder = os.path.dirname(path) or "."
     try:
@@ -145,13 +147,7 @@ def staged_path(path: str, *, check: Callable[[str], None]) -> Iterator[str]:
     """Yield a temporary path beside ``path`` to write a file or a folder at; run ``check`` on
     it, then rename it into place (an existing output, checked by :func:`check_output_path`,
     is replaced). Nothing is left behind when writing or checking fails."""
-    folder = os.path.dirname(path) or "."
-    base = os.path.basename(path)
-    try:
-        _remove_abandoned(folder, base)
-        tmpdir = tempfile.mkdtemp(prefix=_temp_prefix(base), dir=folder)
-    except OSError as e:
-        raise write_error(path, e) from e
+    folder, base, tmpdir = _temp_dir(path)
     try:
         tmp = os.path.join(tmpdir, base)
         yield tmp
@@ -189,13 +185,7 @@ def staged_files(prefix: str, *, check: Callable[[str], None],
         write_state: write a ``checkpoint`` state file naming the output, unless the folder's
             state file names another checkpoint (an input's folder is never changed that way).
     """
-    folder = os.path.dirname(prefix) or "."
-    base = os.path.basename(prefix)
-    try:
-        _remove_abandoned(folder, base)
-        tmpdir = tempfile.mkdtemp(prefix=_temp_prefix(base), dir=folder)
-    except OSError as e:
-        raise write_error(prefix, e) from e
+    folder, base, tmpdir = _temp_dir(prefix)
     try:
         tmp_prefix = os.path.join(tmpdir, base)
         yield tmp_prefix
@@ -275,6 +265,17 @@ def _umask() -> int:
     umask = os.umask(0)
     os.umask(umask)
     return umask
+
+
+def _temp_dir(path: str) -> tuple[str, str, str]:
+    """``(folder, base name, a new temporary folder beside path)``, abandoned ones removed."""
+    folder = os.path.dirname(path) or "."
+    base = os.path.basename(path)
+    try:
+        _remove_abandoned(folder, base)
+        return folder, base, tempfile.mkdtemp(prefix=_temp_prefix(base), dir=folder)
+    except OSError as e:
+        raise write_error(path, e) from e
 
 
 def _write_state_file(folder: str, base: str) -> None:

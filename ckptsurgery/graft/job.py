@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from ..graph.export import ExportResult
 from ..graph.restore import RestoreReport
+from ..migrate.export import ModelExport
 from ..train.fit import History, TrainConfig
 from .build import GraftSpec, Plan
 from .distill import Distillation
@@ -47,6 +48,7 @@ class GraftJob:
     model: str | None = None  # FILE.py:FUNC or module:FUNC: the graph from code, not the .meta
     name_map: list[tuple[str, str]] = field(default_factory=list)  # (checkpoint, graft) scopes
     detail: str = "full"  # what is logged: see DETAILS
+    export: str | None = None  # also write the output as a saved-model, tflite or onnx model
 
 
 @dataclass
@@ -60,6 +62,7 @@ class GraftResult:
     output: ExportResult | None = None
     data: dict | None = None
     teacher: dict | None = None
+    model: ModelExport | None = None  # --export
 
     def as_dict(self) -> dict:
         """The result for ``--json``: ``plan``, and ``restore``, ``training``, ``output`` when
@@ -76,6 +79,8 @@ class GraftResult:
         if self.output is not None:
             out["output"] = {"prefix": self.output.prefix, "files": self.output.files,
                              "n_variables": self.output.n_variables}
+        if self.model is not None:
+            out["export"] = self.model.as_dict()
         return out
 
 
@@ -110,6 +115,13 @@ def run_graft(job: GraftJob, log: Callable[[str], None] = print) -> GraftResult:
         check_graph_safe(source, allow_unsafe=job.allow_unsafe_ops)
         if job.out is not None:
             check_output_prefix(job.out, inputs=source.files.paths, force=job.force)
+            if job.export:
+                from ..formats.output import check_output_path
+                from ..migrate.export import export_path
+
+                check_output_path(export_path(job.out, job.export), force=job.force)
+        elif job.export:
+            raise UserError("--export writes beside the output checkpoint; give --out")
     training = bool(job.data) and not job.dry_run
     grafted = build(source, job.spec, require_labels=training)
     if job.detail not in DETAILS:
@@ -194,6 +206,17 @@ def run_graft(job: GraftJob, log: Callable[[str], None] = print) -> GraftResult:
                                      inputs=source.files.paths, force=job.force)
     log(f"wrote {exported.prefix} ({exported.n_variables} variables)")
     result.output = exported
+    if job.export:
+        from ..migrate.export import export_model, export_path
+
+        plan = grafted.plan
+        result.model = export_model(
+            exported.prefix, job.export, export_path(exported.prefix, job.export),
+            inputs=[plan.inputs], outputs=[f"{job.spec.output_collection}={plan.output}"],
+            feeds=job.spec.feeds if job.spec.keep_placeholders else None, force=job.force,
+            allow_unsafe_ops=job.allow_unsafe_ops)
+        for line in result.model.lines():
+            log(f"export: {line}")
     return result
 
 

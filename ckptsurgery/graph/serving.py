@@ -19,12 +19,13 @@ values an export is checked against.
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass, field
 
-from ..errors import NotFoundError, SelectionError, UserError
+from ..errors import CkptSurgeryWarning, NotFoundError, SelectionError, UserError
 from ..graphdef.dropout import DropoutSite, dropout_sites, without_dropout
-from ..graphdef.edit import prune
-from ..graphdef.feeds import Feed, baked_in, feed_array, resolve_feeds
+from ..graphdef.edit import fed_by_placeholder, prune
+from ..graphdef.feeds import Feed, baked_in, feed_array, resolve_feeds, with_dynamic_batch
 from ..graphdef.metagraph import node_map, op_name, placeholder_shape, placeholders
 from ..graphdef.select import find_placeholder, resolve_tensor
 from ..graphdef.walk import ancestors, reachable
@@ -68,10 +69,12 @@ class Port:
 class ServingGraph:
     """What an export serves: ``meta`` (ready to import), ``inputs`` and ``outputs`` (their
     shapes and dtypes are filled in by :func:`write_saved_model`), the ``feeds`` baked in and
-    the ``dropout`` sites bypassed. ``source_meta`` is the checkpoint's graph as it was."""
+    the ``dropout`` sites bypassed. ``reference`` is the checkpoint's graph as the TF1 session
+    of the check runs it: the same ops, dropout bypassed, pruned, the feeds still placeholders
+    (fed their values)."""
 
     meta: object
-    source_meta: object
+    reference: object
     inputs: list[Port]
     outputs: list[Port]
     feeds: list[Feed] = field(default_factory=list)
@@ -97,40 +100,57 @@ def serving_graph(meta, *, inputs: list[str] | None = None, outputs: list[str] |
             the training program can run (named).
     """
     feeds = dict(feeds or {})
-    output_refs = _outputs(meta, outputs)
-    below = ancestors(meta, [t for _, t in output_refs])
+    sites = dropout_sites(meta)
+    graph = without_dropout(meta, sites)  # a keep probability that only dropout reads goes too
+    output_refs = _outputs(graph, outputs)
+    below = ancestors(graph, [t for _, t in output_refs])
     if inputs:
-        input_refs = [resolve_tensor(meta, ref) for ref in inputs]
+        input_refs = [resolve_tensor(graph, ref) for ref in inputs]
     else:
-        found = find_placeholder(meta, None, "inputs", "float", among=below, exclude=set(feeds))
+        found = find_placeholder(graph, None, "inputs", "float", among=below, exclude=set(feeds))
         if found is None:
+            layers = sorted(n for n in below if n.endswith("input_layer/concat"))
             raise SelectionError(
                 f"'{output_refs[0][1]}' depends on no float input placeholder; name the "
-                "input(s) with --inputs")
+                "input(s) with --inputs"
+                + (f" (an Estimator's features: --inputs {layers[-1]})" if layers else ""))
         input_refs = [found]
     for ref in input_refs:
         if op_name(ref) not in below:
             raise UserError(f"input '{ref}' is not used by the output(s) "
                             f"{', '.join(t for _, t in output_refs)}; choose another --inputs")
+    kinds = placeholders(graph)
+    inner = [r for r in input_refs if op_name(r) not in kinds]
+    if inner:  # inputs in the middle of the graph become placeholders
+        shapes = _imported_shapes(graph, inner)
+        for ref in inner:
+            graph, holder = fed_by_placeholder(graph, ref, shapes[ref])
+            input_refs[input_refs.index(ref)] = holder
+        kinds = placeholders(graph)
     given = {op_name(r) for r in input_refs}
-    upstream = _upstream(meta, [t for _, t in output_refs], given)
-    _refuse_unexportable(meta, upstream)
-    kinds = placeholders(meta)
+    upstream = _upstream(graph, [t for _, t in output_refs], given)
+    _refuse_unexportable(graph, upstream)
     needed = [p for p in kinds if p in upstream and p not in given]
-    resolved = resolve_feeds(meta, needed, feeds)
-    sites = dropout_sites(meta)
-    new = without_dropout(meta, sites)
+    resolved = resolve_feeds(graph, needed, feeds)
+    unused = sorted(set(feeds) - set(needed))
+    if unused:
+        warnings.warn(f"--feed {', '.join(unused)}: not needed by the output(s) (a keep "
+                      "probability is not: dropout is off in exports); ignored",
+                      CkptSurgeryWarning, stacklevel=2)
+    graph = with_dynamic_batch(graph, [op_name(r) for r in input_refs])
+    graph, _ = prune(graph, [t for _, t in output_refs] + input_refs)
+    reference = graph
     if resolved:
-        new = baked_in(new, resolved, input_refs[0])
-    new = _dynamic_batch(new, [op_name(r) for r in input_refs])
-    new, _ = prune(new, [t for _, t in output_refs] + input_refs)
-    nodes = node_map(new)
+        graph = baked_in(graph, resolved, input_refs[0])
+        graph, _ = prune(graph, [t for _, t in output_refs] + input_refs)
+    nodes = node_map(graph)
     keys = _unique([_key(op_name(r)) for r in input_refs])
-    ins = [Port(k, r, kinds.get(op_name(r), "float32"), _shape_of(new, nodes, r))
+    ins = [Port(k, r, kinds[op_name(r)], _shape_of(graph, nodes, r))
            for k, r in zip(keys, input_refs, strict=True)]
     outs = [Port(k, t, "", None) for k, t in output_refs]
-    return ServingGraph(new, meta, ins, outs, list(resolved.values()),
-                        [s for s in sites if op_name(s.output) in below])
+    return ServingGraph(graph, reference, ins, outs, list(resolved.values()),
+                        [s for s in sites if op_name(s.output) in ancestors(meta, [
+                            t for _, t in output_refs])])
 
 
 def write_saved_model(serving: ServingGraph, checkpoint, path: str) -> ServingGraph:
@@ -169,12 +189,12 @@ def write_saved_model(serving: ServingGraph, checkpoint, path: str) -> ServingGr
 
 def run_reference(serving: ServingGraph, checkpoint, batch: dict) -> dict:
     """The outputs for ``batch`` (``{input key: array}``) in a TF1 session of the checkpoint's
-    own graph (dropout bypassed, the baked values fed as feeds): ``{output key: array}``."""
+    own graph (:attr:`ServingGraph.reference`, the baked values fed): ``{output key: array}``."""
     import tensorflow as tf
 
     tf1 = tf.compat.v1
     graph = tf.Graph()
-    import_meta_graph(without_dropout(serving.source_meta, serving.dropout), graph)
+    import_meta_graph(serving.reference, graph)
     rows = len(next(iter(batch.values())))
     feed = {p.tensor: batch[p.key] for p in serving.inputs}
     for f in serving.feeds:
@@ -192,6 +212,19 @@ def _restore_all(session, graph, checkpoint) -> None:
     variables = graph.get_collection(tf1.GraphKeys.GLOBAL_VARIABLES)
     session.run(tf1.variables_initializer(variables))
     restore(session, variables, checkpoint)
+
+
+def _imported_shapes(meta, refs: list[str]) -> dict:
+    """The static shapes of tensors ``refs`` (None for an unknown rank), from an import."""
+    import tensorflow as tf
+
+    graph = tf.Graph()
+    import_meta_graph(meta, graph)
+    shapes = {}
+    for ref in refs:
+        shape = graph.get_tensor_by_name(ref).shape
+        shapes[ref] = shape.as_list() if shape.rank is not None else None
+    return shapes
 
 
 def _port(graph, key: str, name: str) -> Port:
@@ -260,21 +293,6 @@ def _refuse_unexportable(meta, upstream: set[str]) -> None:
                 f"cannot export: the output(s) need op '{name}' ({nodes[name].op}), {what}; "
                 "name a tensor below it as the input with --inputs, or export an output that "
                 "does not need it")
-
-
-def _dynamic_batch(meta, names: list[str]):
-    """A copy of ``meta`` whose placeholders ``names`` take any batch size (first dimension)."""
-    new = type(meta)()
-    new.CopyFrom(meta)
-    nodes = node_map(new)
-    for name in names:
-        node = nodes.get(name)
-        if node is None or node.op != "Placeholder":
-            continue
-        shape = node.attr["shape"].shape
-        if not shape.unknown_rank and shape.dim and shape.dim[0].size >= 0:
-            shape.dim[0].size = -1
-    return new
 
 
 def _shape_of(meta, nodes, ref: str) -> tuple | None:

@@ -57,7 +57,8 @@ def dropout_sites(meta) -> list[DropoutSite]:
         source = _masked_input(inside, names, nodes)
         if len(outputs) == 1 and source is not None:
             out = outputs[0] if ":" in outputs[0] else outputs[0] + ":0"
-            sites.append(DropoutSite(scope, source, out))
+            if out != source:  # else it is bypassed already (a cond's Switch read past it)
+                sites.append(DropoutSite(scope, source, out))
     return sites
 
 
@@ -79,11 +80,14 @@ def without_dropout(meta, sites: list[DropoutSite]):
 
 def _masked_input(inside, names: set[str], nodes) -> str | None:
     """The tensor a dropout scope masks: what its ``Shape`` reads (the mask has ``x``'s shape),
-    else the first outside input of its first ``RealDiv``/``Div``/``Mul``."""
+    else the first outside input of its first ``RealDiv``/``Div``/``Mul``. Inside a ``cond``,
+    ``x`` comes in through a ``Switch`` in the scope, whose output is the one to read."""
     for kind in (("Shape",), ("RealDiv", "Div", "Mul")):
         for node in inside:
-            if node.op in kind and node.input and op_name(node.input[0]) not in names \
-                    and op_name(node.input[0]) in nodes:
+            if not node.input or node.op not in kind:
+                continue
+            source = nodes.get(op_name(node.input[0]))
+            if source is not None and (source.name not in names or source.op == "Switch"):
                 ref = node.input[0]
                 return ref if ":" in ref else ref + ":0"
     return None

@@ -15,7 +15,7 @@ from .collections import context_anchors, drop_stale_collection_entries, variabl
 from .metagraph import free_name, node_map, op_name
 from .walk import ancestors
 
-__all__ = ["PruneInfo", "prune", "cut", "uncut"]
+__all__ = ["PruneInfo", "prune", "cut", "uncut", "fed_by_placeholder"]
 
 
 @dataclass
@@ -72,19 +72,10 @@ def cut(meta, tensor: str):
     Returns:
         ``(new_meta, name of the StopGradient output tensor)``.
     """
-    nodes = node_map(meta)
-    src = op_name(tensor)
-    if src not in nodes:
+    if op_name(tensor) not in node_map(meta):
         raise NotFoundError(f"cannot cut after '{tensor}': no such op in the graph")
-    index = int(tensor.rpartition(":")[2]) if ":" in tensor else 0
-    aliases = {f"{src}:{index}"} | ({src} if index == 0 else set())
-    sg_name = free_name(f"{src}/stop_gradient", nodes)
-    new = type(meta)()
-    new.CopyFrom(meta)
-    for node in new.graph_def.node:
-        for i, inp in enumerate(node.input):
-            if inp in aliases:
-                node.input[i] = sg_name
+    new, sg_name, src, index = _readers_moved(meta, tensor, "stop_gradient")
+    nodes = node_map(meta)
     sg = new.graph_def.node.add()
     sg.name = sg_name
     sg.op = "StopGradient"
@@ -93,6 +84,29 @@ def cut(meta, tensor: str):
     if dtype is not None:
         sg.attr["T"].type = dtype
     return new, f"{sg_name}:0"
+
+
+def fed_by_placeholder(meta, tensor: str, shape: list | None):
+    """Make a new ``Placeholder`` (of ``tensor``'s dtype and ``shape``, None for unknown
+    dimensions) feed every reader of ``tensor``: an input in the middle of a graph (an
+    Estimator's feature layer, whose values came from a queue) becomes a real input. The
+    placeholder is named ``<op>/input``.
+
+    Returns:
+        ``(new_meta, name of the placeholder's tensor)``.
+    """
+    if op_name(tensor) not in node_map(meta):
+        raise NotFoundError(f"no op '{op_name(tensor)}' in the graph")
+    new, name, src, index = _readers_moved(meta, tensor, "input")
+    nodes = node_map(meta)
+    holder = new.graph_def.node.add()
+    holder.name, holder.op = name, "Placeholder"
+    holder.attr["dtype"].type = _output_dtype(nodes[src], index) or 1
+    if shape is None:
+        holder.attr["shape"].shape.unknown_rank = True
+    for d in shape or ():
+        holder.attr["shape"].shape.dim.add().size = -1 if d is None else d
+    return new, f"{name}:0"
 
 
 def uncut(meta):
@@ -132,6 +146,22 @@ def uncut(meta):
             col.node_list.value.extend(values)
     tensor = {name: through(name) for name in stops}
     return new, {name: t if ":" in t else t + ":0" for name, t in tensor.items()}
+
+
+def _readers_moved(meta, tensor: str, suffix: str):
+    """A copy of ``meta`` whose readers of ``tensor`` read ``<op>/<suffix>`` (a free name; the
+    caller adds the node) instead: ``(new_meta, that name, op name, output index)``."""
+    src = op_name(tensor)
+    index = int(tensor.rpartition(":")[2]) if ":" in tensor else 0
+    aliases = {f"{src}:{index}"} | ({src} if index == 0 else set())
+    name = free_name(f"{src}/{suffix}", node_map(meta))
+    new = type(meta)()
+    new.CopyFrom(meta)
+    for node in new.graph_def.node:
+        for i, inp in enumerate(node.input):
+            if inp in aliases:
+                node.input[i] = name
+    return new, name, src, index
 
 
 def _output_dtype(node, index: int):

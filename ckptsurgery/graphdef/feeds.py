@@ -19,7 +19,7 @@ from .metagraph import free_name, node_map, op_name, placeholder_shape, placehol
 from .walk import consumers
 
 __all__ = ["Feed", "parse_feed", "resolve_feeds", "default_feed", "is_training_switch",
-           "suggest_value", "with_defaults", "baked_in", "feed_array"]
+           "suggest_value", "with_defaults", "baked_in", "with_dynamic_batch", "feed_array"]
 
 _TRAINING_RE = re.compile(r"(?:^|[/_])(?:is_?)?train(?:ing)?(?:_?(?:mode|phase|flag))?$|"
                           r"(?:^|[/_])phase_?train$|(?:^|[/_])train_?mode$", re.I)
@@ -225,6 +225,33 @@ def baked_in(meta, feeds: dict[str, Feed], inputs: str):
         for i, ref in enumerate(node.input):
             if ref in targets:
                 node.input[i] = targets[ref]
+    return new
+
+
+def with_dynamic_batch(meta, names: list[str]):
+    """A copy of ``meta`` whose placeholders ``names`` take any batch size (first dimension)
+    and say their shape in full (graphs before TF 1.2 kept it only in ``_output_shapes``),
+    with no node's recorded ``_output_shapes`` (the import reads them, with the old batch) and
+    TF 0.x's ``Variable`` ops as ``VariableV2``."""
+    new = type(meta)()
+    new.CopyFrom(meta)
+    nodes = node_map(new)
+    for name in names:
+        node = nodes.get(name)
+        if node is None or node.op != "Placeholder":
+            continue
+        shape = placeholder_shape(meta, name)
+        if shape is None:
+            continue
+        proto = node.attr["shape"].shape
+        proto.Clear()
+        for i, d in enumerate(shape):
+            proto.dim.add().size = -1 if i == 0 or d is None else d
+    for node in new.graph_def.node:
+        if "_output_shapes" in node.attr:
+            del node.attr["_output_shapes"]
+        if node.op == "Variable":  # TF 0.x's op: what converters freeze is its V2 (same attrs)
+            node.op = "VariableV2"
     return new
 
 

@@ -68,7 +68,7 @@ class ModelExport:
                        "known batch size)")
         worst = max(self.max_diff.values(), default=0.0)
         out.append(f"checked: {self.rows} rows ({self.check_source}) against the TF1 session: "
-                   f"largest difference {worst:.3g} (atol {self.atol:g})")
+                   f"largest difference {worst:.3g} (atol {self.atol:.3g})")
         what = {"saved-model": "SavedModel", "tflite": "TFLite model",
                 "onnx": "ONNX model"}[self.target]
         out.append(f"wrote {self.path} ({what}"
