@@ -10,7 +10,6 @@ have) instead of crashing.
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
@@ -155,7 +154,9 @@ def _inspect(ckpt, check_import: bool) -> Inspection:
         variables.append({"name": name, "shape": list(info.shape), "dtype": info.dtype,
                           "bytes": info.nbytes, "role": _role_text(roles[name]),
                           "role_source": roles[name].source})
-    files = [{"path": p, "bytes": os.path.getsize(p)} for p in ckpt.files.paths]
+    from ..formats.storage import size
+
+    files = [{"path": p, "bytes": size(p)} for p in ckpt.files.paths]
     result = Inspection(
         prefix=ckpt.prefix, format=ckpt.files.format, shards=len(ckpt.files.data), files=files,
         variables=variables, totals=_totals(variables, roles), optimizers=_optimizers(roles),
