@@ -105,6 +105,9 @@ def quiet_tensorflow() -> None:
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    # The remote file systems log their retries and fallbacks; their final error is ours.
+    for name in ("fsspec", "s3fs", "gcsfs", "aiobotocore", "botocore", "google"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):

@@ -221,6 +221,9 @@ def _not_found_message(path: str, prefix: str) -> str:
     if found:
         return f"no checkpoint at '{path}' ({looked}); checkpoints in that folder: " + ", ".join(
             found[:5])
+    if storage.is_url(path):
+        return (f"no checkpoint at '{path}' ({looked}: not there, 404); check the URL, or give "
+                "the folder or prefix it names")
     return f"no checkpoint at '{path}' ({looked}); the folder holds none"
 
 

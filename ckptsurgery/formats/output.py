@@ -242,13 +242,8 @@ def atomic_file(path: str) -> Iterator[str]:
     """Yield a temporary path beside ``path``; on success rename it to ``path``. For a URL
     the temporary file is local, and streamed up on success (an object appears whole)."""
     if storage.is_url(path):
-        folder = tempfile.mkdtemp(prefix="ckptsurgery-upload-")
-        try:
-            tmp = os.path.join(folder, storage.basename(path))
+        with storage.local_stand_in(path) as tmp:
             yield tmp
-            storage.upload_file(tmp, path)
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
         return
     folder = os.path.dirname(path) or "."
     _remove_abandoned(folder, os.path.basename(path))

@@ -54,6 +54,7 @@ __all__ = [
     "write_bytes",
     "Upload",
     "upload_file",
+    "local_stand_in",
     "remove",
     "held_back",
     "copy_to",
@@ -172,10 +173,25 @@ def _failure(url: str, e: BaseException) -> UserError:
             or "forbidden" in lowered or "403" in text:
         return UserError(f"access to '{url}' is denied ({text}); use credentials that may "
                          "read (and write) it")
+    if _unreachable(e):
+        endpoint = " and AWS_ENDPOINT_URL (for a non-AWS S3 server)" if scheme in ("s3", "s3a") \
+            else ""
+        return UserError(f"cannot reach '{url}': {first_line(e.__cause__ or e)}; check the URL, "
+                         f"the network{endpoint}")
     if isinstance(e, FileNotFoundError) or "404" in text or "not found" in lowered:
         return UserError(f"'{url}' does not exist (404); check the URL")
-    return UserError(f"cannot reach '{url}': {kind}: {text}; check the URL, the network and "
-                     "the endpoint (AWS_ENDPOINT_URL for a non-AWS S3 server)")
+    return UserError(f"cannot read or write '{url}': {kind}: {text}")
+
+
+def _unreachable(e: BaseException) -> bool:
+    """A connection that failed (fsspec's HTTP file system reports it as a missing file)."""
+    for err in (e, e.__cause__):
+        name = type(err).__name__
+        if err is not None and not isinstance(err, FileNotFoundError | PermissionError) and (
+                "Connect" in name or "Connection" in name or "DNS" in name
+                or isinstance(err, ConnectionError | TimeoutError)):
+            return True
+    return False
 
 
 def _no_bucket(e: BaseException) -> bool:
@@ -192,7 +208,7 @@ def _call(url: str, fn, *args, missing=None, **kwargs):
     except UserError:
         raise
     except FileNotFoundError as e:
-        if missing is not None and not _no_bucket(e):
+        if missing is not None and not _no_bucket(e) and not _unreachable(e):
             return missing
         raise _failure(url, e) from None
     except Exception as e:
@@ -416,11 +432,15 @@ def open_write(path: str):
 def write_bytes(path: str, data: bytes) -> None:
     """Write ``data`` as the file ``path``: flushed to the disk (local), uploaded (remote), or
     kept (held back)."""
-    with open_write(path) as f:
+    if is_url(path):
+        f = open_write(path)
+        _call(path, f.write, data)
+        _call(path, f.close)
+        return
+    with open(path, "wb") as f:
         f.write(data)
-        if not is_url(path):
-            f.flush()
-            os.fsync(f.fileno())
+        f.flush()
+        os.fsync(f.fileno())
 
 
 class Upload:
@@ -470,6 +490,25 @@ def upload_file(local: str, url: str) -> None:
         remove(url)
         raise OutputError(f"'{url}' did not arrive whole ({size(url)} of "
                           f"{os.path.getsize(local)} bytes); retry")
+
+
+@contextlib.contextmanager
+def local_stand_in(path: str) -> Iterator[str]:
+    """A local path for code that writes only local files (TensorFlow's saver, numpy) to
+    write what belongs at ``path``: ``path`` itself, or for a URL a path in a temporary folder
+    whose files are uploaded (:func:`upload_file`) into ``path``'s folder on success."""
+    if not is_url(path):
+        yield path
+        return
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="ckptsurgery-upload-")
+    try:
+        yield os.path.join(folder, basename(path))
+        for name in sorted(os.listdir(folder)):
+            upload_file(os.path.join(folder, name), join(dirname(path), name))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def remove(path: str) -> None:
