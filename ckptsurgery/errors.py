@@ -11,6 +11,7 @@ import difflib
 from collections.abc import Iterable
 
 __all__ = [
+    "exit_status",
     "CkptSurgeryWarning",
     "CkptSurgeryError",
     "UserError",
@@ -106,3 +107,13 @@ def first_line(e: BaseException) -> str:
     keeps its text in ``.message``; an empty message gives the exception's type)."""
     text = str(getattr(e, "message", None) or e).strip() or type(e).__name__
     return text.splitlines()[0]
+
+
+def exit_status(e: Exception) -> tuple[int, str]:
+    """The exit code and the one-line message (``error: ...``) of an error that ends a
+    command: a :class:`UserError` is the user's to fix (2), anything else is ours (1)."""
+    if isinstance(e, CkptSurgeryError):
+        label = "error" if isinstance(e, UserError) else "internal error"
+        return e.exit_code, f"{label}: {' '.join(str(e).splitlines())}"
+    return 1, (f"internal error: {type(e).__name__}: {first_line(e)} "
+               "(rerun with --debug for the traceback)")

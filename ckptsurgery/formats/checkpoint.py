@@ -25,11 +25,14 @@ __all__ = [
     "locate",
     "open_checkpoint",
     "read_state_file",
+    "state_file_checkpoints",
     "strip_suffix",
 ]
 
 _SHARD_RE = re.compile(r"^(?P<prefix>.+)\.data-(?P<i>\d{5})-of-(?P<n>\d{5})$")
 _V1_SHARD_RE = re.compile(r"^(?P<prefix>.+)-(?P<i>\d{5})-of-(?P<n>\d{5})$")
+_ALL_STATE_RE = re.compile(
+    r'^\s*(?P<all>all_)?model_checkpoint_paths?\s*:\s*"(?P<path>(?:[^"\\\n]|\\.)*)"', re.M)
 _STATE_RE = re.compile(r'^\s*model_checkpoint_path\s*:\s*"(?P<path>(?:[^"\\\n]|\\.)*)"', re.M)
 
 
@@ -86,16 +89,39 @@ def read_state_file(folder: str) -> str:
             f"state file '{state}' names no model_checkpoint_path; pass the checkpoint prefix instead"
         )
     path = m.group("path").encode().decode("unicode_escape")
+    found = _in_folder(folder, path)
+    if found is None:
+        raise CheckpointNotFoundError(
+            f"state file '{state}' names '{path}', which is not in '{folder}'; "
+            "pass the checkpoint prefix instead"
+        )
+    return found
+
+
+def state_file_checkpoints(folder: str) -> list[str]:
+    """The prefixes of every checkpoint a folder's ``checkpoint`` state file lists
+    (``all_model_checkpoint_paths``, and the latest) that are in ``folder``, oldest first;
+    [] without a state file."""
+    state = storage.join(folder, "checkpoint")
+    if not storage.isfile(state):
+        return []
+    with storage.open_read(state) as f:
+        text = f.read().decode("utf-8", errors="replace")
+    found = []
+    matches = sorted(_ALL_STATE_RE.finditer(text), key=lambda m: not m.group("all"))
+    for m in matches:  # the list, then the latest if it is not in it
+        prefix = _in_folder(folder, m.group("path").encode().decode("unicode_escape"))
+        if prefix is not None and prefix not in found:
+            found.append(prefix)
+    return found
+
+
+def _in_folder(folder: str, path: str) -> str | None:
+    """The prefix a state file's ``path`` names in ``folder``, if a checkpoint is there."""
     local = not storage.is_url(folder)
     candidates = [path if local and os.path.isabs(path) else storage.join(folder, path),
                   storage.join(folder, storage.basename(path.replace("\\", "/")))]
-    for c in candidates:
-        if _exists_as_prefix(c):
-            return c
-    raise CheckpointNotFoundError(
-        f"state file '{state}' names '{path}', which is not in '{folder}'; "
-        "pass the checkpoint prefix instead"
-    )
+    return next((c for c in candidates if _exists_as_prefix(c)), None)
 
 
 def locate(path: str) -> CheckpointFiles:

@@ -45,6 +45,7 @@ __all__ = [
     "isdir",
     "listdir",
     "walk_files",
+    "glob_paths",
     "size",
     "identity",
     "open_read",
@@ -292,6 +293,19 @@ def walk_files(folder: str) -> Iterator[str]:
     found = _call(folder, fs.find, base, missing=[])
     for path in sorted(found):
         yield join(folder, path[len(base):].lstrip("/"))
+
+
+def glob_paths(pattern: str) -> list[str]:
+    """The paths or URLs that match the glob ``pattern``, sorted."""
+    if not is_url(pattern):
+        import glob
+
+        return sorted(glob.glob(pattern))
+    fs = _fs(pattern)
+    found = _call(pattern, fs.glob, _fs_path(pattern))
+    if _scheme(pattern) in _READ_ONLY:
+        return sorted(found)
+    return sorted(f"{_scheme(pattern)}://{p}" for p in found)
 
 
 def size(path: str) -> int:
