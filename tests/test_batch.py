@@ -168,3 +168,35 @@ def test_corpus_strip_killed_halfway_finishes_on_the_rerun_and_every_output_veri
     check = _cli("verify", str(out), "--jobs", "2", "--json")
     report = json.loads(check.communicate(timeout=300)[0])
     assert check.returncode == 0 and (report["done"], report["failed"]) == (total, 0)
+
+
+def _manifest_without_times(out) -> dict:
+    """The manifest, outputs relative to ``out``, modification times left out."""
+    data = json.loads((out / MANIFEST).read_text())
+    for entry in data["inputs"].values():
+        entry["output"] = os.path.relpath(entry["output"], out)
+        for files in (entry["input"], entry["output_files"]):
+            for identity in files.values():
+                identity.pop("mtime_ns")
+    return data
+
+
+@pytest.mark.slow
+def test_dask_on_a_local_cluster_gives_the_same_outputs_and_manifest(tree, tmp_path):
+    distributed = pytest.importorskip("dask.distributed")
+    argv = ("strip", str(tree), "--optimizer-slots", "--out-dir")
+    assert run_main(*argv, str(tmp_path / "local"), "--jobs", "1")[0] == 0
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        code, stdout, err = run_main(*argv, str(tmp_path / "dask"), "--dask",
+                                     cluster.scheduler_address)
+    assert code == 0, err
+    assert stdout.splitlines()[-1] == "4 done, 0 skipped (finished before), 0 failed"
+    local, remote = tmp_path / "local", tmp_path / "dask"
+    assert _prefixes(remote) == _prefixes(local)
+    for dirpath, _, names in os.walk(local):
+        for name in names:
+            if name != MANIFEST:
+                rel = os.path.relpath(os.path.join(dirpath, name), local)
+                assert (remote / rel).read_bytes() == (local / rel).read_bytes(), rel
+    assert _manifest_without_times(remote) == _manifest_without_times(local)

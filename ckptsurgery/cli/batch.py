@@ -18,6 +18,7 @@ import io
 import json
 import os
 import sys
+import threading
 import warnings
 
 __all__ = ["add_batch_options", "is_batch", "check_single", "run_batch", "run_task"]
@@ -69,6 +70,11 @@ def check_single(args) -> None:
                         "process many checkpoints)")
 
 
+#: A task captures this process's stdout: a Dask worker running several threads runs the
+#: tasks it gets one at a time (give workers one thread each and several processes).
+_ONE_AT_A_TIME = threading.Lock()
+
+
 def run_task(task: dict) -> dict:
     """One checkpoint of a batch, in whatever process runs it: the command's ``run`` on
     ``task["input"]`` (output ``task["output"]``), its stdout and error captured.
@@ -83,7 +89,7 @@ def run_task(task: dict) -> dict:
     if task["output"] is not None:
         args.out, args.force = task["output"], task["force"]
     out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
+    with _ONE_AT_A_TIME, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
             warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
