@@ -276,3 +276,38 @@ def test_memory_urls_round_trip(tmp_path):
     original = open_checkpoint(MLP)
     assert np.array_equal(ckpt.read("first/kernel"), original.read("hidden1/kernel"))
     shutil.rmtree(tmp_path)
+
+
+@pytest.mark.slow
+def test_tensorflow_reads_a_remote_v1_checkpoint_from_a_local_copy(http_server):
+    source = os.path.join(CORPUS, "AloshkaD__traffic-signs__model_v1")
+    if not os.path.isdir(source):
+        pytest.skip("../shared is absent")
+    folder = os.path.join(http_server.folder, "v1")
+    shutil.copytree(source, folder)
+    code, stdout, err = run_main("inspect", f"{http_server.url}/v1/model.ckpt", "--json",
+                                 "--check-import")
+    assert code == 0, err
+    local = run_main("inspect", os.path.join(source, "model.ckpt"), "--json")[1]
+    import json
+
+    remote, local = json.loads(stdout), json.loads(local)
+    assert remote["variables"] == local["variables"] and remote["format"] == "V1"
+    assert remote["meta"]["importable"] is True and remote["meta"]["graft_points"]
+
+
+def test_a_single_file_output_goes_to_s3_whole(s3, tmp_path):
+    out = f"s3://{BUCKET}/npz/weights.npz"
+    code, _, err = run_main("convert", MLP, "--to", "npz", "--out", out, "--quiet")
+    assert code == 0, err
+    path = tmp_path / "w.npz"
+    path.write_bytes(s3.fs().cat_file(out.removeprefix("s3://")))
+    with np.load(path) as npz:
+        assert np.array_equal(npz["hidden1/kernel"],
+                              run_checkpoint_read(MLP, "hidden1/kernel"))
+
+
+def run_checkpoint_read(path: str, name: str):
+    from ckptsurgery.formats.checkpoint import open_checkpoint
+
+    return open_checkpoint(path).read(name)
