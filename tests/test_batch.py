@@ -200,3 +200,45 @@ def test_dask_on_a_local_cluster_gives_the_same_outputs_and_manifest(tree, tmp_p
                 rel = os.path.relpath(os.path.join(dirpath, name), local)
                 assert (remote / rel).read_bytes() == (local / rel).read_bytes(), rel
     assert _manifest_without_times(remote) == _manifest_without_times(local)
+
+
+@pytest.mark.slow
+def test_dask_reruns_the_task_of_a_worker_killed_mid_batch(tmp_path):
+    import threading
+
+    import numpy as np
+
+    distributed = pytest.importorskip("dask.distributed")
+    from ckptsurgery.formats.writer import BundleFileWriter
+
+    rng = np.random.default_rng(0)
+    for i in range(4):  # big enough that a task is still running when its worker is killed
+        os.makedirs(tmp_path / "in" / f"run{i}")
+        with BundleFileWriter(str(tmp_path / "in" / f"run{i}" / "m.ckpt")) as w:
+            for k in range(3):
+                w.add(f"layer{k}/kernel", rng.standard_normal(2**22, np.float32))
+                w.add(f"layer{k}/kernel/Adam", rng.standard_normal(2**22, np.float32))
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        outcome = {}
+        batch = threading.Thread(target=lambda: outcome.update(result=run_main(
+            "strip", str(tmp_path / "in"), "--optimizer-slots", "--out-dir",
+            str(tmp_path / "out"), "--dask", cluster.scheduler_address)))
+        batch.start()
+        killed = None
+        while killed is None and batch.is_alive():
+            for state in list(cluster.scheduler.workers.values()):
+                if state.processing:
+                    nanny = next(n for n in cluster.workers.values()
+                                 if n.worker_address == state.address)
+                    killed = nanny.process.process.pid
+                    os.kill(killed, signal.SIGKILL)
+                    break
+            time.sleep(0.01)
+        batch.join(timeout=300)
+    code, stdout, err = outcome["result"]
+    assert killed is not None
+    assert code == 0, err
+    assert stdout.splitlines()[-1] == "4 done, 0 skipped (finished before), 0 failed"
+    code, stdout, _ = run_main("verify", str(tmp_path / "out"), "--jobs", "1")
+    assert code == 0 and stdout.splitlines()[-1] == "4 done, 0 skipped (finished before), 0 failed"

@@ -311,3 +311,20 @@ def run_checkpoint_read(path: str, name: str):
     from ckptsurgery.formats.checkpoint import open_checkpoint
 
     return open_checkpoint(path).read(name)
+
+
+def test_a_batch_from_a_bucket_to_a_bucket_mirrors_the_layout_and_resumes(s3):
+    for name in ("mlp", "cnn"):
+        s3.put_folder(os.path.join(ROOT, "fixtures", name), f"s3://{BUCKET}/zoo/{name}")
+    argv = ("strip", f"s3://{BUCKET}/zoo", "--optimizer-slots", "--out-dir",
+            f"s3://{BUCKET}/zoo-slim", "--jobs", "2")
+    code, stdout, err = run_main(*argv)
+    assert code == 0, err
+    assert stdout.splitlines()[-1] == "2 done, 0 skipped (finished before), 0 failed"
+    assert s3.names(f"s3://{BUCKET}/zoo-slim/mlp") == [
+        "checkpoint", "my_model.ckpt.data-00000-of-00001", "my_model.ckpt.index",
+        "my_model.ckpt.meta"]
+    code, stdout, err = run_main(*argv)
+    assert code == 0 and stdout.splitlines()[-1] == "0 done, 2 skipped (finished before), 0 failed"
+    code, stdout, err = run_main("verify", f"s3://{BUCKET}/zoo-slim", "--jobs", "1")
+    assert code == 0 and stdout.splitlines()[-1] == "2 done, 0 skipped (finished before), 0 failed"
