@@ -35,6 +35,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 sys.path.insert(0, ROOT)
 
+import strip_bench  # noqa: E402
 from strip_bench import measure  # noqa: E402
 
 BUCKET = "bench"
@@ -103,6 +104,18 @@ def make_in_child(prefix: str, mb: int) -> None:
     subprocess.run([sys.executable, __file__, "--make", prefix, str(mb)], check=True)
 
 
+def digest(f) -> str:
+    """SHA-256 of an open file, read a piece at a time (this process stays small: the children
+    measured are forked from it)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with f:
+        while piece := f.read(2**24):
+            h.update(piece)
+    return h.hexdigest()
+
+
 def files(prefix: str) -> list[str]:
     folder, base = os.path.dirname(prefix), os.path.basename(prefix)
     return [os.path.join(folder, f) for f in sorted(os.listdir(folder))
@@ -113,7 +126,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mb", type=int, default=1500, help="size of the remote checkpoint")
     ap.add_argument("--batch-mb", type=int, default=400, help="size of each batch checkpoint")
+    ap.add_argument("--batch-count", type=int, default=4, help="checkpoints in the batch")
+    ap.add_argument("--batch-only", action="store_true", help="only the batch part (no S3)")
+    ap.add_argument("--repeat", type=int, default=1, help="runs of each step; the median")
     opts = ap.parse_args()
+    strip_bench.REPEAT = opts.repeat
     work = tempfile.mkdtemp(prefix="remote-bench-")
     port = free_port()
     env = {**ENV, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
@@ -127,7 +144,9 @@ def main() -> None:
                 break
             except OSError:
                 time.sleep(0.1)
-        rows, notes = run(work, opts, port)
+        rows, notes = ([], []) if opts.batch_only else run(work, opts, port)
+        more = run_batch(work, opts)
+        rows, notes = rows + more[0], notes + more[1]
     finally:
         server.terminate()
         server.wait()
@@ -137,6 +156,21 @@ def main() -> None:
         print(f"{row['label']:44} {row['wall']:7.1f} {row['rss_mb']:12.0f}")
     for note in notes:
         print(note)
+
+
+def run_batch(work: str, opts) -> tuple[list[dict], list[str]]:
+    """``--batch-count`` checkpoints on the local disk, stripped with --jobs 1, then 2."""
+    tree = os.path.join(work, "tree")
+    for i in range(opts.batch_count):
+        make_in_child(os.path.join(tree, f"run{i}", "model.ckpt"), opts.batch_mb)
+    outs = os.path.join(work, "outs")
+    rows = []
+    label = f"strip DIR --out-dir ({opts.batch_count} x {opts.batch_mb} MB)"
+    for jobs in (1, 2):
+        rows.append(measure(f"{label} --jobs {jobs}", [
+            sys.executable, "-m", "ckptsurgery", "strip", tree, "--optimizer-slots",
+            "--out-dir", outs, "--jobs", str(jobs), "--quiet"], outputs=(outs,)))
+    return rows, [f"--jobs 2 / --jobs 1: {rows[1]['wall'] / rows[0]['wall']:.2f}x"]
 
 
 def run(work: str, opts, port: int) -> tuple[list[dict], list[str]]:
@@ -176,25 +210,10 @@ def run(work: str, opts, port: int) -> tuple[list[dict], list[str]]:
     down = os.path.join(work, "down")
     rows.append(measure("s3fs download input + upload output", [
         sys.executable, "-c", baseline, down, *files(local_out)], outputs=(down,)))
-    import hashlib
-
-    def digest(data: bytes) -> str:
-        return hashlib.sha256(data).hexdigest()
-
-    identical = all(digest(fs.cat_file(f"{BUCKET}/slim/{os.path.basename(p)}"))
-                    == digest(open(p, "rb").read()) for p in files(local_out))
-    # Batch: 4 checkpoints on the local disk.
-    tree = os.path.join(work, "tree")
-    for i in range(4):
-        make_in_child(os.path.join(tree, f"run{i}", "model.ckpt"), opts.batch_mb)
-    outs = os.path.join(work, "outs")
-    for jobs in (1, 2):
-        rows.append(measure(f"strip DIR --out-dir (4 x {opts.batch_mb} MB) --jobs {jobs}", [
-            *cli, "strip", tree, "--optimizer-slots", "--out-dir", outs, "--jobs", str(jobs),
-            "--quiet"], outputs=(outs,)))
+    identical = all(digest(fs.open(f"{BUCKET}/slim/{os.path.basename(p)}", "rb"))
+                    == digest(open(p, "rb")) for p in files(local_out))
     by = {r["label"]: r for r in rows}
     strip, base = by["ckptsurgery strip s3:// --out s3://"], by["s3fs download input + upload output"]
-    j1, j2 = rows[-2], rows[-1]
     notes = [
         f"checkpoint {total / 2**20:,.0f} MiB, stripped output {out_bytes / 2**20:,.0f} MiB; "
         f"s3 output bit-identical to the local strip: {identical}",
@@ -202,7 +221,6 @@ def run(work: str, opts, port: int) -> tuple[list[dict], list[str]]:
         "checkpoint",
         f"strip / (s3fs download + upload): {strip['wall'] / base['wall']:.2f}x; strip peak RSS "
         f"{strip['rss_mb']:.0f} MB",
-        f"--jobs 2 / --jobs 1: {j2['wall'] / j1['wall']:.2f}x",
     ]
     return rows, notes
 

@@ -27,7 +27,7 @@ from .partitions import slice_key
 __all__ = ["BundleReader", "UnreadableDtypeError"]
 
 _READ_LIMIT = 2**20  # pieces up to this size are read, larger ones memory-mapped
-_REMOTE_PIECE = 32 * 2**20  # bound of a piece of a remote shard (fetched as several ranges)
+_REMOTE_PIECE = 64 * 2**20  # bound of a piece of a remote shard (fetched as several ranges)
 
 
 class UnreadableDtypeError(CheckpointCorruptError):

@@ -73,7 +73,7 @@ _READ_ONLY = ("http", "https")
 #: a 5xx), with a doubling pause from 0.2 s.
 RANGE_RETRIES = 4
 #: Bytes of one range request; a piece of a tensor is fetched as several such ranges at once.
-RANGE_BYTES = 8 * 2**20
+RANGE_BYTES = 32 * 2**20
 #: Bytes a streamed upload sends at a time (a multipart upload's part size).
 UPLOAD_BLOCK = 32 * 2**20
 
