@@ -11,6 +11,7 @@ import difflib
 from collections.abc import Iterable
 
 __all__ = [
+    "exit_status",
     "CkptSurgeryWarning",
     "CkptSurgeryError",
     "UserError",
@@ -116,3 +117,13 @@ def some(names: Iterable[str], limit: int = 4) -> str:
     if len(names) <= limit:
         return ", ".join(names)
     return f"{', '.join(names[:limit])} and {len(names) - limit} more"
+
+
+def exit_status(e: Exception) -> tuple[int, str]:
+    """The exit code and the one-line message (``error: ...``) of an error that ends a
+    command: a :class:`UserError` is the user's to fix (2), anything else is ours (1)."""
+    if isinstance(e, CkptSurgeryError):
+        label = "error" if isinstance(e, UserError) else "internal error"
+        return e.exit_code, f"{label}: {' '.join(str(e).splitlines())}"
+    return 1, (f"internal error: {type(e).__name__}: {first_line(e)} "
+               "(rerun with --debug for the traceback)")

@@ -58,6 +58,8 @@ NOT_RUN = {
     ("docs/graft.md", "# only hidden3,"),                  # 5 epochs on full MNIST, twice
     ("docs/graft.md", "python -m tf2onnx.convert"),        # tf2onnx's own command
     ("docs/families.md", "from transformers import"),      # torch + transformers: test_hf.py
+    ("docs/remote.md", "pip install 'ckptsurgery[s3]'"),   # installs the extras
+    ("docs/batch.md", "dask scheduler &"),                 # a Dask cluster of machines
 }
 
 

@@ -185,8 +185,9 @@ def test_missing_one_shard_of_two(shared, tmp_path):
 
 
 def test_folder_without_state_file(ckpt):
+    """(verify, inspect... take such a folder for a batch of the checkpoints in it.)"""
     os.remove(os.path.join(os.path.dirname(ckpt), "checkpoint"))
-    code, _, err = run_main("verify", os.path.dirname(ckpt))
+    code, _, err = run_main("diff", os.path.dirname(ckpt), ckpt)
     assert_clean_error(code, err, 2, "no 'checkpoint' state file",
                        "pass one of its checkpoints instead", ckpt)
 

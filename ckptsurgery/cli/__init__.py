@@ -25,7 +25,11 @@ COMMANDS = ("graft", "advise", "demo", "verify", "audit", "inspect", "diff", "re
 PROG = "ckptsurgery"
 
 #: Help of the CKPT argument that every command reading a checkpoint takes.
-CKPT_HELP = "checkpoint prefix, one of its files, or a folder with a 'checkpoint' file"
+CKPT_HELP = ("checkpoint prefix, one of its files, or a folder with a 'checkpoint' file; a "
+             "local path or a URL (s3://, gs://, http(s)://, memory://)")
+#: What CKPT help adds for the commands that take many.
+MANY_HELP = ("; several, a folder (searched recursively), a glob or a 'checkpoint' state file "
+             "run the command on each")
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -96,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet_tensorflow()
     warnings.showwarning = _show_warning
     try:
-        code = int(args._run(args) or 0)
+        code = int(dispatch(args) or 0)
         sys.stdout.flush()  # a closed pipe shows here, inside the try, not at exit
         return code
     except KeyboardInterrupt:
@@ -109,15 +113,25 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
         if args.debug:
             raise
-        from ..errors import CkptSurgeryError, UserError, first_line
+        from ..errors import exit_status
 
-        if isinstance(e, CkptSurgeryError):
-            label = "error" if isinstance(e, UserError) else "internal error"
-            print(f"{PROG}: {label}: {' '.join(str(e).splitlines())}", file=sys.stderr)
-            return e.exit_code
-        print(f"{PROG}: internal error: {type(e).__name__}: {first_line(e)} "
-              "(rerun with --debug for the traceback)", file=sys.stderr)
-        return 1
+        code, line = exit_status(e)
+        print(f"{PROG}: {line}", file=sys.stderr)
+        return code
+
+
+def dispatch(args) -> int:
+    """Run the parsed command: once, or for a batch of checkpoints (:mod:`.batch`) when a
+    command that takes several is given several, a folder of them, or ``--out-dir``."""
+    if not getattr(args, "_batch", False):
+        return args._run(args)
+    from . import batch
+
+    if batch.is_batch(args):
+        return batch.run_batch(args)
+    args.checkpoint = args.checkpoint[0]
+    batch.check_single(args)
+    return args._run(args)
 
 
 def quiet_tensorflow() -> None:
@@ -129,6 +143,9 @@ def quiet_tensorflow() -> None:
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    # The remote file systems log their retries and fallbacks; their final error is ours.
+    for name in ("fsspec", "s3fs", "gcsfs", "aiobotocore", "botocore", "google"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):

@@ -6,6 +6,9 @@ from __future__ import annotations
 import argparse
 import json
 
+from . import MANY_HELP
+from .batch import add_batch_options
+
 HELP = "list the ops of a checkpoint's graph that touch files, the network or run code"
 
 #: Exit status when ops are flagged (0: clean; 2: the input itself is wrong).
@@ -25,9 +28,11 @@ given --allow-unsafe-ops.
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("audit", help=HELP, description=HELP + ".", epilog=EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", metavar="CKPT",
-                   help="checkpoint prefix, one of its files, a folder, or a lone .meta file")
+    p.add_argument("checkpoint", metavar="CKPT", nargs="+",
+                   help="checkpoint prefix, one of its files, a folder, or a lone .meta file"
+                        + MANY_HELP)
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    add_batch_options(p, writes=False)
     return p
 
 

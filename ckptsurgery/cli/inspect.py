@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from . import CKPT_HELP
+from . import CKPT_HELP, MANY_HELP
+from .batch import add_batch_options
 
 HELP = "list a checkpoint's format, variables, optimizer slots, and its .meta's contents"
 
@@ -29,7 +30,7 @@ vocabulary, the head and the transformers architecture it makes; what shapes can
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help=HELP, description=HELP + ".", epilog=EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", metavar="CKPT", help=CKPT_HELP)
+    p.add_argument("checkpoint", metavar="CKPT", nargs="+", help=CKPT_HELP + MANY_HELP)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--check-import", action="store_true",
                    help="also try importing the .meta with TensorFlow and list graft points "
@@ -40,6 +41,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                         "--check-import")
     p.add_argument("--config", metavar="FILE",
                    help="the model family's config file, when it is not beside the checkpoint")
+    add_batch_options(p, writes=False)
     return p
 
 

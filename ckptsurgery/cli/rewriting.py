@@ -11,13 +11,14 @@ import json
 from collections.abc import Callable
 
 from ..formats.stream import DEFAULT_BATCH_BYTES
-from . import CKPT_HELP, add_output_options
+from . import CKPT_HELP, MANY_HELP, add_output_options
+from .batch import add_batch_options
 
 
 def add_rewrite_options(p: argparse.ArgumentParser) -> None:
     """Add the checkpoint argument and the output options of a rewriting command."""
-    p.add_argument("checkpoint", metavar="CKPT", help=CKPT_HELP)
-    p.add_argument("--out", required=True, metavar="PREFIX", help="output checkpoint prefix")
+    p.add_argument("checkpoint", metavar="CKPT", nargs="+", help=CKPT_HELP + MANY_HELP)
+    p.add_argument("--out", metavar="PREFIX", help="output checkpoint prefix (local or a URL)")
     o = p.add_argument_group("output")
     add_output_options(o)
     o.add_argument("--no-meta", action="store_true",
@@ -26,6 +27,7 @@ def add_rewrite_options(p: argparse.ArgumentParser) -> None:
     o.add_argument("--batch-mb", type=_megabytes, default=DEFAULT_BATCH_BYTES / 2**20, metavar="MB",
                    help="bytes of a tensor read and written at a time; bounds memory "
                         f"(default {DEFAULT_BATCH_BYTES // 2**20})")
+    add_batch_options(p, writes=True)
 
 
 def _megabytes(text: str) -> float:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from . import CKPT_HELP
+from . import CKPT_HELP, MANY_HELP
+from .batch import add_batch_options
 
 HELP = "check that a checkpoint is intact: every tensor reads back, checksums match, .meta fits"
 
@@ -21,10 +22,11 @@ exit status: 0 intact; 2 broken (each problem is listed) or not found.
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help=HELP, description=HELP + ".", epilog=EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", metavar="CKPT", help=CKPT_HELP)
+    p.add_argument("checkpoint", metavar="CKPT", nargs="+", help=CKPT_HELP + MANY_HELP)
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
     p.add_argument("--allow-nonfinite", action="store_true",
                    help="accept NaN and Inf values (reported as a problem otherwise)")
+    add_batch_options(p, writes=False)
     return p
 
 

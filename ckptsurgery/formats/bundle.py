@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from ..errors import CheckpointCorruptError
+from . import storage
 from .crc import crc32c, mask_crc, unmask_crc
 from .dtypes import DTYPE_NAMES, dtype_name
 
@@ -234,10 +235,7 @@ def write_table(path: str, entries: list[tuple[bytes, bytes]], *,
     handles = (_put_varint(meta_offset) + _put_varint(len(meta))
                + _put_varint(index_offset) + _put_varint(len(index_block)))
     out += handles.ljust(_FOOTER_SIZE - len(_TABLE_MAGIC), b"\x00") + _TABLE_MAGIC
-    with open(path, "wb") as f:
-        f.write(out)
-        f.flush()
-        os.fsync(f.fileno())
+    storage.write_bytes(path, bytes(out))
 
 
 def _block_entries(block: bytes) -> Iterator[tuple[bytes, bytes]]:
@@ -337,8 +335,8 @@ def read_table(path: str, *, thorough: bool = True) -> list[tuple[bytes, bytes]]
         CheckpointCorruptError: truncated, bit-flipped or not a table; the message says where.
     """
     try:
-        with open(path, "rb") as f:
-            file_size = os.fstat(f.fileno()).st_size
+        file_size = storage.size(path)
+        with storage.open_read(path) as f:
             _, handles = _table_blocks(f, file_size)
             if not thorough:
                 return []
@@ -388,23 +386,28 @@ def _entry_decoder() -> Callable[[str, bytes], BundleEntry]:
 def read_index(path: str) -> BundleIndex:
     """Parse and check a V2 ``.index`` file (every block checksum, the header, every entry).
 
-    The result is kept for the file as it is on disk (same inode, size and modification time),
+    The result is kept for the file as it is on disk (same inode, size and modification time;
+    for a remote file, size and ETag),
     so a command that opens, writes and verifies checkpoints parses each index once.
 
     Raises:
         CheckpointCorruptError: the file is damaged; the message names what and where.
     """
     try:
-        st = os.stat(path)
+        if storage.is_url(path):
+            version = tuple(sorted(storage.identity(path).items()))
+        else:
+            st = os.stat(path)
+            version = (st.st_ino, st.st_size, st.st_mtime_ns)
     except FileNotFoundError as e:
         from ..errors import CheckpointNotFoundError
 
         raise CheckpointNotFoundError(f"no file '{path}'") from e
-    return _parse_index(path, st.st_ino, st.st_size, st.st_mtime_ns)
+    return _parse_index(path, version)
 
 
 @functools.lru_cache(maxsize=8)
-def _parse_index(path: str, inode: int, size: int, mtime_ns: int) -> BundleIndex:
+def _parse_index(path: str, version: tuple) -> BundleIndex:
     table = read_table(path)
     if not table or table[0][0] != b"":
         raise CheckpointCorruptError(
@@ -465,13 +468,13 @@ def check_bundle(files, *, thorough: bool = False) -> BundleIndex | None:
     if index.num_shards != len(files.data):
         raise CheckpointCorruptError(
             f"'{files.index}' says the checkpoint has {index.num_shards} data shard(s) but "
-            f"{len(files.data)} were found ({os.path.basename(files.data[0])}...); the index and "
+            f"{len(files.data)} were found ({storage.basename(files.data[0])}...); the index and "
             f"the data files are from different saves or damaged; {_COPY_AGAIN}")
     if index.endianness not in (0, 1):
         raise CheckpointCorruptError(
             f"'{files.index}' has an invalid byte-order field ({index.endianness}): damaged; "
             f"{_COPY_AGAIN}")
-    sizes = [os.path.getsize(p) for p in files.data]
+    sizes = [storage.size(p) for p in files.data]
     if tuple(sizes) in index.fits:
         return index
     for entry in [*index.entries.values(), *index.parts.values()]:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from ..errors import CheckpointCorruptError, CheckpointNotFoundError, first_line
+from . import storage
 
 __all__ = [
     "CheckpointFiles",
@@ -24,11 +25,14 @@ __all__ = [
     "locate",
     "open_checkpoint",
     "read_state_file",
+    "state_file_checkpoints",
     "strip_suffix",
 ]
 
 _SHARD_RE = re.compile(r"^(?P<prefix>.+)\.data-(?P<i>\d{5})-of-(?P<n>\d{5})$")
 _V1_SHARD_RE = re.compile(r"^(?P<prefix>.+)-(?P<i>\d{5})-of-(?P<n>\d{5})$")
+_ALL_STATE_RE = re.compile(
+    r'^\s*(?P<all>all_)?model_checkpoint_paths?\s*:\s*"(?P<path>(?:[^"\\\n]|\\.)*)"', re.M)
 _STATE_RE = re.compile(r'^\s*model_checkpoint_path\s*:\s*"(?P<path>(?:[^"\\\n]|\\.)*)"', re.M)
 
 
@@ -71,29 +75,53 @@ def read_state_file(folder: str) -> str:
     Raises:
         CheckpointNotFoundError: no state file, or it names no checkpoint.
     """
-    state = os.path.join(folder, "checkpoint")
-    if not os.path.isfile(state):
+    state = storage.join(folder, "checkpoint")
+    if not storage.isfile(state):
         found = sorted(_prefixes_in(folder))
         hint = f"; pass one of its checkpoints instead: {', '.join(found[:5])}" if found else ""
         raise CheckpointNotFoundError(
             f"folder '{folder}' has no 'checkpoint' state file{hint}"
         )
-    with open(state, encoding="utf-8", errors="replace") as f:
-        m = _STATE_RE.search(f.read())
+    with storage.open_read(state) as f:
+        m = _STATE_RE.search(f.read().decode("utf-8", errors="replace"))
     if not m:
         raise CheckpointCorruptError(
             f"state file '{state}' names no model_checkpoint_path; pass the checkpoint prefix instead"
         )
     path = m.group("path").encode().decode("unicode_escape")
-    candidates = [path if os.path.isabs(path) else os.path.join(folder, path),
-                  os.path.join(folder, os.path.basename(path))]
-    for c in candidates:
-        if _exists_as_prefix(c):
-            return c
-    raise CheckpointNotFoundError(
-        f"state file '{state}' names '{path}', which is not in '{folder}'; "
-        "pass the checkpoint prefix instead"
-    )
+    found = _in_folder(folder, path)
+    if found is None:
+        raise CheckpointNotFoundError(
+            f"state file '{state}' names '{path}', which is not in '{folder}'; "
+            "pass the checkpoint prefix instead"
+        )
+    return found
+
+
+def state_file_checkpoints(folder: str) -> list[str]:
+    """The prefixes of every checkpoint a folder's ``checkpoint`` state file lists
+    (``all_model_checkpoint_paths``, and the latest) that are in ``folder``, oldest first;
+    [] without a state file."""
+    state = storage.join(folder, "checkpoint")
+    if not storage.isfile(state):
+        return []
+    with storage.open_read(state) as f:
+        text = f.read().decode("utf-8", errors="replace")
+    found = []
+    matches = sorted(_ALL_STATE_RE.finditer(text), key=lambda m: not m.group("all"))
+    for m in matches:  # the list, then the latest if it is not in it
+        prefix = _in_folder(folder, m.group("path").encode().decode("unicode_escape"))
+        if prefix is not None and prefix not in found:
+            found.append(prefix)
+    return found
+
+
+def _in_folder(folder: str, path: str) -> str | None:
+    """The prefix a state file's ``path`` names in ``folder``, if a checkpoint is there."""
+    local = not storage.is_url(folder)
+    candidates = [path if local and os.path.isabs(path) else storage.join(folder, path),
+                  storage.join(folder, storage.basename(path.replace("\\", "/")))]
+    return next((c for c in candidates if _exists_as_prefix(c)), None)
 
 
 def locate(path: str) -> CheckpointFiles:
@@ -103,13 +131,13 @@ def locate(path: str) -> CheckpointFiles:
         CheckpointNotFoundError: nothing at ``path`` is a checkpoint; the message says what was
             looked for, and whether a file was given where a prefix was meant or vice versa.
     """
-    path = os.path.normpath(os.path.expanduser(path))
-    if os.path.isdir(path):
+    path = storage.normpath(path)
+    if storage.isdir(path):
         return locate(read_state_file(path))
     prefix = strip_suffix(path)
-    if os.path.isfile(prefix + ".index"):
+    if storage.isfile(prefix + ".index"):
         return _v2_files(prefix)
-    if os.path.isfile(prefix) and not prefix.endswith(".meta"):
+    if storage.isfile(prefix) and not prefix.endswith(".meta"):
         if _looks_like_v1(prefix):
             return CheckpointFiles(prefix, "V1", None, (prefix,), _meta_of(prefix))
         raise CheckpointCorruptError(
@@ -136,14 +164,14 @@ def strip_suffix(path: str) -> str:
 
 def _v2_files(prefix: str) -> CheckpointFiles:
     index = prefix + ".index"
-    folder = os.path.dirname(prefix) or "."
-    base = os.path.basename(prefix)
+    folder = storage.dirname(prefix)
+    base = storage.basename(prefix)
     shards: dict[int, str] = {}
     total = None
-    for name in os.listdir(folder):
+    for name in storage.listdir(folder) or _unlisted_shard(prefix):
         m = _SHARD_RE.match(name)
         if m and m.group("prefix") == base:
-            shards[int(m.group("i"))] = os.path.join(folder, name)
+            shards[int(m.group("i"))] = storage.join(folder, name)
             total = int(m.group("n"))
     if total is None:
         raise CheckpointNotFoundError(
@@ -160,18 +188,27 @@ def _v2_files(prefix: str) -> CheckpointFiles:
                            _meta_of(prefix))
 
 
+def _unlisted_shard(prefix: str) -> list[str]:
+    """The single data shard's name, when it exists in a folder that cannot be listed (an
+    HTTP server without folder pages)."""
+    from .writer import data_path
+
+    path = data_path(prefix)
+    return [storage.basename(path)] if storage.is_url(prefix) and storage.isfile(path) else []
+
+
 def _meta_of(prefix: str) -> str | None:
     meta = prefix + ".meta"
-    return meta if os.path.isfile(meta) else None
+    return meta if storage.isfile(meta) else None
 
 
 def _looks_like_v1(path: str) -> bool:
     """A V1 checkpoint is an SSTable: it ends with the LevelDB table magic number."""
     try:
-        size = os.path.getsize(path)
+        size = storage.size(path)
         if size < 48:
             return False
-        with open(path, "rb") as f:
+        with storage.open_read(path) as f:
             f.seek(size - 8)
             return f.read(8) == bytes.fromhex("57fb808b247547db")
     except OSError:
@@ -179,41 +216,40 @@ def _looks_like_v1(path: str) -> bool:
 
 
 def _v1_shards(prefix: str) -> tuple[str, ...]:
-    folder = os.path.dirname(prefix) or "."
-    if not os.path.isdir(folder):
-        return ()
-    base = os.path.basename(prefix)
+    folder = storage.dirname(prefix)
+    base = storage.basename(prefix)
     found = sorted(
-        os.path.join(folder, n) for n in os.listdir(folder)
+        storage.join(folder, n) for n in storage.listdir(folder)
         if (m := _V1_SHARD_RE.match(n)) and m.group("prefix") == base
     )
     return tuple(found)
 
 
 def _exists_as_prefix(prefix: str) -> bool:
-    return os.path.isfile(prefix + ".index") or (os.path.isfile(prefix) and _looks_like_v1(prefix))
+    return storage.isfile(prefix + ".index") or (storage.isfile(prefix)
+                                                 and _looks_like_v1(prefix))
 
 
 def _prefixes_in(folder: str) -> set[str]:
-    try:
-        names = os.listdir(folder)
-    except OSError:
-        return set()
-    return {os.path.join(folder, n[: -len(".index")]) for n in names if n.endswith(".index")}
+    return {storage.join(folder, n[: -len(".index")]) for n in storage.listdir(folder)
+            if n.endswith(".index")}
 
 
 def _not_found_message(path: str, prefix: str) -> str:
-    folder = os.path.dirname(prefix) or "."
-    if not os.path.isdir(folder):
+    folder = storage.dirname(prefix)
+    if not storage.is_url(folder) and not os.path.isdir(folder):
         return f"no checkpoint at '{path}': folder '{folder}' does not exist"
     looked = f"looked for '{prefix}.index' (V2) and '{prefix}' (V1)"
-    if os.path.isfile(prefix + ".meta"):
+    if storage.isfile(prefix + ".meta"):
         return (f"'{prefix}.meta' exists but the checkpoint's weights ('{prefix}.index' and "
                 f"'.data-*') do not; {looked}")
     found = sorted(_prefixes_in(folder))
     if found:
         return f"no checkpoint at '{path}' ({looked}); checkpoints in that folder: " + ", ".join(
             found[:5])
+    if storage.is_url(path):
+        return (f"no checkpoint at '{path}' ({looked}: not there, 404); check the URL, or give "
+                "the folder or prefix it names")
     return f"no checkpoint at '{path}' ({looked}); the folder holds none"
 
 
@@ -262,11 +298,30 @@ class Checkpoint:
         import tensorflow as tf
 
         try:
-            return tf.compat.v1.train.NewCheckpointReader(self.files.prefix)
+            return tf.compat.v1.train.NewCheckpointReader(self.local_files.prefix)
         except Exception as e:  # TF raises its own OpErrors and bare RuntimeErrors here
             raise CheckpointCorruptError(
                 f"cannot read checkpoint '{self.files.prefix}': {first_line(e)}"
             ) from e
+
+    @cached_property
+    def local_files(self) -> CheckpointFiles:
+        """The checkpoint's files on this machine, for TensorFlow, which reads local files
+        only: its own files, or for a remote checkpoint copies in a temporary folder that lives
+        as long as this object."""
+        if not storage.is_url(self.prefix):
+            return self.files
+        import shutil
+        import tempfile
+        import weakref
+
+        folder = tempfile.mkdtemp(prefix="ckptsurgery-remote-")
+        weakref.finalize(self, shutil.rmtree, folder, True)
+        local = storage.copy_to(self.files.paths, folder)
+        return CheckpointFiles(
+            storage.join(folder, storage.basename(self.prefix)), self.files.format,
+            local.get(self.files.index), tuple(local[p] for p in self.files.data),
+            local.get(self.files.meta))
 
     @cached_property
     def variables(self) -> dict[str, VariableInfo]:
@@ -363,6 +418,8 @@ def open_checkpoint(path: str) -> Checkpoint:
     """
     files = locate(path)
     for p in files.paths:
+        if storage.is_url(p):
+            continue  # reading it was already asked for (its size) by locate
         try:
             with open(p, "rb"):
                 pass

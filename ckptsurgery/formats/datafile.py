@@ -19,6 +19,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from .crc import crc32c
+from .storage import Upload, is_url
 
 __all__ = ["open_data_file", "DirectFile", "BufferedFile", "DiskReader", "ALIGN"]
 
@@ -48,11 +49,13 @@ def _as_bytes(data):
     return np.asarray(data).reshape(-1).view(np.uint8)
 
 
-def open_data_file(path: str, *, direct: bool = True) -> DirectFile | BufferedFile:
+def open_data_file(path: str, *, direct: bool = True) -> DirectFile | BufferedFile | Upload:
     """A new file at ``path`` (replacing one there) to append a data shard's bytes to: a
     :class:`DirectFile` when ``direct`` and the file system takes ``O_DIRECT`` writes (a
     4 KiB probe write says; tmpfs and some network and FUSE file systems refuse them), else a
-    :class:`BufferedFile`."""
+    :class:`BufferedFile`; a streamed :class:`~ckptsurgery.formats.storage.Upload` for a URL."""
+    if is_url(path):
+        return Upload(path)
     if direct and hasattr(os, "O_DIRECT"):
         fd = -1
         try:

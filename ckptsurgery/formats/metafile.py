@@ -8,9 +8,8 @@ describes a collection asks it.
 
 from __future__ import annotations
 
-import os
-
 from ..errors import CheckpointCorruptError, CheckpointNotFoundError
+from . import storage
 
 __all__ = ["VARIABLE_COLLECTIONS", "CONTEXT_COLLECTIONS", "collection_proto", "read_meta_graph",
            "write_meta_graph", "write_meta_bytes"]
@@ -60,7 +59,7 @@ def read_meta_graph(path: str):
     from .protos import message_class
 
     try:
-        with open(path, "rb") as f:
+        with storage.open_read(path) as f:
             data = f.read()
     except FileNotFoundError as e:
         raise CheckpointNotFoundError(f"no meta-graph file '{path}'") from e
@@ -105,7 +104,4 @@ def write_meta_graph(meta, path: str) -> None:
 
 def write_meta_bytes(data: bytes, path: str) -> None:
     """Write a serialised ``MetaGraphDef`` to ``path``, flushed to disk."""
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    storage.write_bytes(path, data)

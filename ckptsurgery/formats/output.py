@@ -20,6 +20,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 
 from ..errors import OutputError
+from . import storage
 from .checkpoint import strip_suffix
 
 __all__ = ["check_output_prefix", "check_output_file", "check_output_path",
@@ -45,12 +46,20 @@ _CHECKPOINT_FILE_RE = re.compile(r"\.(index|meta)$|\.data-\d{5}-of-\d{5}$")
 
 
 def _existing_outputs(prefix: str) -> list[str]:
+    """The files of a checkpoint at ``prefix``. In a remote folder only an ``.index`` makes
+    one: a data shard or ``.meta`` alone is what an interrupted write leaves, to be replaced."""
+    if storage.is_url(prefix):
+        return [prefix + ".index"] if storage.isfile(prefix + ".index") else []
     found = [p for p in (prefix + ".index", prefix + ".meta", prefix) if os.path.isfile(p)]
     return found + sorted(glob.glob(glob.escape(prefix) + ".data-*-of-*"))
 
 
+def _real(path: str) -> str:
+    return path if storage.is_url(path) else os.path.realpath(path)
+
+
 def _check_not_input(path: str, inputs: Iterable[str]) -> None:
-    if os.path.realpath(path) in {os.path.realpath(i) for i in inputs}:
+    if _real(path) in {_real(i) for i in inputs}:
         raise OutputError(f"output '{path}' is the input '{path}'; choose another output path")
 
 
@@ -68,8 +77,11 @@ def check_output_prefix(prefix: str, *, inputs: Iterable[str] = (), force: bool 
     Raises:
         OutputError: ``prefix`` is a folder, names an input, or exists and ``force`` is False.
     """
-    prefix = os.path.normpath(os.path.expanduser(prefix))
-    if os.path.isdir(prefix):
+    prefix = storage.normpath(prefix)
+    remote = storage.is_url(prefix)
+    if remote:
+        storage.check_writable(prefix)
+    elif os.path.isdir(prefix):
         raise OutputError(
             f"output '{prefix}' is a folder; give a checkpoint prefix such as '{prefix}/model.ckpt'"
         )
@@ -77,11 +89,11 @@ def check_output_prefix(prefix: str, *, inputs: Iterable[str] = (), force: bool 
         raise OutputError(f"output '{prefix}' is the name of a checkpoint file, not a prefix; "
                           f"did you mean '{strip_suffix(prefix)}'?")
     inputs = list(inputs)
-    input_prefixes = {os.path.realpath(strip_suffix(p)) for p in inputs}
-    if os.path.realpath(prefix) in input_prefixes:
+    input_prefixes = {_real(strip_suffix(p)) for p in inputs}
+    if _real(prefix) in input_prefixes:
         raise OutputError(f"output '{prefix}' is the input checkpoint; choose another output prefix")
     for path in inputs:
-        if os.path.realpath(prefix).startswith(os.path.realpath(path) + os.sep):
+        if _real(prefix).startswith(_real(path) + ("/" if remote else os.sep)):
             raise OutputError(f"output '{prefix}' is inside the input '{path}'; choose an output "
                               "path outside the input checkpoint")
     for path in _existing_outputs(prefix):
@@ -89,8 +101,10 @@ def check_output_prefix(prefix: str, *, inputs: Iterable[str] = (), force: bool 
     existing = _existing_outputs(prefix)
     if existing and not force:
         raise OutputError(
-            f"output '{prefix}' exists ({os.path.basename(existing[0])}); pass --force to replace it"
+            f"output '{prefix}' exists ({storage.basename(existing[0])}); pass --force to replace it"
         )
+    if remote:
+        return prefix
     folder = os.path.dirname(prefix) or "."
     try:
         os.makedirs(folder, exist_ok=True)
@@ -103,11 +117,13 @@ def check_output_prefix(prefix: str, *, inputs: Iterable[str] = (), force: bool 
 
 def check_output_file(path: str, *, inputs: Iterable[str] = (), force: bool = False) -> str:
     """Like :func:`check_output_prefix`, for a single-file output (``.npz``, ``.h5``, report)."""
-    path = os.path.normpath(os.path.expanduser(path))
-    if os.path.isdir(path):
+    path = storage.normpath(path)
+    if storage.is_url(path):
+        storage.check_writable(path)
+    elif os.path.isdir(path):
         raise OutputError(f"output '{path}' is a folder; give a file name")
     _check_not_input(path, inputs)
-    return _free_output(path, force, os.path.exists)
+    return _free_output(path, force, storage.isfile)
 
 
 def _make_parent(path: str) -> None:
@@ -134,6 +150,8 @@ def _free_output(path: str, force: bool, exists: Callable[[str], bool]) -> str:
     """``path`` once it may be written: not existing (unless ``force``), its folder made."""
     if exists(path) and not force:
         raise OutputError(f"output '{path}' exists; pass --force to replace it")
+    if storage.is_url(path):
+        return path
     folder = os.path.dirname(path) or "."
     try:
         os.makedirs(folder, exist_ok=True)
@@ -185,6 +203,10 @@ def staged_files(prefix: str, *, check: Callable[[str], None],
         write_state: write a ``checkpoint`` state file naming the output, unless the folder's
             state file names another checkpoint (an input's folder is never changed that way).
     """
+    if storage.is_url(prefix):
+        with _staged_remote(prefix, check=check, write_state=write_state) as tmp:
+            yield tmp
+        return
     folder, base, tmpdir = _temp_dir(prefix)
     try:
         tmp_prefix = os.path.join(tmpdir, base)
@@ -278,20 +300,65 @@ def _temp_dir(path: str) -> tuple[str, str, str]:
         raise write_error(path, e) from e
 
 
+@contextlib.contextmanager
+def _staged_remote(prefix: str, *, check: Callable[[str], None],
+                   write_state: bool) -> Iterator[str]:
+    """:func:`staged_files` in an object store, which has no rename: the data shard is
+    streamed to its final name (an object appears only when its upload completes; a data
+    shard alone is no checkpoint), the ``.meta`` and ``.index`` are held back in memory
+    (:func:`~ckptsurgery.formats.storage.held_back`) while ``check`` reads the checkpoint
+    back; then the ``.meta``, the ``.index`` (from then on it is a checkpoint) and the
+    ``checkpoint`` state file are uploaded in that order, each read back and compared. On any
+    failure what was uploaded is removed, the ``.index`` first."""
+    from .writer import data_path
+
+    index, meta, data = prefix + ".index", prefix + ".meta", data_path(prefix)
+    folder, base = storage.dirname(prefix), storage.basename(prefix)
+    # An old checkpoint at ``prefix`` stops being one before any of its files is replaced.
+    storage.remove(index)
+    done = False
+    try:
+        with storage.held_back([meta, index]) as held:
+            yield prefix
+            check(prefix)
+            for stale in storage.listdir(folder):
+                if stale.startswith(base + ".data-") and stale != storage.basename(data):
+                    storage.remove(storage.join(folder, stale))
+            held.release(meta)
+            held.release(index)
+        if write_state:
+            _write_state_file(folder, base)
+        done = True
+    finally:
+        if not done:
+            for path in (index, meta, data):
+                with contextlib.suppress(Exception):  # the server may be what failed
+                    storage.remove(path)
+
+
 def _write_state_file(folder: str, base: str) -> None:
-    state = os.path.join(folder, "checkpoint")
-    if os.path.exists(state):
-        with open(state, encoding="utf-8", errors="replace") as f:
-            text = f.read()
+    state = storage.join(folder, "checkpoint")
+    if storage.isfile(state):
+        with storage.open_read(state) as f:
+            text = f.read().decode("utf-8", errors="replace")
         if f'"{base}"' not in text:
             return
+    text = f'model_checkpoint_path: "{base}"\nall_model_checkpoint_paths: "{base}"\n'
+    if storage.is_url(state):  # an object is replaced whole, never seen half-written
+        storage.write_bytes(state, text.encode())
+        return
     with atomic_file(state) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        f.write(f'model_checkpoint_path: "{base}"\nall_model_checkpoint_paths: "{base}"\n')
+        f.write(text)
 
 
 @contextlib.contextmanager
 def atomic_file(path: str) -> Iterator[str]:
-    """Yield a temporary path beside ``path``; on success rename it to ``path``."""
+    """Yield a temporary path beside ``path``; on success rename it to ``path``. For a URL
+    the temporary file is local, and streamed up on success (an object appears whole)."""
+    if storage.is_url(path):
+        with storage.local_stand_in(path) as tmp:
+            yield tmp
+        return
     folder = os.path.dirname(path) or "."
     _remove_abandoned(folder, os.path.basename(path))
     fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(os.path.basename(path)), dir=folder)

@@ -1,4 +1,5 @@
-"""Reading a V2 bundle's tensors without TensorFlow: numpy over memory-mapped data shards.
+"""Reading a V2 bundle's tensors without TensorFlow: numpy over memory-mapped data shards, or
+over range requests to remote ones (:mod:`.storage`).
 
 Every read is checked: the index entries were checked against the shards' sizes when the index
 was parsed (:func:`~ckptsurgery.formats.bundle.check_bundle`), so no entry reads past its file,
@@ -17,6 +18,7 @@ import weakref
 from collections.abc import Iterator, Sequence
 
 from ..errors import CheckpointCorruptError
+from . import storage
 from .bundle import _COPY_AGAIN, BundleEntry, check_bundle
 from .crc import crc32c, unmask_crc
 from .dtypes import DTYPE_NAMES, numpy_dtype
@@ -25,6 +27,7 @@ from .partitions import slice_key
 __all__ = ["BundleReader", "UnreadableDtypeError"]
 
 _READ_LIMIT = 2**20  # pieces up to this size are read, larger ones memory-mapped
+_REMOTE_PIECE = 64 * 2**20  # bound of a piece of a remote shard (fetched as several ranges)
 
 
 class UnreadableDtypeError(CheckpointCorruptError):
@@ -129,6 +132,8 @@ class BundleReader:
             yield self.read(key).reshape(-1)
             return
         dtype = self._dtype(entry, key)
+        if storage.is_url(self.files.data[entry.shard_id]):
+            max_bytes = min(max_bytes, _REMOTE_PIECE)  # memory, not round trips, bounds it
         step = max(1, max_bytes // width) * width
         crc = 0
         for start in range(0, entry.size, step):
@@ -151,7 +156,8 @@ class BundleReader:
     def _piece(self, entry: BundleEntry, start: int, size: int):
         """Bytes ``start:start+size`` of an entry for :meth:`chunks`, from the disk when
         :meth:`read_from_disk` asked for it (valid until the next piece)."""
-        if self._disk is None or size <= _READ_LIMIT:
+        if self._disk is None or size <= _READ_LIMIT or storage.is_url(
+                self.files.data[entry.shard_id]):
             return self._map(entry, start, size)
         if entry.shard_id not in self._disk:
             from .datafile import DiskReader
@@ -175,10 +181,19 @@ class BundleReader:
 
     def _map(self, entry: BundleEntry, start: int, size: int):
         """Bytes ``start:start+size`` of an entry: read into memory when small (mapping has a
-        fixed cost that dominates for many small tensors), else memory-mapped."""
+        fixed cost that dominates for many small tensors), else memory-mapped; fetched by
+        range requests from a remote shard."""
         import numpy as np
 
         path = self.files.data[entry.shard_id]
+        if storage.is_url(path):
+            data = np.empty(size, np.uint8)
+            try:
+                storage.read_ranges(path, entry.offset + start, size, data)
+            except EOFError:
+                raise CheckpointCorruptError(f"'{path}' is damaged: it ends inside variable "
+                                             f"'{entry.key}'; {_COPY_AGAIN}") from None
+            return data
         if size > _READ_LIMIT:
             return np.memmap(path, dtype=np.uint8, mode="r", offset=entry.offset + start,
                              shape=(size,))

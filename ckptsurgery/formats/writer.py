@@ -11,11 +11,11 @@ caller's (write to a staged prefix, then move it into place).
 from __future__ import annotations
 
 import math
-import os
 import struct
 from collections.abc import Iterable, Sequence
 
 from ..errors import InternalError
+from . import storage
 from .bundle import write_table
 from .crc import crc32c, mask_crc
 from .datafile import open_data_file
@@ -181,8 +181,7 @@ class BundleFileWriter:
         """Stop and remove what was written."""
         self._data.discard()
         for path in (data_path(self.prefix), self.prefix + ".index"):
-            if os.path.exists(path):
-                os.remove(path)
+            storage.remove(path)
 
     def __enter__(self) -> BundleFileWriter:
         return self

@@ -7,10 +7,10 @@ converts. It is written atomically through :func:`~ckptsurgery.safety.staging.st
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from ..formats import storage
 from ..formats.output import check_output_prefix, write_error
 from ..safety.staging import staged_checkpoint
 
@@ -53,7 +53,8 @@ def export_checkpoint(session, graph, prefix: str, *, inputs: Iterable[str] = ()
         variables = graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES)
         saver = tf.compat.v1.train.Saver(var_list=variables, save_relative_paths=True,
                                          write_version=tf.compat.v1.train.SaverDef.V2)
-    with staged_checkpoint(prefix, verify=verify) as tmp:
+    with staged_checkpoint(prefix, verify=verify) as staged, \
+            storage.local_stand_in(staged) as tmp:
         try:
             saver.save(session, tmp, write_meta_graph=True, write_state=False,
                        strip_default_attrs=True)
@@ -62,8 +63,7 @@ def export_checkpoint(session, graph, prefix: str, *, inputs: Iterable[str] = ()
             if error is None:
                 raise
             raise error from e
-    folder = os.path.dirname(prefix) or "."
-    base = os.path.basename(prefix)
-    files = sorted(os.path.join(folder, n) for n in os.listdir(folder)
+    folder, base = storage.dirname(prefix), storage.basename(prefix)
+    files = sorted(storage.join(folder, n) for n in storage.listdir(folder)
                    if n.startswith(base + ".") and not n.startswith("." + base))
     return ExportResult(prefix, files, len(variables))

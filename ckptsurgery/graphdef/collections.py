@@ -97,7 +97,7 @@ def drop_stale_collection_entries(meta, names: set[str] | None = None) -> list[s
             if not context_anchors(entry) <= names:
                 return None
             _clean_context_values(entry, names)
-            return entry.SerializeToString()
+            return entry.SerializeToString(deterministic=True)
         return raw if _queue_runner_ops(entry) <= names else None
 
     emptied = []

@@ -131,7 +131,7 @@ def rewrite_meta_graph(meta, targets: dict[str, str | None], *,
     info.removed_collections = [k for k in drop_stale_collection_entries(new, set(index.names))
                                 if k != "savers"]
     if had_savers:
-        new.collection_def["savers"].bytes_list.value.append(new.saver_def.SerializeToString())
+        new.collection_def["savers"].bytes_list.value.append(new.saver_def.SerializeToString(deterministic=True))
     with frozen(new, index):
         try:
             info.restored = saver_tensors(new)
@@ -363,7 +363,7 @@ def _apply_renames(meta, renames: dict[str, str], targets: dict[str, str | None]
                 full = vdef.save_slice_info_def.full_name
                 if full and targets.get(full):
                     vdef.save_slice_info_def.full_name = targets[full]
-                values.append(vdef.SerializeToString())
+                values.append(vdef.SerializeToString(deterministic=True))
             set_repeated(col.bytes_list.value, values)
         elif kind == "bytes_list" and key in CONTEXT_COLLECTIONS:
             proto = collection_proto(key)
@@ -371,7 +371,7 @@ def _apply_renames(meta, renames: dict[str, str], targets: dict[str, str | None]
             for raw in col.bytes_list.value:
                 ctx = proto.FromString(raw)
                 _map_strings(ctx, ref)
-                values.append(ctx.SerializeToString())
+                values.append(ctx.SerializeToString(deterministic=True))
             set_repeated(col.bytes_list.value, values)
     for name in meta.signature_def:
         sig = meta.signature_def[name]

@@ -180,7 +180,9 @@ def _inspect(ckpt, check_import: bool, model: str | None = None) -> Inspection:
                           "bytes": info.nbytes, "role": describe(roles[name]),
                           "role_source": roles[name].source}
                          | ({"role_by_name": roles[name].by_name} if roles[name].by_name else {}))
-    files = [{"path": p, "bytes": os.path.getsize(p)} for p in ckpt.files.paths]
+    from ..formats.storage import size
+
+    files = [{"path": p, "bytes": size(p)} for p in ckpt.files.paths]
     result = Inspection(
         prefix=ckpt.prefix, format=ckpt.files.format, shards=len(ckpt.files.data), files=files,
         variables=variables, totals=_totals(variables, roles), optimizers=_optimizers(roles),

@@ -15,7 +15,6 @@ Everything is written to a temporary prefix and moved into place at the end
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -381,7 +380,7 @@ def _prepare(checkpoint, plan: RewritePlan, out: str, force: bool, with_meta: bo
 
         with frozen(checkpoint.meta_graph):  # joins the planner's block (plan_and_rewrite)
             meta, prepared.meta_info = _rewrite_meta(checkpoint, plan)
-        prepared.meta = WrittenMeta(meta.SerializeToString(), prepared.meta_info.restored)
+        prepared.meta = WrittenMeta(meta.SerializeToString(deterministic=True), prepared.meta_info.restored)
     elif checkpoint.files.meta:
         prepared.note = "not written (--no-meta)"
     return prepared
@@ -408,9 +407,10 @@ def _write(checkpoint, prepared: _Prepared, progress: bool,
         stats = copy_tensors(checkpoint, tmp, specs, progress=progress, extra=extra,
                              max_batch_bytes=max_batch_bytes or DEFAULT_BATCH_BYTES,
                              fsync=False, read_back=read_back)  # the staging fsyncs
-    folder = os.path.dirname(prefix) or "."
-    base = os.path.basename(prefix)
-    files = sorted(os.path.join(folder, f) for f in os.listdir(folder)
+    from ..formats import storage
+
+    folder, base = storage.dirname(prefix), storage.basename(prefix)
+    files = sorted(storage.join(folder, f) for f in storage.listdir(folder)
                    if f.startswith(base + ".") and not f.endswith(".shards"))
     return RewriteResult(prefix, files, plan, stats.bytes_read, prepared.meta_info, prepared.note,
                          stats.overflowed, stats.bytes_written)

@@ -19,7 +19,6 @@ saver on purpose, with a path it chose. Any other save/restore op is flagged.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 from ..errors import UnsafeGraphError
@@ -168,10 +167,11 @@ def audit_checkpoint(path: str) -> AuditReport:
     Raises:
         CheckpointNotFoundError, CheckpointCorruptError: no checkpoint, or an unreadable ``.meta``.
     """
+    from ..formats import storage
     from ..formats.checkpoint import locate
     from ..formats.metafile import read_meta_graph
 
-    if path.endswith(".meta") and os.path.isfile(path):
+    if path.endswith(".meta") and storage.isfile(path):
         meta_path = path
     else:
         meta_path = locate(path).meta

@@ -293,7 +293,9 @@ def _holds(path: str, data: bytes, piece: int = 1 << 22) -> bool:
     """Whether the file at ``path`` holds exactly ``data`` (read a piece at a time; bytes
     compare with memcmp, a memoryview item by item)."""
     try:
-        with open(path, "rb") as f:
+        from ..formats.storage import open_read
+
+        with open_read(path) as f:
             for start in range(0, len(data), piece):
                 if f.read(piece) != data[start:start + piece]:
                     return False

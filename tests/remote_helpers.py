@@ -1,0 +1,173 @@
+"""Real servers on this machine for the remote tests: moto's S3 API server, and Python's HTTP
+server with range requests (counting the bytes it serves, failing a request on demand).
+
+Import the fixtures (``from remote_helpers import s3, http_server``) into a test module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import shutil
+import socket
+import threading
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+BUCKET = "ckpts"
+ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+       "AWS_DEFAULT_REGION": "us-east-1", "AWS_MAX_ATTEMPTS": "2"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def reset_filesystems() -> None:
+    """Forget the file systems made so far (they keep the endpoint they were made with)."""
+    from ckptsurgery.formats import storage
+
+    storage._filesystem.cache_clear()
+    with contextlib.suppress(ImportError):
+        import s3fs
+
+        s3fs.S3FileSystem.clear_instance_cache()
+
+
+class MotoS3:
+    """moto's S3 server on a loopback port; its objects outlive :meth:`stop` / :meth:`start`."""
+
+    def __init__(self):
+        from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self._make = partial(ThreadedMotoServer, ip_address="127.0.0.1", port=self.port,
+                             verbose=False)
+        self.server = None
+
+    def start(self) -> None:
+        self.server = self._make()
+        self.server.start()
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    @property
+    def env(self) -> dict:
+        return {**ENV, "AWS_ENDPOINT_URL": self.endpoint}
+
+    def fs(self):
+        import s3fs
+
+        return s3fs.S3FileSystem(endpoint_url=self.endpoint, key="testing", secret="testing",
+                                 skip_instance_cache=True, use_listings_cache=False)
+
+    def put_folder(self, folder: str, url: str) -> None:
+        """Upload the files of a local folder (not sub-folders) under ``url``."""
+        fs = self.fs()
+        for name in sorted(os.listdir(folder)):
+            path = os.path.join(folder, name)
+            if os.path.isfile(path):
+                fs.put_file(path, f"{url.removeprefix('s3://')}/{name}")
+
+    def names(self, url: str) -> list[str]:
+        fs = self.fs()
+        path = url.removeprefix("s3://")
+        return sorted(p.rsplit("/", 1)[1] for p in fs.ls(path)) if fs.exists(path) else []
+
+
+@pytest.fixture(scope="session")
+def s3():
+    """moto's S3 server with the bucket ``ckpts``, and the environment pointing at it."""
+    pytest.importorskip("moto.server")
+    pytest.importorskip("s3fs")
+    server = MotoS3()
+    server.start()
+    saved = {k: os.environ.get(k) for k in server.env}
+    os.environ.update(server.env)
+    reset_filesystems()
+    server.fs().mkdir(BUCKET)
+    yield server
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    reset_filesystems()
+    server.stop()
+
+
+class _RangeHandler(SimpleHTTPRequestHandler):
+    """Python's file server with ``Range: bytes=a-b`` answered by 206 and the bytes sent
+    counted by file; ``fail`` holds names whose next range request gets a 503."""
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def end_headers(self) -> None:
+        self.send_header("Accept-Ranges", "bytes")
+        super().end_headers()
+
+    def do_GET(self) -> None:
+        m = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
+        path = self.translate_path(self.path)
+        name = os.path.basename(path)
+        if m is None or not os.path.isfile(path):
+            self.server.count(name, os.path.getsize(path) if os.path.isfile(path) else 0)
+            return super().do_GET()
+        if name in self.server.fail:
+            self.server.fail.discard(name)
+            self.server.failed.append(name)
+            self.send_error(503, "injected failure")
+            return
+        size = os.path.getsize(path)
+        start = int(m.group(1))
+        end = min(int(m.group(2)) if m.group(2) else size - 1, size - 1)
+        with open(path, "rb") as f:
+            f.seek(start)
+            data = f.read(max(0, end - start + 1))
+        self.send_response(206)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+        self.server.count(name, len(data))
+
+
+class RangeServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, folder: str):
+        super().__init__(("127.0.0.1", 0), partial(_RangeHandler, directory=folder))
+        self.folder = folder
+        self.served: dict[str, int] = {}
+        self.fail: set[str] = set()
+        self.failed: list[str] = []
+        self._lock = threading.Lock()
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+
+    def count(self, name: str, n: int) -> None:
+        with self._lock:
+            self.served[name] = self.served.get(name, 0) + n
+
+
+@pytest.fixture(scope="module")
+def http_server(tmp_path_factory):
+    """An HTTP server with range requests over a fresh folder (``.folder``)."""
+    folder = str(tmp_path_factory.mktemp("http"))
+    server = RangeServer(folder)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    shutil.rmtree(folder, ignore_errors=True)
