@@ -124,6 +124,11 @@ def mutate(prefix: str, rng: random.Random) -> str:
             data = bytearray(f.read())
     elif kind == "append":
         data += rng.randbytes(rng.randint(1, 1000))
+    if kind == "delete" and os.path.basename(path) == "checkpoint":
+        # a folder without a state file is a batch of the checkpoints under it (test_batch.py),
+        # not a damaged checkpoint: damage the state file's text instead
+        data = bytearray(b"model_checkpoint_path: \"gone\"\n")
+        kind = "truncate"
     if kind == "delete":
         os.remove(path)
     else:
