@@ -23,9 +23,8 @@ from ..errors import OutputError
 from . import storage
 from .checkpoint import strip_suffix
 
-__all__ = ["check_output_prefix", "check_output_file", "check_output_path",
-           "check_output_folder", "staged_files", "staged_path", "staged_folder", "atomic_file",
-           "write_error"]
+__all__ = ["check_output_prefix", "check_output_file", "check_output_path", "staged_files",
+           "staged_path", "atomic_file", "write_error"]
 
 # Why a write fails, as the OS (errno) or TensorFlow (message text) says it, and the fix.
 _WRITE_FAILURES = (
@@ -233,54 +232,6 @@ def staged_files(prefix: str, *, check: Callable[[str], None],
         raise write_error(prefix, e) from e
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
-
-
-def check_output_folder(path: str, *, inputs: Iterable[str] = (), force: bool = False) -> str:
-    """Like :func:`check_output_prefix`, for an output that is a whole folder (a Hugging Face
-    model folder): it must not exist, unless ``force``, and must not hold an input."""
-    path = os.path.normpath(os.path.expanduser(path))
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise OutputError(f"output '{path}' is a file; give a folder")
-    real = os.path.realpath(path)
-    for i in inputs:
-        if os.path.realpath(i).startswith(real + os.sep) or os.path.realpath(i) == real:
-            raise OutputError(f"output folder '{path}' holds the input '{i}'; choose another")
-    if os.path.exists(path) and os.listdir(path) and not force:
-        raise OutputError(f"output '{path}' exists; pass --force to replace it")
-    _make_parent(path)
-    return path
-
-
-@contextlib.contextmanager
-def staged_folder(path: str, *, check: Callable[[str], None]) -> Iterator[str]:
-    """Yield a temporary folder beside ``path`` (checked by :func:`check_output_folder`); when
-    the block ends, ``check`` it, fsync its files and rename it to ``path``, replacing what was
-    there only then. A failure or a kill leaves ``path`` as it was."""
-    parent = os.path.dirname(path) or "."
-    name = os.path.basename(path)
-    try:
-        _remove_abandoned(parent, name)
-        tmpdir = tempfile.mkdtemp(prefix=_temp_prefix(name), dir=parent)
-    except OSError as e:
-        raise write_error(path, e) from e
-    old = None
-    try:
-        yield tmpdir
-        check(tmpdir)
-        for entry in os.listdir(tmpdir):
-            _fsync(os.path.join(tmpdir, entry))
-        os.chmod(tmpdir, 0o777 & ~_umask())
-        if os.path.exists(path):
-            old = tempfile.mkdtemp(prefix=_temp_prefix(name), dir=parent)
-            os.replace(path, os.path.join(old, name))
-        os.replace(tmpdir, path)
-        _fsync_dir(parent)
-    except OSError as e:
-        raise write_error(path, e) from e
-    finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
 
 
 def _umask() -> int:

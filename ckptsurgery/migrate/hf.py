@@ -320,7 +320,7 @@ def convert_to_hf(path: str, out: str, *, config: str | None = None, rules: str 
         OutputError: ``out`` exists (no ``force``), holds the input, or cannot be written.
     """
     from ..formats.checkpoint import open_checkpoint
-    from ..formats.output import check_output_folder, staged_folder
+    from ..formats.output import check_output_path, staged_path
     from ..formats.stream import DEFAULT_BATCH_BYTES
 
     checkpoint = open_checkpoint(path)
@@ -331,11 +331,12 @@ def convert_to_hf(path: str, out: str, *, config: str | None = None, rules: str 
         raise UserError(plan.problems[0] + (f" (and {len(plan.problems) - 1} more problem(s); "
                                             "--dry-run lists them)"
                                             if len(plan.problems) > 1 else ""))
-    out = check_output_folder(out, inputs=checkpoint.files.paths, force=force)
+    out = check_output_path(out, inputs=checkpoint.files.paths, force=force)
     shards = _shards(plan.written, max_shard_size)
     batch = max_batch_bytes or DEFAULT_BATCH_BYTES
     written: dict[str, list] = {}
-    with staged_folder(out, check=lambda tmp: _verify(tmp, written, batch)) as tmp:
+    with staged_path(out, check=lambda tmp: _verify(tmp, written, batch)) as tmp:
+        os.makedirs(tmp)
         total = _write_shards(checkpoint, shards, tmp, batch, progress, written)
         _write_json(os.path.join(tmp, "config.json"), plan.config)
         for source, name in plan.tokenizer.items():
