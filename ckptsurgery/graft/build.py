@@ -475,6 +475,9 @@ def _dropout(source_meta, meta, mode: str, below_at: set[str], cut_at: str | Non
             modes.append((site.scope, f"as {feed.name}={str(feed.value).lower()} makes it"))
         elif "/while/" not in site.scope + "/" and "/cond" not in site.scope:
             sites.append(site)
+        else:
+            modes.append((site.scope, "as the graph has it (inside a loop or a cond: its own "
+                                      "switch decides)"))
     if not sites or mode == "keep":
         return meta, modes + [(s.scope, "kept as the graph has it (--dropout keep): on "
                                         "everywhere, the export included") for s in sites], \

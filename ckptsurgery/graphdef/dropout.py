@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .metagraph import node_map, op_name
+from .metagraph import free_name, node_map, op_name, reroute
 
 __all__ = ["DropoutSite", "dropout_sites", "without_dropout", "switched_dropout"]
 
@@ -66,15 +66,7 @@ def without_dropout(meta, sites: list[DropoutSite]):
     """A copy of ``meta`` in which every reader of a site's output reads the site's input."""
     new = type(meta)()
     new.CopyFrom(meta)
-    targets = {}
-    for site in sites:
-        targets[site.output] = site.input
-        if site.output.endswith(":0"):
-            targets[site.output[:-2]] = site.input
-    for node in new.graph_def.node:
-        for i, ref in enumerate(node.input):
-            if ref in targets:
-                node.input[i] = targets[ref]
+    reroute(new.graph_def, {site.output: site.input for site in sites})
     return new
 
 
@@ -103,7 +95,6 @@ def switched_dropout(meta, sites: list[DropoutSite], switch: str = "dropout_trai
     Returns:
         ``(new_meta, the switch's tensor name, {site output: the tensor that replaces it}``).
     """
-    from .metagraph import free_name
 
     new = type(meta)()
     new.CopyFrom(meta)
@@ -120,21 +111,13 @@ def switched_dropout(meta, sites: list[DropoutSite], switch: str = "dropout_trai
                                     input=[default.name])
     holder.attr["dtype"].type = _DT_BOOL
     holder.attr["shape"].shape.SetInParent()
-    targets, replaced = {}, {}
+    replaced = {}
     for site in sites:
         producer = nodes[op_name(site.output)]
         select = new.graph_def.node.add(name=free_name(f"{site.scope}/switched", taken),
                                         op="SelectV2", input=[switch, site.output, site.input])
         taken.add(select.name)
         select.attr["T"].type = producer.attr["T"].type if "T" in producer.attr else _DT_FLOAT
-        targets[site.output] = replaced[site.output] = select.name
-        if site.output.endswith(":0"):
-            targets[site.output[:-2]] = select.name
-    selects = set(targets.values())
-    for node in new.graph_def.node:
-        if node.name in selects:
-            continue
-        for i, ref in enumerate(node.input):
-            if ref in targets:
-                node.input[i] = targets[ref]
+        replaced[site.output] = select.name
+    reroute(new.graph_def, replaced, skip=set(replaced.values()))
     return new, f"{switch}:0", {k: f"{v}:0" for k, v in replaced.items()}

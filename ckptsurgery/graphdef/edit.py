@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from ..errors import NotFoundError
 from ..formats.metafile import CONTEXT_COLLECTIONS, collection_proto
 from .collections import context_anchors, drop_stale_collection_entries, variable_defs
-from .metagraph import free_name, node_map, op_name
+from .metagraph import free_name, node_map, op_name, reroute
 from .walk import ancestors
 
 __all__ = ["PruneInfo", "prune", "cut", "uncut", "fed_by_placeholder"]
@@ -153,14 +153,10 @@ def _readers_moved(meta, tensor: str, suffix: str):
     caller adds the node) instead: ``(new_meta, that name, op name, output index)``."""
     src = op_name(tensor)
     index = int(tensor.rpartition(":")[2]) if ":" in tensor else 0
-    aliases = {f"{src}:{index}"} | ({src} if index == 0 else set())
     name = free_name(f"{src}/{suffix}", node_map(meta))
     new = type(meta)()
     new.CopyFrom(meta)
-    for node in new.graph_def.node:
-        for i, inp in enumerate(node.input):
-            if inp in aliases:
-                node.input[i] = name
+    reroute(new.graph_def, {f"{src}:{index}": name})
     return new, name, src, index
 
 

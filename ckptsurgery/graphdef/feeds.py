@@ -15,7 +15,15 @@ import re
 from dataclasses import dataclass
 
 from ..errors import SelectionError, UserError, nearest
-from .metagraph import free_name, node_map, op_name, placeholder_shape, placeholders, shape_text
+from .metagraph import (
+    free_name,
+    node_map,
+    op_name,
+    placeholder_shape,
+    placeholders,
+    reroute,
+    shape_text,
+)
 from .walk import consumers
 
 __all__ = ["Feed", "parse_feed", "resolve_feeds", "default_feed", "is_training_switch",
@@ -216,15 +224,8 @@ def baked_in(meta, feeds: dict[str, Feed], inputs: str):
     feed and converters see no placeholder (TFLite cannot lower a ``PlaceholderWithDefault``
     whose default has a dynamic shape). The placeholders stay, with no reader."""
     new, defaults = with_defaults(meta, feeds, inputs)
-    targets = {}
-    for name, tensor in defaults.items():
-        targets[name] = targets[f"{name}:0"] = tensor
-    for node in new.graph_def.node:
-        if node.name in defaults:
-            continue
-        for i, ref in enumerate(node.input):
-            if ref in targets:
-                node.input[i] = targets[ref]
+    reroute(new.graph_def, {f"{name}:0": tensor for name, tensor in defaults.items()},
+            skip=set(defaults))
     return new
 
 

@@ -23,7 +23,7 @@ from typing import TypeVar
 
 __all__ = ["op_name", "owner_of", "frozen", "thaw", "analysis", "NodeIndex", "node_index", "node_map",
            "nodes_of_type", "placeholders", "placeholder_shape", "tf_version",
-           "unregistered_ops", "set_repeated", "shape_text", "free_name"]
+           "unregistered_ops", "set_repeated", "shape_text", "free_name", "reroute"]
 
 F = TypeVar("F", bound=Callable)
 
@@ -277,6 +277,22 @@ def shape_text(shape) -> str:
     if shape is None:
         return "(shape unknown)"
     return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+
+
+def reroute(graph_def, targets: dict[str, str], skip: set[str] = frozenset()) -> None:
+    """Make every reader of a tensor in ``targets`` read its target instead, in place (``op:0``
+    is read as plain ``op`` too); the nodes named in ``skip`` are left as they are. The one
+    rewiring under bypassing a dropout, baking a value in and cutting a graph."""
+    aliases = dict(targets)
+    for ref, to in targets.items():
+        if ref.endswith(":0"):
+            aliases.setdefault(ref[:-2], to)
+    for node in graph_def.node:
+        if node.name in skip:
+            continue
+        for i, ref in enumerate(node.input):
+            if ref in aliases:
+                node.input[i] = aliases[ref]
 
 
 def free_name(name: str, taken) -> str:
