@@ -15,13 +15,14 @@ from conftest import (
     FIXTURE_MIXED,
     FIXTURE_MLP,
     FIXTURE_RNN,
+    ROOT,
     corpus_entries,
     read_vars,
     run_cli,
 )
 
 from ckptsurgery.formats.checkpoint import open_checkpoint
-from ckptsurgery.graphdef.layergroups import layer_groups, layers_below
+from ckptsurgery.graphdef.layergroups import layer_groups, layers_below, output_layers
 
 TRAFFIC = os.path.join(CORPUS, "AloshkaD__traffic-signs__model_v1", "model.ckpt")
 BN_MLP = os.path.join(CORPUS, "DerflaNehc__MNIST_NN_P2__model", "model.ckpt")
@@ -65,6 +66,43 @@ def test_fixture_layers_scoped_partitioned_and_in_a_loop():
     assert [layer.name for layer in rnn] == ["rnn/gru/gates", "rnn/gru/candidate", "logits"]
     cnn = layer_groups(open_checkpoint(FIXTURE_CNN).meta_graph)
     assert cnn[0].variables[:3] == ("conv1/kernel", "conv1/bias", "bn1/gamma")
+
+
+def _fixture_meta(name: str):
+    return open_checkpoint(os.path.join(ROOT, "fixtures", name, "model.ckpt")).meta_graph
+
+
+def test_gpt2_conv1d_weights_reshaped_before_their_matmul_are_layers():
+    """GPT-2's ``conv1d`` reshapes its ``[1, in, out]`` weight before the ``MatMul``: each
+    is still a layer, each reading the one before it, and the embeddings keep their names
+    (``model/wte``, not the scope ``model`` that every layer shares)."""
+    layers = layer_groups(_fixture_meta("gpt2"))
+    blocks = [f"model/h{i}/{part}" for i in range(2)
+              for part in ("attn/c_attn", "attn/c_proj", "mlp/c_fc", "mlp/c_proj")]
+    assert [layer.name for layer in layers] == ["model/wte", "model/wpe", *blocks]
+    assert [layer.weights for layer in layers[2:]] == [(f"{b}/w",) for b in blocks]
+    assert [layer.inputs_from for layer in layers[3:]] == [(b,) for b in blocks[:-1]]
+    assert layers[2].inputs_from == ("model/wte", "model/wpe")
+
+
+def test_attention_reads_query_key_and_value_and_no_layer_owns_an_optimizer_update():
+    """BERT's attention output reads its query, key and value layers (where they meet, the
+    scores and context, is no layer's), so none of them is taken for a model output; and
+    the ``AdamWeightDecay`` update of a bias (plain ``Sub``/``Mul`` ops, not ``Apply*``) is
+    not counted among its layer's ops."""
+    meta = _fixture_meta("bert_classifier")
+    layers = {layer.name: layer for layer in layer_groups(meta)}
+    scope = "bert/encoder/layer_0/attention"
+    assert layers[f"{scope}/output/dense"].inputs_from == tuple(
+        f"{scope}/self/{p}" for p in ("key", "query", "value"))
+    assert [layer.name for layer in output_layers(meta)] == ["output_weights"]
+    readers: dict[str, set[str]] = {}
+    for node in meta.graph_def.node:
+        for ref in node.input:
+            readers.setdefault(ref.lstrip("^").split(":")[0], set()).add(node.op)
+    updates = {op for layer in layers.values() for op in layer.ops
+               if readers.get(op) == {"AssignVariableOp"}}
+    assert not updates, f"optimizer updates counted as layer ops: {sorted(updates)[:5]}"
 
 
 def test_layers_below_are_nearest_first_and_stop_at_fed_inputs():

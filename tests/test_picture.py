@@ -169,3 +169,18 @@ def test_unscoped_variables_make_layers_and_a_connected_picture():
     assert layers.edges[("Variable_2", "Variable_3")] == "[?, 128]"
     assert layers.roles["Placeholder_2"] == "mode"
     assert all(dst != "Variable_4" or src == "Variable_3" for src, dst in layers.edges)
+
+
+def test_bert_attention_is_drawn_as_three_layers_into_its_output_and_shapes_are_not_data():
+    """Query, key and value each feed the attention output (the scores they make together
+    belong to none of them); the residual stream is an edge; the token ids reach the first
+    attention only through the mask's batch size (a ``Shape``), which is no edge."""
+    layers = layer_graph(open_checkpoint(
+        os.path.join(ROOT, "fixtures", "bert_classifier", "model.ckpt")).meta_graph)
+    scope = "bert/encoder/layer_0/attention"
+    into_output = {a for a, b in layers.edges if b == f"{scope}/output/dense"}
+    assert {f"{scope}/self/{p}" for p in ("query", "key", "value")} <= into_output
+    assert "input_mask" in into_output and "input_ids" not in into_output
+    assert (f"{scope}/self/query", f"{scope}/self/key") not in layers.edges
+    assert ("bert/encoder/layer_0/output/dense", "bert/encoder/layer_1/attention/output/dense") \
+        in layers.edges  # the residual

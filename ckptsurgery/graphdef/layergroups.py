@@ -17,7 +17,7 @@ layers a tensor depends on, nearest first (what transfer strategies count). Book
 from __future__ import annotations
 
 import re
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
@@ -36,7 +36,7 @@ ANCHOR_OPS = frozenset({
 _VARIABLE_OPS = frozenset({"Variable", "VariableV2", "VarHandleOp"})
 # Ops a variable's value passes through unchanged on its way to the op that uses it.
 _PASS_THROUGH = frozenset({"Identity", "RefIdentity", "ReadVariableOp", "Enter", "RefEnter",
-                           "Switch", "RefSwitch", "Cast"})
+                           "Switch", "RefSwitch", "Cast", "Reshape"})
 _BOOKKEEPING_OPS = frozenset({
     "Assign", "AssignAdd", "AssignSub", "AssignVariableOp", "AssignAddVariableOp",
     "AssignSubVariableOp", "IsVariableInitialized", "VarIsInitializedOp", "SaveV2", "Save",
@@ -205,19 +205,28 @@ def _layer_groups(graph) -> list[Layer]:
             own.append(var)
 
     anchor_root = {a: root for root, anchors in members.items() for a in anchors}
+    # An op is the layer's of its deepest anchor upstream (a residual add the deeper
+    # layer's), and none's where layers of one depth meet (attention's scores and context).
+    nearest = _nearest(order, inputs, {a: a for a in anchor_weights}, value_of)
     ops_of: dict[str, set[str]] = {}
     for name, anchor in upstream.items():
-        if anchor is not None:
+        if anchor is not None and len({anchor_root[a] for a in nearest[name]
+                                       if depth[a] == depth[anchor]}) == 1:
             ops_of.setdefault(anchor_root[anchor], set()).add(name)
+    # The layers each op reads through ops that are no layer's: a layer's inputs.
+    nearest = _nearest(order, inputs, {o: root for root, ops in ops_of.items() for o in ops},
+                       value_of)
     fed = reachable([n for n in nodes if nodes[n].op in ("Placeholder", "PlaceholderV2")],
                     lambda name: readers.get(name, ()))
     outputs = {a: _output(a, nodes, readers, upstream, fed) for a in anchor_weights}
-    sources = {root: sorted({anchor_root[upstream[i]] for a in anchors for i in inputs[a]
-                             if upstream.get(i) is not None and anchor_root[upstream[i]] != root})
+    sources = {root: sorted({s for a in anchors for i in inputs[a]
+                             for s in nearest.get(i, ())} - {root})
                for root, anchors in members.items()}
     layers, taken, named = [], set(), {}
     groups = [((depth[root], position[root]), root) for root in members] + \
         [((0, position[users[var][0]]), var) for var in own]
+    scopes = Counter(scope for _, root in groups for scope in _scopes(
+        anchor_weights[members[root][0]][0] if root in members else root))
     for _, root in sorted(groups):
         anchors = members.get(root, [])
         if anchors:
@@ -228,7 +237,7 @@ def _layer_groups(graph) -> list[Layer]:
             weights, mine = [root], [root]
             ops = set(users[root])
         ops |= {r for v in mine for r in reads[v]}
-        name = _name(weights[0], taken)
+        name = _name(weights[0], scopes, taken)
         taken.add(name)
         named[root] = name
         layers.append(Layer(name, nodes[anchors[0]].op if anchors else "", tuple(weights),
@@ -237,6 +246,23 @@ def _layer_groups(graph) -> list[Layer]:
                             tuple(sources.get(root, ()))))
     return [replace(layer, inputs_from=tuple(named[r] for r in layer.inputs_from))
             for layer in layers]
+
+
+def _nearest(order, inputs, stops: dict[str, str], value_of) -> dict[str, frozenset]:
+    """Each op's nearest ``stops`` upstream (``{op: what it stands for}``): all that reach
+    it through ops that are no stop (attention's context reads its query, key and value
+    layers; a residual add two), where ``upstream`` keeps only the deepest anchor."""
+    nearest: dict[str, frozenset] = {}
+    empty: frozenset = frozenset()
+    for name in order:
+        if name in stops:
+            nearest[name] = frozenset((stops[name],))
+        elif name in value_of:
+            nearest[name] = empty
+        else:
+            found = {s for s in (nearest.get(i) for i in inputs[name]) if s}
+            nearest[name] = found.pop() if len(found) == 1 else frozenset().union(*found)
+    return nearest
 
 
 def _output(anchor: str, nodes, readers, upstream, fed) -> str:
@@ -275,16 +301,20 @@ def _reads(start: str, nodes, readers) -> tuple[list[str], list[str]]:
 
 def _attach(starts, readers, upstream, nodes) -> tuple[str | None, list[str]]:
     """The first anchor upstream of an op downstream of ``starts`` (breadth first), and the
-    ops visited before it (a batch norm's ``Rsqrt`` of its moving variance, say)."""
-    queue, seen, visited = deque(starts), set(starts), []
-    while queue and len(visited) < _MAX_ATTACH_STEPS:
+    ops on the way to that op (a batch norm's ``Rsqrt`` of its moving variance, say; not an
+    optimizer's update of the same variable, which leads elsewhere)."""
+    queue, came_from, steps = deque(starts), dict.fromkeys(starts), 0
+    while queue and steps < _MAX_ATTACH_STEPS:
         name = queue.popleft()
+        steps += 1
         if upstream.get(name) is not None:
-            return upstream[name], visited
-        visited.append(name)
+            found, path = upstream[name], []
+            while (name := came_from[name]) is not None:
+                path.append(name)
+            return found, path[::-1]
         for reader in readers.get(name, ()):
-            if reader not in seen and nodes[reader].op not in _VARIABLE_OPS:
-                seen.add(reader)
+            if reader not in came_from and nodes[reader].op not in _VARIABLE_OPS:
+                came_from[reader] = name
                 queue.append(reader)
     return None, []
 
@@ -334,7 +364,15 @@ def _bookkeeping(node) -> bool:
         or bool(_BOOKKEEPING_SCOPE.search(node.name))
 
 
-def _name(weight: str, taken: set[str]) -> str:
+def _scopes(weight: str) -> list[str]:
+    """The scopes ``weight`` lies in, outermost first (a partitioned piece's as its whole's)."""
+    parts = _PART.sub("", weight).split("/")[:-1]
+    return ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+
+
+def _name(weight: str, scopes: Counter, taken: set[str]) -> str:
+    """A layer's name: the scope of its first weight when no other layer's weights share
+    it (``hidden1``), else the weight (``model/wte`` beside ``model/h0/...``)."""
     weight = _PART.sub("", weight)  # a partitioned variable's pieces: kernel/part_0
     scope = weight.rpartition("/")[0]
-    return scope if scope and scope not in taken else weight
+    return scope if scope and scopes[scope] == 1 and scope not in taken else weight

@@ -51,6 +51,7 @@ _VARIABLE_OPS = {"Variable", "VariableV2", "VarHandleOp"}
 _MAX_WALK = 5000  # ops visited per edge search: the ops between two layers are few
 _PASS_THROUGH = frozenset({"Identity", "RefIdentity", "ReadVariableOp", "Enter", "RefEnter",
                            "Cast"})
+_SHAPE_OPS = frozenset({"Shape", "ShapeN", "Size", "Rank"})
 _DT_BOOL = 10
 _DT_FLOATS = frozenset({1, 2, 14, 19})  # float32, float64, bfloat16, float16
 
@@ -197,8 +198,9 @@ def _sources(ops: list[str], anchors: set[str], layer: str, nodes, owner, reads:
 
 def _data_inputs(node):
     """``(tensor, is a mode input)`` for each data input of ``node`` (a ``Switch``'s
-    predicate is a mode input)."""
-    if node is None:
+    predicate is a mode input). A ``Shape``'s input is none: it reads no values (BERT's
+    attention mask takes its batch size off the token ids)."""
+    if node is None or node.op in _SHAPE_OPS:
         return []
     refs = [r for r in node.input if not r.startswith("^")]
     if node.op in ("Switch", "RefSwitch"):
