@@ -21,7 +21,7 @@ FIXTURES = {"mlp": "mlp/my_model.ckpt", "mixed": "mixed/model.ckpt", "cnn": "cnn
 SIDE_FILES = {"bert_classifier": ("bert_config.json", "vocab.txt"),
               "bert_squad": ("bert_config.json", "vocab.txt"),
               "bert_pretraining": ("bert_config.json", "vocab.txt"),
-              "albert_pretraining": ("albert_config.json",),
+              "albert_pretraining": ("albert_config.json", "30k-clean.model"),
               "electra_pretraining": ("vocab.txt",), "gpt2": ("hparams.json",)}
 
 

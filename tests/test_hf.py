@@ -220,6 +220,41 @@ def test_bert_tokenizer_files_load(transformers_lib, converted):
     assert tokenizer("ab")["input_ids"][0] == 2  # [CLS] first
 
 
+#: Mixed case, accents, runs of spaces, punctuation, words the vocabularies lack.
+TEXTS = {"bert": ["A b, C's as  É!", "zebras x-ray"],
+         "albert": ["Bad  CAFÉ hedge", "bàd cafe, hedges! ``beach''", "Deaf chefs ache."]}
+
+
+def test_tokenizers_give_the_ids_the_families_own_tokenizers_give(transformers_lib, converted,
+                                                                    tmp_path):
+    """ALBERT's SentencePiece model beside the checkpoint (``30k-clean.model``) becomes
+    ``spiece.model`` with the ``tokenizer_config.json`` of ALBERT's preprocessing (lower case,
+    accents stripped); BERT's ``vocab.txt`` is carried over. transformers' tokenizers give the ids
+    that ALBERT's and BERT's own tokenization.py give (run in a worker process)."""
+    folders = {"bert": converted["bert_classifier"], "albert": converted["albert_pretraining"]}
+    assert sorted(os.listdir(folders["albert"])) == [
+        "config.json", "model.safetensors", "spiece.model", "tokenizer_config.json"]
+    with open(os.path.join(FIXTURES, "albert_pretraining", "30k-clean.model"), "rb") as f:
+        assert f.read() == open(os.path.join(folders["albert"], "spiece.model"), "rb").read()
+    jobs = tmp_path / "jobs.json"
+    jobs.write_text(json.dumps([
+        {"family": "bert", "file": os.path.join(FIXTURES, "bert_classifier", "vocab.txt"),
+         "texts": TEXTS["bert"]},
+        {"family": "albert", "texts": TEXTS["albert"],
+         "file": os.path.join(FIXTURES, "albert_pretraining", "30k-clean.model")}]))
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "tokenizers_worker.py"),
+                           str(jobs)], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    theirs = dict(zip(("bert", "albert"), json.loads(proc.stdout.splitlines()[-1]), strict=True))
+    for family, folder in folders.items():
+        tokenizer = transformers_lib.AutoTokenizer.from_pretrained(folder)
+        assert type(tokenizer).__name__ == ("AlbertTokenizer" if family == "albert"
+                                            else "BertTokenizer")
+        ours = [tokenizer(t)["input_ids"] for t in TEXTS[family]]
+        assert ours == theirs[family]
+        assert {1} < {i for ids in ours for i in ids}  # [UNK]/<unk> and known pieces both
+
+
 #: docs/families.md's worked example: a run_classifier fork that keeps its head under
 #: variable_scope("classifier").
 CLASSIFIER_RULES = {

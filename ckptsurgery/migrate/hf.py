@@ -15,6 +15,7 @@ then is the folder renamed into place.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import re
@@ -294,10 +295,24 @@ def _hf_config(family, report: FamilyReport, head) -> dict:
 
 
 def _tokenizer(family, report: FamilyReport, prefix: str) -> tuple[dict[str, str], dict]:
+    """The tokenizer files beside the checkpoint (``{path: name in the folder}``; a source
+    name may be a glob: ALBERT's SentencePiece model is ``30k-clean.model`` or another
+    ``*.model``) and their ``tokenizer_config.json``.
+
+    Raises:
+        UserError: a glob matches more than one file (which is the tokenizer is unknown).
+    """
     spec = family.tokenizer
     folder = os.path.dirname(prefix)
-    files = {os.path.join(folder, src): dst for src, dst in spec.get("files", {}).items()
-             if os.path.isfile(os.path.join(folder, src))}
+    files = {}
+    for src, dst in spec.get("files", {}).items():
+        found = sorted(p for p in glob.glob(os.path.join(glob.escape(folder), src))
+                       if os.path.isfile(p))
+        if len(found) > 1:
+            raise UserError(f"{len(found)} files match {src!r} beside '{prefix}' "
+                            f"({', '.join(os.path.basename(p) for p in found)}): which is the "
+                            f"{family.name} tokenizer's {dst} is unknown; keep only it there")
+        files.update((p, dst) for p in found)
     if not files:
         return {}, {}
     config = dict(spec.get("config", {}))
