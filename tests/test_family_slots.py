@@ -30,7 +30,8 @@ def test_bert_adam_m_and_adam_v_are_slots_of_their_weight():
         role = roles[k]
         assert (role.kind, role.optimizer, role.primary) == ("slot", "AdamWeightDecay",
                                                               k.rsplit("/", 1)[0]), k
-        assert role.source == "name"  # plain assign ops: the graph has no opinion
+        # plain assign ops write them, and no weight's norm is taken: not LAMB
+        assert role.source == "graph"
     weights = [k for k, r in roles.items() if r.kind == "model"]
     assert len(weights) == 41 and "output_weights" in weights
     assert roles["global_step"].kind == "step"
@@ -43,6 +44,37 @@ def test_inspect_names_the_bert_optimizer():
     assert data["optimizers"]["AdamWeightDecay"]["slots"] == 82
     assert data["optimizers"]["AdamWeightDecay"]["slot_names"] == ["adam_m", "adam_v"]
     assert data["totals"]["by_kind"]["model"]["count"] == 41
+
+
+ALBERT = os.path.join(ROOT, "fixtures", "albert_pretraining", "model.ckpt")
+
+
+def test_albert_lamb_moments_are_named_lamb_when_the_meta_shows_it(tmp_path):
+    """ALBERT's LAMBOptimizer writes the same adam_m/adam_v as BERT's AdamWeightDecayOptimizer:
+    its .meta tells them apart (the trust ratio takes the weight's norm); without one, the
+    names cannot, and inspect says both."""
+    import shutil
+
+    r = run_cli("inspect", ALBERT, "--json")
+    assert r.returncode == 0, r.stderr
+    optimizers = json.loads(r.stdout)["optimizers"]
+    assert list(optimizers) == ["LAMB"] and optimizers["LAMB"]["slots"] == 64
+    assert optimizers["LAMB"]["slot_names"] == ["adam_m", "adam_v"]
+    keys = list(open_checkpoint(ALBERT).variables)
+    roles = classify(keys, open_checkpoint(ALBERT).meta_graph)
+    # LayerNorm and biases are left out of LAMB's layer adaptation; theirs are LAMB's too
+    role = roles["bert/embeddings/LayerNorm/beta/adam_v"]
+    assert (role.kind, role.optimizer, role.primary, role.source) == (
+        "slot", "LAMB", "bert/embeddings/LayerNorm/beta", "graph")
+    bare = tmp_path / "model.ckpt"
+    for suffix in (".index", ".data-00000-of-00001"):
+        shutil.copy(ALBERT + suffix, str(bare) + suffix)
+    r = run_cli("inspect", str(bare))
+    assert "optimizer    AdamWeightDecay or LAMB: 64 slot(s) (adam_m, adam_v)" in r.stdout
+    r = run_cli("convert", str(bare), "--to", "hf", "--dry-run", "--out", str(tmp_path / "h"),
+                "--config", ALBERT.replace("model.ckpt", "albert_config.json"))
+    assert ("left out: optimizer slot adam_m (AdamWeightDecay or LAMB) of "
+            "bert/pooler/dense/kernel") in r.stdout
 
 
 def test_lamb_and_adafactor_slots_by_name():
