@@ -16,6 +16,7 @@ from safety_helpers import assert_clean_error
 
 from ckptsurgery.formats.checkpoint import open_checkpoint
 from ckptsurgery.formats.safetensors import read_header
+from ckptsurgery.migrate.family import recognise
 from ckptsurgery.migrate.hf import convert_to_hf, parse_size
 from ckptsurgery.migrate.rewrite import rename_checkpoint
 
@@ -80,6 +81,15 @@ def test_inspect_names_electra_its_discriminator_and_generator_and_its_defaults(
     assert ("             also here: generator -> ElectraForMaskedLM, none -> ElectraModel "
             "(convert --head NAME)") in text
     assert "optimizer    AdamWeightDecay: 164 slot(s) (adam_m, adam_v)" in text
+
+
+def test_a_default_of_a_size_the_shapes_do_not_give_stays_unknown():
+    """An ELECTRA checkpoint cut down to its embeddings: still recognised, its heads from
+    ELECTRA's rule left unknown (no hidden size to compute them from) rather than a crash."""
+    report, _ = recognise({"electra/embeddings/word_embeddings": (32, 16)}, folder=FIXTURES)
+    assert (report.family, report.head, report.read["embedding_size"]) == ("electra", "none", 16)
+    assert report.defaults == {"hidden_act": "gelu"}
+    assert "num_attention_heads" not in report.values
 
 
 def _mapping(stdout: str) -> dict[str, str]:

@@ -301,9 +301,13 @@ def recognise(shapes: dict[str, tuple], *, folder: str, config: str | None = Non
                                 f"{os.path.basename(path)} beside the checkpoint")
     values = report.values
     for key, value in family.defaults.items():
-        if key not in values:
+        if key in values:
+            continue
+        try:
             report.defaults[key] = (evaluate(value["eval"], values) if isinstance(value, dict)
                                     else value)
+        except KeyError:  # of values the shapes do not give either: unknown, as they are
+            pass
     values = report.values
     report.missing = [k for k in family.config_only if k not in values]
     report.conflicts = {k: (v, report.config[k]) for k, v in report.read.items()
