@@ -8,6 +8,7 @@ import json
 import os
 
 import numpy as np
+import pytest
 from conftest import ROOT, read_vars, run_cli
 from migrate_helpers import restore_values
 
@@ -19,6 +20,8 @@ from ckptsurgery.migrate.rewrite import strip_checkpoint
 BERT = os.path.join(ROOT, "fixtures", "bert_classifier", "model.ckpt")
 SPARSE = os.path.join(ROOT, "fixtures", "sparse", "model.ckpt")
 GPT2 = os.path.join(ROOT, "fixtures", "gpt2", "model.ckpt")
+ALBERT = os.path.join(ROOT, "fixtures", "albert_pretraining", "model.ckpt")
+ELECTRA = os.path.join(ROOT, "fixtures", "electra_pretraining", "model.ckpt")
 
 
 def test_bert_adam_m_and_adam_v_are_slots_of_their_weight():
@@ -46,7 +49,6 @@ def test_inspect_names_the_bert_optimizer():
     assert data["totals"]["by_kind"]["model"]["count"] == 41
 
 
-ALBERT = os.path.join(ROOT, "fixtures", "albert_pretraining", "model.ckpt")
 
 
 def test_albert_lamb_moments_are_named_lamb_when_the_meta_shows_it(tmp_path):
@@ -95,9 +97,11 @@ def test_lamb_and_adafactor_slots_by_name():
     assert roles["orphan/lamb_m"].kind == "model" and roles["other_slot_vr"].kind == "model"
 
 
-def test_strip_bert_drops_every_moment_and_restores_in_plain_tf(tmp_path):
-    before = read_vars(BERT)
-    result = strip_checkpoint(BERT, str(tmp_path / "s" / "model.ckpt"), optimizer_slots=True,
+@pytest.mark.parametrize("source", [BERT, ELECTRA], ids=["bert", "electra"])
+def test_strip_drops_every_moment_and_restores_in_plain_tf(tmp_path, source):
+    """BERT's and ELECTRA's (both networks') AdamWeightDecay moments."""
+    before = read_vars(source)
+    result = strip_checkpoint(source, str(tmp_path / "s" / "model.ckpt"), optimizer_slots=True,
                               progress=False)
     after = read_vars(result.prefix)
     assert not [k for k in after if k.endswith(("adam_m", "adam_v"))]
@@ -105,7 +109,7 @@ def test_strip_bert_drops_every_moment_and_restores_in_plain_tf(tmp_path):
     for k, value in after.items():
         assert value.tobytes() == before[k].tobytes(), k
     assert os.path.getsize(result.prefix + ".data-00000-of-00001") < 0.4 * os.path.getsize(
-        BERT + ".data-00000-of-00001")
+        source + ".data-00000-of-00001")
     restored = restore_values(result.prefix)
     assert set(restored) == set(after)
     for k, value in after.items():
