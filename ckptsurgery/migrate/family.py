@@ -1,13 +1,14 @@
-"""Model families (BERT, GPT-2...): recognised from a checkpoint's names and shapes, without
-TensorFlow, and described by a table of rules kept as data.
+"""Model families (BERT, ALBERT, ELECTRA, GPT-2): recognised from a checkpoint's names and
+shapes, without TensorFlow, and described by a table of rules kept as data.
 
 Each family is one JSON file in ``ckptsurgery/migrate/family_rules/`` (the format is in
 ``docs/families.md``): the names that recognise it, what its shapes tell (``read``: layers,
 widths, vocabulary), what only its config file tells (``config_only``: attention heads,
 activation), the ``defaults`` its code uses when a run's config does not say (ELECTRA's
-attention heads: ``max(1, hidden_size // 64)``), its heads and the architecture each one makes, its config for Hugging Face
-``transformers``, its tokenizer files, and its rules: source-name pattern -> target name,
-transform and the source shape the config implies, or skip with a reason. One engine
+attention heads: ``max(1, hidden_size // 64)``), its heads and the architecture each one
+makes, its config for Hugging Face ``transformers``, its tokenizer files, and its rules:
+source-name pattern -> target name, transform and the source shape the config implies, or
+skip with a reason. One engine
 (:mod:`ckptsurgery.migrate.hf`) applies every table; ``--rules FILE`` adds a table or overrides
 rules of one, in the same format.
 """
@@ -130,7 +131,8 @@ def load_family(path: str, known: dict[str, Family] | None = None) -> Family:
             else base.recognise,
             tuple(data.get("config_files", base.config_files)), data.get("read", base.read),
             tuple(data.get("config_only", base.config_only)),
-            data.get("defaults", base.defaults), data.get("hf_config", base.hf_config), heads or base.heads,
+            data.get("defaults", base.defaults), data.get("hf_config", base.hf_config),
+            heads or base.heads,
             data.get("tokenizer", base.tokenizer), rules + base.rules)
     if not heads:
         raise UserError(f"{where}: family '{data['family']}' has no \"heads\" (at least one, "
@@ -219,7 +221,8 @@ class FamilyReport:
 
     @property
     def values(self) -> dict:
-        """The config as the source code saw it: the file's fields over the shapes'."""
+        """The config as the source code saw it: the file's fields over the shapes', over the
+        family's defaults."""
         return {**self.defaults, **self.read, **self.config}
 
     def as_dict(self) -> dict:
