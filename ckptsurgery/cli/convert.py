@@ -62,7 +62,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     hf.add_argument("--config", metavar="FILE",
                     help="the family's config (bert_config.json, albert_config.json, "
                          "hparams.json) when it is not beside the checkpoint; for ELECTRA, whose "
-                         "releases ship none, the fields a run changed (num_attention_heads)")
+                         "code writes none, the fields a run changed (num_attention_heads)")
     hf.add_argument("--rules", metavar="FILE",
                     help="a family's rules (JSON, docs/families.md): adds a family or overrides "
                          "rules of one")
