@@ -83,6 +83,21 @@ def test_inspect_names_electra_its_discriminator_and_generator_and_its_defaults(
     assert "optimizer    AdamWeightDecay: 164 slot(s) (adam_m, adam_v)" in text
 
 
+def test_two_sentencepiece_models_beside_an_albert_are_one_line(tmp_path):
+    prefix = _copy("albert_pretraining", tmp_path / "a")
+    shutil.copy(tmp_path / "a" / "30k-clean.model", tmp_path / "a" / "other.model")
+    r = run_cli("convert", prefix, "--to", "hf", "--out", str(tmp_path / "hf"))
+    assert_clean_error(r.returncode, r.stderr, 2, "2 files match '*.model'",
+                       "30k-clean.model, other.model", "keep only it there")
+    assert not (tmp_path / "hf").exists()
+    os.remove(tmp_path / "a" / "other.model")
+    plan = convert_to_hf(prefix, str(tmp_path / "hf"), dry_run=True)
+    assert plan.tokenizer == {str(tmp_path / "a" / "30k-clean.model"): "spiece.model"}
+    assert plan.tokenizer_config == {"tokenizer_class": "AlbertTokenizer",
+                                     "do_lower_case": True, "keep_accents": False,
+                                     "model_max_length": 16}
+
+
 def test_a_default_of_a_size_the_shapes_do_not_give_stays_unknown():
     """An ELECTRA checkpoint cut down to its embeddings: still recognised, its heads from
     ELECTRA's rule left unknown (no hidden size to compute them from) rather than a crash."""
