@@ -16,6 +16,7 @@ from safety_helpers import assert_clean_error
 
 from ckptsurgery.formats.checkpoint import open_checkpoint
 from ckptsurgery.formats.safetensors import read_header
+from ckptsurgery.migrate.family import recognise
 from ckptsurgery.migrate.hf import convert_to_hf, parse_size
 from ckptsurgery.migrate.rewrite import rename_checkpoint
 
@@ -56,6 +57,128 @@ def test_inspect_names_the_family(name, family, head, architecture, read):
                                                                           "bert_config.json")
     assert found["config_source"] == f"{config} beside the checkpoint"
     assert found["missing"] == [] and found["conflicts"] == {}
+
+
+ELECTRA = os.path.join(FIXTURES, "electra_pretraining", "model.ckpt")
+
+
+def test_inspect_names_electra_its_discriminator_and_generator_and_its_defaults():
+    """ELECTRA's releases ship no config: the sizes come from the shapes (the discriminator's
+    under electra/, the token embeddings' width), the heads from ELECTRA's own rule."""
+    r = run_cli("inspect", ELECTRA, "--json")
+    assert r.returncode == 0, r.stderr
+    found = json.loads(r.stdout)["family"]
+    assert (found["family"], found["head"], found["architecture"]) == (
+        "electra", "discriminator", "ElectraForPreTraining")
+    assert found["heads"] == {"discriminator": "ElectraForPreTraining",
+                              "generator": "ElectraForMaskedLM", "none": "ElectraModel"}
+    assert found["read"] == {"num_hidden_layers": 2, "hidden_size": 32, "embedding_size": 16,
+                             "vocab_size": 32, "intermediate_size": 128,
+                             "max_position_embeddings": 16, "type_vocab_size": 2}
+    assert found["defaults"] == {"num_attention_heads": 1, "hidden_act": "gelu"}
+    assert found["config_source"] is None and found["missing"] == []
+    text = run_cli("inspect", ELECTRA).stdout
+    assert ("             also here: generator -> ElectraForMaskedLM, none -> ElectraModel "
+            "(convert --head NAME)") in text
+    assert "optimizer    AdamWeightDecay: 164 slot(s) (adam_m, adam_v)" in text
+
+
+def test_two_sentencepiece_models_beside_an_albert_are_one_line(tmp_path):
+    prefix = _copy("albert_pretraining", tmp_path / "a")
+    shutil.copy(tmp_path / "a" / "30k-clean.model", tmp_path / "a" / "other.model")
+    r = run_cli("convert", prefix, "--to", "hf", "--out", str(tmp_path / "hf"))
+    assert_clean_error(r.returncode, r.stderr, 2, "2 files match '*.model'",
+                       "30k-clean.model, other.model", "keep only it there")
+    assert not (tmp_path / "hf").exists()
+    os.remove(tmp_path / "a" / "other.model")
+    plan = convert_to_hf(prefix, str(tmp_path / "hf"), dry_run=True)
+    assert plan.tokenizer == {str(tmp_path / "a" / "30k-clean.model"): "spiece.model"}
+    assert plan.tokenizer_config == {"tokenizer_class": "AlbertTokenizer",
+                                     "do_lower_case": True, "keep_accents": False,
+                                     "model_max_length": 16}
+
+
+def test_a_default_of_a_size_the_shapes_do_not_give_stays_unknown():
+    """An ELECTRA checkpoint cut down to its embeddings: still recognised, its heads from
+    ELECTRA's rule left unknown (no hidden size to compute them from) rather than a crash."""
+    report, _ = recognise({"electra/embeddings/word_embeddings": (32, 16)}, folder=FIXTURES)
+    assert (report.family, report.head, report.read["embedding_size"]) == ("electra", "none", 16)
+    assert report.defaults == {"hidden_act": "gelu"}
+    assert "num_attention_heads" not in report.values
+
+
+def _mapping(stdout: str) -> dict[str, str]:
+    body = [line for line in stdout.splitlines() if line.startswith("  ")]
+    return {line.split()[0]: " ".join(line.split()[1:]) for line in body}
+
+
+def test_electra_dry_runs_account_for_every_variable_once_per_part(tmp_path):
+    """The discriminator and the generator each write the shared embeddings; every other
+    weight goes to exactly one of them, every slot and the step to neither."""
+    keys = list(open_checkpoint(ELECTRA).variables)
+    parts = {}
+    for head in ("discriminator", "generator"):
+        r = run_cli("convert", ELECTRA, "--to", "hf", "--out", str(tmp_path / head),
+                    "--dry-run", "--head", head)
+        assert r.returncode == 0, r.stderr
+        parts[head] = text = _mapping(r.stdout)
+        assert sorted(text) == sorted(keys)
+    disc, gen = parts["discriminator"], parts["generator"]
+    assert disc["discriminator_predictions/dense_1/kernel"] == (
+        "-> discriminator_predictions.dense_prediction.weight (transpose)")
+    assert disc["electra/embeddings_project/kernel"] == (
+        "-> electra.embeddings_project.weight (transpose)")
+    assert disc["generator/encoder/layer_0/output/dense/kernel"] == (
+        "left out: not part of ElectraForPreTraining")
+    assert gen["generator/encoder/layer_1/attention/self/query/kernel"] == (
+        "-> electra.encoder.layer.1.attention.self.query.weight (transpose)")
+    assert gen["generator/embeddings_project/bias"] == "-> electra.embeddings_project.bias"
+    assert gen["generator_predictions/output_bias"] == "-> generator_lm_head.bias"
+    assert gen["electra/encoder/layer_0/output/dense/kernel"] == (
+        "left out: not part of ElectraForMaskedLM")
+    for text in (disc, gen):
+        assert text["electra/embeddings/word_embeddings"] == (
+            "-> electra.embeddings.word_embeddings.weight")
+        assert text["global_step"] == "left out: step counter"
+        assert text["generator/encoder/layer_0/output/dense/kernel/adam_m"].startswith(
+            "left out: optimizer slot adam_m")
+    written = {h: {k for k, v in t.items() if v.startswith("->")} for h, t in parts.items()}
+    weights = {k for k in keys if not k.endswith(("/adam_m", "/adam_v")) and k != "global_step"}
+    shared = {k for k in weights if k.startswith("electra/embeddings/")}
+    assert len(shared) == 5 and written["discriminator"] & written["generator"] == shared
+    assert len(written["discriminator"]) == 43 and len(written["generator"]) == 44
+    assert written["discriminator"] | written["generator"] == weights
+
+
+def test_electra_configs_are_each_parts_own(tmp_path):
+    disc = convert_to_hf(ELECTRA, str(tmp_path / "d"), progress=False)
+    gen = convert_to_hf(ELECTRA, str(tmp_path / "g"), head="generator", progress=False)
+    expected = {"model_type": "electra", "vocab_size": 32, "embedding_size": 16,
+                "num_hidden_layers": 2, "max_position_embeddings": 16, "type_vocab_size": 2,
+                "hidden_act": "gelu"}  # ELECTRA's gelu is the exact (erf) one
+    assert disc.plan.config == {**disc.plan.config, **expected, "hidden_size": 32,
+                                "intermediate_size": 128, "num_attention_heads": 1,
+                                "architectures": ["ElectraForPreTraining"]}
+    assert gen.plan.config == {**gen.plan.config, **expected, "hidden_size": 8,
+                               "intermediate_size": 32, "num_attention_heads": 1,
+                               "architectures": ["ElectraForMaskedLM"]}
+    assert sorted(os.listdir(gen.out)) == ["config.json", "model.safetensors",
+                                           "tokenizer_config.json", "vocab.txt"]
+
+
+def test_electra_config_overrides_the_defaults_and_a_missing_head_is_one_line(tmp_path):
+    config = tmp_path / "electra.json"
+    config.write_text(json.dumps({"num_attention_heads": 2}))
+    r = run_cli("inspect", ELECTRA, "--config", str(config), "--json")
+    found = json.loads(r.stdout)["family"]
+    assert found["config"] == {"num_attention_heads": 2} and found["defaults"] == {
+        "hidden_act": "gelu"}
+    plan = convert_to_hf(ELECTRA, str(tmp_path / "d"), config=str(config), dry_run=True)
+    assert plan.config["num_attention_heads"] == 2
+    r = run_cli("convert", CLASSIFIER, "--to", "hf", "--out", str(tmp_path / "x"), "--head",
+                "generator")
+    assert_clean_error(r.returncode, r.stderr, 2, "--head generator", "classification, none")
+    assert not (tmp_path / "x").exists()
 
 
 def test_inspect_without_the_config_says_what_is_unknown_and_takes_config(tmp_path):

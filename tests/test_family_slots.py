@@ -8,6 +8,7 @@ import json
 import os
 
 import numpy as np
+import pytest
 from conftest import ROOT, read_vars, run_cli
 from migrate_helpers import restore_values
 
@@ -19,6 +20,8 @@ from ckptsurgery.migrate.rewrite import strip_checkpoint
 BERT = os.path.join(ROOT, "fixtures", "bert_classifier", "model.ckpt")
 SPARSE = os.path.join(ROOT, "fixtures", "sparse", "model.ckpt")
 GPT2 = os.path.join(ROOT, "fixtures", "gpt2", "model.ckpt")
+ALBERT = os.path.join(ROOT, "fixtures", "albert_pretraining", "model.ckpt")
+ELECTRA = os.path.join(ROOT, "fixtures", "electra_pretraining", "model.ckpt")
 
 
 def test_bert_adam_m_and_adam_v_are_slots_of_their_weight():
@@ -30,7 +33,8 @@ def test_bert_adam_m_and_adam_v_are_slots_of_their_weight():
         role = roles[k]
         assert (role.kind, role.optimizer, role.primary) == ("slot", "AdamWeightDecay",
                                                               k.rsplit("/", 1)[0]), k
-        assert role.source == "name"  # plain assign ops: the graph has no opinion
+        # plain assign ops write them, and no weight's norm is taken: not LAMB
+        assert role.source == "graph"
     weights = [k for k, r in roles.items() if r.kind == "model"]
     assert len(weights) == 41 and "output_weights" in weights
     assert roles["global_step"].kind == "step"
@@ -43,6 +47,36 @@ def test_inspect_names_the_bert_optimizer():
     assert data["optimizers"]["AdamWeightDecay"]["slots"] == 82
     assert data["optimizers"]["AdamWeightDecay"]["slot_names"] == ["adam_m", "adam_v"]
     assert data["totals"]["by_kind"]["model"]["count"] == 41
+
+
+
+
+def test_albert_lamb_moments_are_named_lamb_when_the_meta_shows_it(tmp_path):
+    """ALBERT's LAMBOptimizer writes the same adam_m/adam_v as BERT's AdamWeightDecayOptimizer:
+    its .meta tells them apart (the trust ratio takes the weight's norm); without one, the
+    names cannot, and inspect says both."""
+    import shutil
+
+    r = run_cli("inspect", ALBERT, "--json")
+    assert r.returncode == 0, r.stderr
+    optimizers = json.loads(r.stdout)["optimizers"]
+    assert list(optimizers) == ["LAMB"] and optimizers["LAMB"]["slots"] == 64
+    assert optimizers["LAMB"]["slot_names"] == ["adam_m", "adam_v"]
+    keys = list(open_checkpoint(ALBERT).variables)
+    roles = classify(keys, open_checkpoint(ALBERT).meta_graph)
+    # LayerNorm and biases are left out of LAMB's layer adaptation; theirs are LAMB's too
+    role = roles["bert/embeddings/LayerNorm/beta/adam_v"]
+    assert (role.kind, role.optimizer, role.primary, role.source) == (
+        "slot", "LAMB", "bert/embeddings/LayerNorm/beta", "graph")
+    bare = tmp_path / "model.ckpt"
+    for suffix in (".index", ".data-00000-of-00001"):
+        shutil.copy(ALBERT + suffix, str(bare) + suffix)
+    r = run_cli("inspect", str(bare))
+    assert "optimizer    AdamWeightDecay or LAMB: 64 slot(s) (adam_m, adam_v)" in r.stdout
+    r = run_cli("convert", str(bare), "--to", "hf", "--dry-run", "--out", str(tmp_path / "h"),
+                "--config", ALBERT.replace("model.ckpt", "albert_config.json"))
+    assert ("left out: optimizer slot adam_m (AdamWeightDecay or LAMB) of "
+            "bert/pooler/dense/kernel") in r.stdout
 
 
 def test_lamb_and_adafactor_slots_by_name():
@@ -63,9 +97,11 @@ def test_lamb_and_adafactor_slots_by_name():
     assert roles["orphan/lamb_m"].kind == "model" and roles["other_slot_vr"].kind == "model"
 
 
-def test_strip_bert_drops_every_moment_and_restores_in_plain_tf(tmp_path):
-    before = read_vars(BERT)
-    result = strip_checkpoint(BERT, str(tmp_path / "s" / "model.ckpt"), optimizer_slots=True,
+@pytest.mark.parametrize("source", [BERT, ELECTRA], ids=["bert", "electra"])
+def test_strip_drops_every_moment_and_restores_in_plain_tf(tmp_path, source):
+    """BERT's and ELECTRA's (both networks') AdamWeightDecay moments."""
+    before = read_vars(source)
+    result = strip_checkpoint(source, str(tmp_path / "s" / "model.ckpt"), optimizer_slots=True,
                               progress=False)
     after = read_vars(result.prefix)
     assert not [k for k in after if k.endswith(("adam_m", "adam_v"))]
@@ -73,7 +109,7 @@ def test_strip_bert_drops_every_moment_and_restores_in_plain_tf(tmp_path):
     for k, value in after.items():
         assert value.tobytes() == before[k].tobytes(), k
     assert os.path.getsize(result.prefix + ".data-00000-of-00001") < 0.4 * os.path.getsize(
-        BERT + ".data-00000-of-00001")
+        source + ".data-00000-of-00001")
     restored = restore_values(result.prefix)
     assert set(restored) == set(after)
     for k, value in after.items():

@@ -15,12 +15,14 @@ FIXTURES = {"mlp": "mlp/my_model.ckpt", "mixed": "mixed/model.ckpt", "cnn": "cnn
             "rnn": "rnn/model.ckpt", "sparse": "sparse/model.ckpt",
             "bert_classifier": "bert_classifier/model.ckpt", "bert_squad": "bert_squad/model.ckpt",
             "bert_pretraining": "bert_pretraining/model.ckpt",
-            "albert_pretraining": "albert_pretraining/model.ckpt", "gpt2": "gpt2/model.ckpt"}
+            "albert_pretraining": "albert_pretraining/model.ckpt",
+            "electra_pretraining": "electra_pretraining/model.ckpt", "gpt2": "gpt2/model.ckpt"}
 #: The files the families' releases ship beside the checkpoint, made with it.
 SIDE_FILES = {"bert_classifier": ("bert_config.json", "vocab.txt"),
               "bert_squad": ("bert_config.json", "vocab.txt"),
               "bert_pretraining": ("bert_config.json", "vocab.txt"),
-              "albert_pretraining": ("albert_config.json",), "gpt2": ("hparams.json",)}
+              "albert_pretraining": ("albert_config.json", "30k-clean.model"),
+              "electra_pretraining": ("vocab.txt",), "gpt2": ("hparams.json",)}
 
 
 @pytest.fixture(scope="module")

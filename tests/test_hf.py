@@ -1,6 +1,6 @@
 """convert --to hf: genuine BERT (classifier, SQuAD, pretraining heads), ALBERT (pretraining,
-LAMB) and GPT-2 checkpoints
-become folders that the real transformers 5 loads with 0 missing, 0 unexpected and 0
+LAMB), ELECTRA (its discriminator and, with --head generator, its generator) and GPT-2
+checkpoints become folders that the real transformers 5 loads with 0 missing, 0 unexpected and 0
 mismatched keys, and that compute what the TF1 graph computes on the same inputs (within
 1e-5). TensorFlow runs the graphs in a worker process; torch and transformers load once."""
 
@@ -19,7 +19,8 @@ from conftest import ROOT, run_cli
 pytestmark = pytest.mark.slow
 
 FIXTURES = os.path.join(ROOT, "fixtures")
-MODELS = ("bert_classifier", "bert_squad", "bert_pretraining", "albert_pretraining", "gpt2")
+MODELS = ("bert_classifier", "bert_squad", "bert_pretraining", "albert_pretraining",
+          "electra_pretraining", "gpt2")
 BATCH, SEQ = 3, 8
 
 
@@ -50,12 +51,15 @@ def transformers_lib():
 
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory) -> dict[str, str]:
-    """Every family fixture converted with the CLI."""
+    """Every family fixture converted with the CLI; ``electra_generator`` is the ELECTRA
+    fixture's generator (``--head generator``)."""
     out = {}
-    for name in MODELS:
+    for name, head in [*((m, ()) for m in MODELS),
+                       ("electra_generator", ("--head", "generator"))]:
         folder = str(tmp_path_factory.mktemp("hf") / name)
-        r = run_cli("convert", os.path.join(FIXTURES, name, "model.ckpt"), "--to", "hf",
-                    "--out", folder, "--quiet")
+        source = "electra_pretraining" if name == "electra_generator" else name
+        r = run_cli("convert", os.path.join(FIXTURES, source, "model.ckpt"), "--to", "hf",
+                    "--out", folder, "--quiet", *head)
         assert r.returncode == 0, r.stderr
         out[name] = folder
     return out
@@ -130,6 +134,47 @@ def test_bert_and_albert_load_and_compute_what_the_tf1_graph_computes(transforme
                    expected["nsp_logits"])
 
 
+def _electra_kwargs(name: str) -> dict:
+    import torch
+
+    x = _inputs(name)
+    return {"input_ids": torch.tensor(x["input_ids"], dtype=torch.long),
+            "attention_mask": torch.tensor(x["input_mask"], dtype=torch.long),
+            "token_type_ids": torch.tensor(x["segment_ids"], dtype=torch.long)}
+
+
+def test_electra_discriminator_loads_and_computes_what_the_tf1_graph_computes(
+        transformers_lib, converted, tf1_outputs):
+    import torch
+
+    model = _load(transformers_lib, converted["electra_pretraining"])
+    assert type(model).__name__ == "ElectraForPreTraining"
+    assert model.config.hidden_act == "gelu"  # ELECTRA's modeling.gelu is the exact (erf) one
+    expected = tf1_outputs["electra_pretraining"]
+    with torch.no_grad():
+        out = model(**_electra_kwargs("electra_pretraining"), output_hidden_states=True)
+    _close(out.hidden_states[-1], expected["sequence_output"])
+    _close(out.logits, expected["logits"])
+    assert out.logits.shape == (BATCH, SEQ)
+
+
+def test_electra_generator_loads_and_computes_what_the_tf1_graph_computes(
+        transformers_lib, converted, tf1_outputs):
+    import torch
+
+    model = _load(transformers_lib, converted["electra_generator"])
+    assert type(model).__name__ == "ElectraForMaskedLM"
+    # the LM head is the shared token embedding, as in ELECTRA's get_token_logits
+    assert model.generator_lm_head.weight.data_ptr() == (
+        model.electra.embeddings.word_embeddings.weight.data_ptr())
+    expected = tf1_outputs["electra_pretraining"]
+    at = _inputs("electra_pretraining")["masked_lm_positions"]
+    with torch.no_grad():
+        out = model(**_electra_kwargs("electra_pretraining"), output_hidden_states=True)
+    _close(out.hidden_states[-1], expected["generator_sequence_output"])
+    _close(out.logits[np.arange(BATCH)[:, None], at], expected["mlm_logits"])
+
+
 def test_gpt2_loads_and_computes_what_the_tf1_graph_computes(transformers_lib, converted,
                                                              tf1_outputs):
     import torch
@@ -141,18 +186,20 @@ def test_gpt2_loads_and_computes_what_the_tf1_graph_computes(transformers_lib, c
     _close(logits, tf1_outputs["gpt2"]["logits"])
 
 
-@pytest.mark.parametrize("name", ["bert_classifier", "gpt2"])
-def test_the_exact_gelu_would_not_match(transformers_lib, converted, tf1_outputs, name):
+@pytest.mark.parametrize("name", ["bert_classifier", "gpt2", "electra_pretraining"])
+def test_the_other_gelu_would_not_match(transformers_lib, converted, tf1_outputs, name):
     """The config's activation matters: with transformers' exact ``gelu`` in place of the
-    ``gelu_new`` written, the outputs leave the tolerance, so the comparisons above would catch
-    a wrong translation."""
+    ``gelu_new`` written (BERT, GPT-2), or ``gelu_new`` in place of ELECTRA's exact ``gelu``,
+    the outputs leave the tolerance, so the comparisons above would catch a wrong
+    translation."""
     import torch
 
     folder = converted[name]
     with open(os.path.join(folder, "config.json")) as f:
         architecture = json.load(f)["architectures"][0]
     key = "activation_function" if name == "gpt2" else "hidden_act"
-    model = getattr(transformers_lib, architecture).from_pretrained(folder, **{key: "gelu"})
+    other = "gelu_new" if name.startswith("electra") else "gelu"
+    model = getattr(transformers_lib, architecture).from_pretrained(folder, **{key: other})
     x = _inputs(name)
     with torch.no_grad():
         if name == "gpt2":
@@ -171,6 +218,41 @@ def test_bert_tokenizer_files_load(transformers_lib, converted):
     tokenizer = transformers_lib.AutoTokenizer.from_pretrained(converted["bert_classifier"])
     assert tokenizer.convert_tokens_to_ids(["[CLS]", "a", "##s"]) == [2, 5, 31]
     assert tokenizer("ab")["input_ids"][0] == 2  # [CLS] first
+
+
+#: Mixed case, accents, runs of spaces, punctuation, words the vocabularies lack.
+TEXTS = {"bert": ["A b, C's as  É!", "zebras x-ray"],
+         "albert": ["Bad  CAFÉ hedge", "bàd cafe, hedges! ``beach''", "Deaf chefs ache."]}
+
+
+def test_tokenizers_give_the_ids_the_families_own_tokenizers_give(transformers_lib, converted,
+                                                                    tmp_path):
+    """ALBERT's SentencePiece model beside the checkpoint (``30k-clean.model``) becomes
+    ``spiece.model`` with the ``tokenizer_config.json`` of ALBERT's preprocessing (lower case,
+    accents stripped); BERT's ``vocab.txt`` is carried over. transformers' tokenizers give the ids
+    that ALBERT's and BERT's own tokenization.py give (run in a worker process)."""
+    folders = {"bert": converted["bert_classifier"], "albert": converted["albert_pretraining"]}
+    assert sorted(os.listdir(folders["albert"])) == [
+        "config.json", "model.safetensors", "spiece.model", "tokenizer_config.json"]
+    with open(os.path.join(FIXTURES, "albert_pretraining", "30k-clean.model"), "rb") as f:
+        assert f.read() == open(os.path.join(folders["albert"], "spiece.model"), "rb").read()
+    jobs = tmp_path / "jobs.json"
+    jobs.write_text(json.dumps([
+        {"family": "bert", "file": os.path.join(FIXTURES, "bert_classifier", "vocab.txt"),
+         "texts": TEXTS["bert"]},
+        {"family": "albert", "texts": TEXTS["albert"],
+         "file": os.path.join(FIXTURES, "albert_pretraining", "30k-clean.model")}]))
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "tokenizers_worker.py"),
+                           str(jobs)], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    theirs = dict(zip(("bert", "albert"), json.loads(proc.stdout.splitlines()[-1]), strict=True))
+    for family, folder in folders.items():
+        tokenizer = transformers_lib.AutoTokenizer.from_pretrained(folder)
+        assert type(tokenizer).__name__ == ("AlbertTokenizer" if family == "albert"
+                                            else "BertTokenizer")
+        ours = [tokenizer(t)["input_ids"] for t in TEXTS[family]]
+        assert ours == theirs[family]
+        assert {1} < {i for ids in ours for i in ids}  # [UNK]/<unk> and known pieces both
 
 
 #: docs/families.md's worked example: a run_classifier fork that keeps its head under

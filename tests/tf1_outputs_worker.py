@@ -6,7 +6,7 @@ Each job is ``{"prefix": ..., "inputs": NPZ, "out": NPZ}``: plain
 ``tf.compat.v1.train.import_meta_graph`` of the checkpoint's ``.meta``, ``saver.restore``, then
 one run feeding every array of ``inputs`` to the tensor its graph collection of the same name
 holds, fetching every other single-tensor collection the fixture maker filled (sequence output,
-pooled output, logits). TensorFlow stays out of the test process, which loads torch and
+pooled output, logits; an ELECTRA's generator's sequence output). TensorFlow stays out of the test process, which loads torch and
 transformers; one process serves every job.
 """
 
@@ -20,7 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 OUTPUTS = ("sequence_output", "pooled_output", "logits", "start_logits", "end_logits",
-           "mlm_logits", "nsp_logits")
+           "mlm_logits", "nsp_logits", "generator_sequence_output")
 
 
 def run(prefix: str, inputs: str, out: str) -> None:

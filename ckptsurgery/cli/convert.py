@@ -18,6 +18,7 @@ examples:
   ckptsurgery convert model.ckpt --to tf2 --out tf2/ckpt
   ckptsurgery convert bert_finetuned/model.ckpt-1000 --to hf --out bert-hf
   ckptsurgery convert gpt2/124M/model.ckpt --to hf --dry-run --out gpt2-hf
+  ckptsurgery convert electra_small/electra_small --to hf --head generator --out gen-hf
 
 Optimizer slots, optimizer state and step counters are left out unless --include-slots.
 Names: the checkpoint keys (without TF2's /.ATTRIBUTES/VARIABLE_VALUE), renamed by --map.
@@ -28,12 +29,13 @@ tf.Variable). safetensors holds all converted tensors in memory while writing.
 
 hf: a folder transformers 5 loads with from_pretrained(DIR): config.json, model.safetensors
 (sharded past --max-shard-size, with model.safetensors.index.json), vocab/tokenizer files when
-they are beside the checkpoint. The model family (BERT, GPT-2; inspect names it) and its heads
-decide the architecture; its rules (docs/families.md) name and lay out every tensor. Every
-variable is written, or left out with a reason (--dry-run prints one line per variable); a
-variable no rule maps, a shape the config does not give and a missing config file are errors
-(exit 2, nothing written). The config file is the one the release ships beside the checkpoint
-(bert_config.json, hparams.json) or --config FILE.
+they are beside the checkpoint. The model family (BERT, ALBERT, ELECTRA, GPT-2; inspect names
+it) and its heads decide the architecture (--head picks another head the checkpoint holds: an
+ELECTRA's generator); its rules (docs/families.md) name and lay out every tensor. Every variable
+is written, or left out with a reason (--dry-run prints one line per variable); a variable no
+rule maps, a shape the config does not give and a missing config file are errors (exit 2,
+nothing written). The config file is the one the release ships beside the checkpoint
+(bert_config.json, albert_config.json, hparams.json) or --config FILE.
 """
 
 
@@ -58,11 +60,16 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="write each weight's ExponentialMovingAverage shadow in its place")
     hf = p.add_argument_group("--to hf")
     hf.add_argument("--config", metavar="FILE",
-                    help="the family's config (bert_config.json, hparams.json) when it is not "
-                         "beside the checkpoint")
+                    help="the family's config (bert_config.json, albert_config.json, "
+                         "hparams.json) when it is not beside the checkpoint; for ELECTRA, whose "
+                         "code writes none, the fields a run changed (num_attention_heads)")
     hf.add_argument("--rules", metavar="FILE",
                     help="a family's rules (JSON, docs/families.md): adds a family or overrides "
                          "rules of one")
+    hf.add_argument("--head", metavar="NAME",
+                    help="which of the checkpoint's heads to write, when it holds more than one "
+                         "(an ELECTRA pretraining checkpoint: discriminator, the default, or "
+                         "generator; inspect lists them)")
     hf.add_argument("--drop", action="append", default=[], metavar="REGEX",
                     help="leave out the variables matching REGEX (said in the mapping); repeat "
                          "for more")
@@ -81,8 +88,8 @@ def run(args) -> int:
     from ..migrate.rewrite import parse_map
 
     hf_only = [flag for flag, given in (("--config", args.config), ("--rules", args.rules),
-                                        ("--drop", args.drop), ("--dry-run", args.dry_run))
-               if given]
+                                        ("--head", args.head), ("--drop", args.drop),
+                                        ("--dry-run", args.dry_run)) if given]
     if args.to == "hf":
         return _hf(args)
     if hf_only:
@@ -108,7 +115,7 @@ def _hf(args) -> int:
         raise UserError(f"{', '.join(others)} do not apply to --to hf: the family's rules "
                         "decide names and layouts (--drop leaves variables out)")
     result = convert_to_hf(args.checkpoint, args.out, config=args.config, rules=args.rules,
-                           drop=args.drop, dry_run=args.dry_run,
+                           drop=args.drop, head=args.head, dry_run=args.dry_run,
                            max_shard_size=parse_size(args.max_shard_size), force=args.force,
                            progress=not args.quiet)
     print(json.dumps(result.as_dict(), indent=2) if args.json else "\n".join(result.lines()))

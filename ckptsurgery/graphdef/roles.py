@@ -8,9 +8,11 @@ every ``tf.compat.v1.train`` optimizer take the weight first and its slots after
 ``AssignMovingAvg`` updates name the average they move. A sparse gradient (an embedding read
 through ``tf.gather``) takes another path: no ``Apply*`` op, but ``Assign``/``Scatter*`` ops under
 the optimizer's ``<optimizer>/update_<weight>/`` name scope write the weight's slots.
+BERT's and ELECTRA's ``AdamWeightDecayOptimizer`` and ALBERT's ``LAMBOptimizer`` write their
+``<w>/adam_m``/``<w>/adam_v`` with plain ``assign`` ops under the same names; the graph tells
+them apart by LAMB's trust ratio, which takes the norm of the weight itself.
 :func:`graph_roles` reads them; :func:`classify` uses it when a ``.meta`` exists and falls back
-to names for what the graph does not say (BERT's ``AdamWeightDecayOptimizer`` updates its
-``adam_m``/``adam_v`` with plain ``assign`` ops that name no weight).
+to names for what the graph does not say.
 """
 
 from __future__ import annotations
@@ -90,6 +92,7 @@ def graph_roles(meta) -> dict[str, VariableRole]:
             else:  # shared by several weights: beta1_power, a learning-rate variable...
                 roles[key_of[name]] = _role("optimizer", optimizer)
     _sparse_slots(meta, nodes, index, key_of, roles)
+    _moment_slots(nodes, index, key_of, roles)
     for ref in _collection(meta, "global_step"):
         variable = trace_variable(nodes, ref)
         if variable in key_of:
@@ -126,6 +129,36 @@ def _sparse_slots(meta, nodes, index, key_of, roles) -> None:
         optimizer = m.group("optimizer")
         roles[key_of[target]] = _role("slot", _OPTIMIZER_NAMES.get(optimizer, optimizer),
                                       key_of[weight], key_of[target].rsplit("/", 1)[-1])
+
+
+_MOMENTS = ("adam_m", "adam_v")
+
+
+def _moment_slots(nodes, index, key_of, roles) -> None:
+    """Add to ``roles`` the ``<w>/adam_m``, ``<w>/adam_v`` moments that the graph writes, with
+    their optimizer: ``LAMB`` when the graph multiplies a moment-holding weight's value by
+    itself (``tf.norm`` of the weight, for LAMB's trust ratio ``|w| / |update|``; BERT's
+    ``AdamWeightDecayOptimizer`` never does), else ``AdamWeightDecay``. A graph saved without
+    its training ops writes none and says nothing."""
+    variable_of = {key: var for var, key in key_of.items()}
+    moments = {}  # variable op -> (key, primary key)
+    weights = set()  # variable ops of the weights that have moments
+    for var, key in key_of.items():
+        primary, _, slot = key.rpartition("/")
+        if slot in _MOMENTS and primary in variable_of and key not in roles:
+            moments[var] = (key, primary)
+            weights.add(variable_of[primary])
+    if not moments or not any(
+            trace_variable(nodes, node.input[0]) in moments
+            for node in (nodes[index.names[i]] for i in index.of_type(*_WRITE_OPS))
+            if node.input):
+        return
+    lamb = any(trace_variable(nodes, node.input[0]) in weights
+               for node in (nodes[index.names[i]] for i in index.of_type("Mul"))
+               if len(node.input) == 2 and node.input[0] == node.input[1])
+    for key, primary in moments.values():
+        roles[key] = _role("slot", "LAMB" if lamb else "AdamWeightDecay", primary,
+                           key.rsplit("/", 1)[-1])
 
 
 def classify(names, meta=None) -> dict[str, VariableRole]:

@@ -2,7 +2,8 @@
 
 A checkpoint saved during training holds more than the model: one or two *slot* variables per
 weight (``hidden1/kernel/Adam``, ``hidden1/kernel/Adam_1``; BERT's ``AdamWeightDecayOptimizer``
-``<w>/adam_m``, ``<w>/adam_v``, ALBERT's LAMB ``<w>/lamb_m``, ``<w>/lamb_v``, Mesh TensorFlow's
+and ALBERT's ``LAMBOptimizer`` ``<w>/adam_m``, ``<w>/adam_v``, other LAMBs' ``<w>/lamb_m``,
+``<w>/lamb_v``, Mesh TensorFlow's
 Adafactor ``<w>_slot_vr``, ``<w>_slot_vc``, ``<w>_slot_v``), optimizer *state* that belongs to no
 weight (``beta1_power``, TF2's ``optimizer/iter``) and *step counters* (``global_step``, TF2's
 ``save_counter``). ``strip --optimizer-slots`` drops the first two kinds; conversions leave out all
@@ -40,9 +41,11 @@ SLOT_NAMES = {
     "AdaMax": "AdaMax", "AdaMax_1": "AdaMax",
     "Nadam": "Nadam", "Nadam_1": "Nadam",
     "LazyAdam": "LazyAdam", "LazyAdam_1": "LazyAdam",
-    # optimizers written outside tf.train, which name their moments themselves
-    "adam_m": "AdamWeightDecay", "adam_v": "AdamWeightDecay",  # BERT, ELECTRA
-    "lamb_m": "LAMB", "lamb_v": "LAMB",  # ALBERT
+    # optimizers written outside tf.train, which name their moments themselves: BERT's and
+    # ELECTRA's AdamWeightDecayOptimizer and ALBERT's LAMBOptimizer both write adam_m/adam_v
+    # (a .meta tells which: ckptsurgery.graphdef.roles)
+    "adam_m": "AdamWeightDecay or LAMB", "adam_v": "AdamWeightDecay or LAMB",
+    "lamb_m": "LAMB", "lamb_v": "LAMB",
 }
 
 #: Slots appended to the weight's own name (``w_slot_vr``), and the optimizer each belongs to.

@@ -1,12 +1,14 @@
-"""Model families (BERT, GPT-2...): recognised from a checkpoint's names and shapes, without
-TensorFlow, and described by a table of rules kept as data.
+"""Model families (BERT, ALBERT, ELECTRA, GPT-2): recognised from a checkpoint's names and
+shapes, without TensorFlow, and described by a table of rules kept as data.
 
 Each family is one JSON file in ``ckptsurgery/migrate/family_rules/`` (the format is in
 ``docs/families.md``): the names that recognise it, what its shapes tell (``read``: layers,
 widths, vocabulary), what only its config file tells (``config_only``: attention heads,
-activation), its heads and the architecture each one makes, its config for Hugging Face
-``transformers``, its tokenizer files, and its rules: source-name pattern -> target name,
-transform and the source shape the config implies, or skip with a reason. One engine
+activation), the ``defaults`` its code uses when a run's config does not say (ELECTRA's
+attention heads: ``max(1, hidden_size // 64)``), its heads and the architecture each one
+makes, its config for Hugging Face ``transformers``, its tokenizer files, and its rules:
+source-name pattern -> target name, transform and the source shape the config implies, or
+skip with a reason. One engine
 (:mod:`ckptsurgery.migrate.hf`) applies every table; ``--rules FILE`` adds a table or overrides
 rules of one, in the same format.
 """
@@ -70,6 +72,7 @@ class Family:
     config_files: tuple[str, ...]
     read: dict
     config_only: tuple[str, ...]
+    defaults: dict
     hf_config: dict
     heads: tuple[Head, ...]
     tokenizer: dict
@@ -128,7 +131,8 @@ def load_family(path: str, known: dict[str, Family] | None = None) -> Family:
             else base.recognise,
             tuple(data.get("config_files", base.config_files)), data.get("read", base.read),
             tuple(data.get("config_only", base.config_only)),
-            data.get("hf_config", base.hf_config), heads or base.heads,
+            data.get("defaults", base.defaults), data.get("hf_config", base.hf_config),
+            heads or base.heads,
             data.get("tokenizer", base.tokenizer), rules + base.rules)
     if not heads:
         raise UserError(f"{where}: family '{data['family']}' has no \"heads\" (at least one, "
@@ -136,7 +140,8 @@ def load_family(path: str, known: dict[str, Family] | None = None) -> Family:
     return Family(data["family"], data.get("about", data["family"]),
                   tuple(_pattern(p, where) for p in data.get("recognise", ())),
                   tuple(data.get("config_files", ())), data.get("read", {}),
-                  tuple(data.get("config_only", ())), data.get("hf_config", {}), heads,
+                  tuple(data.get("config_only", ())), data.get("defaults", {}),
+                  data.get("hf_config", {}), heads,
                   data.get("tokenizer", {}), rules)
 
 
@@ -163,10 +168,12 @@ def families_with(rules: str | None) -> dict[str, Family]:
 
 _OPS = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b,
         ast.Mult: lambda a, b: a * b, ast.FloorDiv: lambda a, b: a // b}
+_CALLS = {"max": max, "min": min}
 
 
 def evaluate(expression, values: dict):
-    """An int, a config name, or a small expression of them (``3*n_embd``, ``n_vocab-1``).
+    """An int, a config name, or a small expression of them (``3*n_embd``, ``n_vocab-1``,
+    ``max(1, hidden_size // 64)``).
 
     Raises:
         KeyError: a name ``values`` does not hold.
@@ -181,7 +188,11 @@ def evaluate(expression, values: dict):
             return values[node.id]
         if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
             return _OPS[type(node.op)](walk(node.left), walk(node.right))
-        raise UserError(f"rule shape {expression!r}: only ints, config names and + - * // ")
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                and node.func.id in _CALLS and node.args and not node.keywords):
+            return _CALLS[node.func.id](*(walk(a) for a in node.args))
+        raise UserError(f"expression {expression!r}: only ints, config names, + - * // , max "
+                        "and min")
 
     return walk(ast.parse(str(expression), mode="eval").body)
 
@@ -189,30 +200,36 @@ def evaluate(expression, values: dict):
 @dataclass
 class FamilyReport:
     """What :func:`recognise` made of a checkpoint: the ``family`` (``generic`` when none),
-    the ``head`` and the ``architecture`` it makes, the config values ``read`` from names and
-    shapes, the config file's values (``config``, from ``config_source``), the config-only
-    fields still ``missing``, and ``conflicts`` (``{name: (from shapes, from config)}``)."""
+    the ``head`` and the ``architecture`` it makes (``heads``: every head the checkpoint
+    holds, by name, with its architecture), the config values ``read`` from names and shapes,
+    the config file's values (``config``, from ``config_source``), the family's ``defaults``
+    used where neither gives a value, the config-only fields still ``missing``, and
+    ``conflicts`` (``{name: (from shapes, from config)}``)."""
 
     family: str
     about: str = ""
     head: str | None = None
     head_about: str | None = None
     architecture: str | None = None
+    heads: dict[str, str] = field(default_factory=dict)
     read: dict = field(default_factory=dict)
     config: dict = field(default_factory=dict)
     config_source: str | None = None
+    defaults: dict = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
     conflicts: dict[str, tuple] = field(default_factory=dict)
 
     @property
     def values(self) -> dict:
-        """The config as the source code saw it: the file's fields over the shapes'."""
-        return {**self.read, **self.config}
+        """The config as the source code saw it: the file's fields over the shapes', over the
+        family's defaults."""
+        return {**self.defaults, **self.read, **self.config}
 
     def as_dict(self) -> dict:
         return {"family": self.family, "about": self.about, "head": self.head,
                 "head_about": self.head_about, "architecture": self.architecture,
-                "read": self.read, "config": self.config, "config_source": self.config_source,
+                "heads": self.heads, "read": self.read, "config": self.config,
+                "config_source": self.config_source, "defaults": self.defaults,
                 "missing": self.missing,
                 "conflicts": {k: {"shapes": a, "config": b} for k, (a, b) in
                               self.conflicts.items()}}
@@ -224,37 +241,55 @@ class FamilyReport:
         read = ", ".join(f"{k} {v}" for k, v in self.read.items())
         out = [f"family       {self.family}: {read}",
                f"head         {self.head}: {self.head_about} -> {self.architecture}"]
+        others = [f"{k} -> {v}" for k, v in self.heads.items() if k != self.head]
+        if others:
+            out.append(f"             also here: {', '.join(others)} (convert --head NAME)")
         if self.config_source:
             shown = ", ".join(f"{k} {v}" for k, v in self.config.items() if k not in self.read)
             out.append(f"config       {self.config_source}: {shown}")
-        else:
+        elif self.missing:
             out.append("config       none found: " + ", ".join(self.missing)
                        + " unknown; put the release's config beside the checkpoint or pass "
                        "--config FILE")
+        else:
+            out.append("config       none found (none needed)")
+        if self.defaults:
+            out.append("defaults     " + ", ".join(f"{k} {v}" for k, v in self.defaults.items())
+                       + f" (what {self.family}'s code uses unless its config says otherwise; "
+                       "--config FILE if the run changed them)")
         out += [f"             CONFLICT {k}: the shapes say {a}, the config says {b}"
                 for k, (a, b) in self.conflicts.items()]
         return out
 
 
 def recognise(shapes: dict[str, tuple], *, folder: str, config: str | None = None,
-              families: dict[str, Family] | None = None) -> tuple[FamilyReport, Family | None]:
+              families: dict[str, Family] | None = None,
+              head: str | None = None) -> tuple[FamilyReport, Family | None]:
     """Which family the checkpoint whose variables have ``shapes`` (``{name: shape}``)
     belongs to, read from names and shapes only, with the config file beside it (in
-    ``folder``, a name of the family's ``config_files``) or ``config``.
+    ``folder``, a name of the family's ``config_files``) or ``config``; ``head`` picks one of
+    the heads the checkpoint holds (an ELECTRA's generator) instead of the first.
 
     Returns:
         ``(report, family)``; ``family`` is None for ``generic``.
 
     Raises:
-        UserError: ``config`` cannot be read or is not a JSON object.
+        UserError: ``config`` cannot be read or is not a JSON object; the checkpoint has no
+            head ``head``.
     """
     families = builtin_families() if families is None else families
     names = list(shapes)
     family = next((f for f in families.values() if f.matches(names)), None)
     if family is None:
         return FamilyReport("generic"), None
-    head = next(h for h in family.heads if all(any(p.search(n) for n in names) for p in h.when))
-    report = FamilyReport(family.name, family.about, head.name, head.about, head.architecture)
+    present = [h for h in family.heads if all(any(p.search(n) for n in names) for p in h.when)]
+    chosen = present[0] if head is None else next((h for h in present if h.name == head), None)
+    if chosen is None:
+        raise UserError(f"--head {head}: this {family.name} checkpoint has the heads "
+                        f"{', '.join(h.name for h in present)}; choose one of them")
+    report = FamilyReport(family.name, family.about, chosen.name, chosen.about,
+                          chosen.architecture, {h.name: h.architecture for h in present})
+    head = chosen
     for key, how in {**family.read, **head.read}.items():
         if "count" in how:
             pattern = re.compile(how["count"])
@@ -267,6 +302,15 @@ def recognise(shapes: dict[str, tuple], *, folder: str, config: str | None = Non
         report.config = _read_json(path, "config")
         report.config_source = (f"--config {path}" if config else
                                 f"{os.path.basename(path)} beside the checkpoint")
+    values = report.values
+    for key, value in family.defaults.items():
+        if key in values:
+            continue
+        try:
+            report.defaults[key] = (evaluate(value["eval"], values) if isinstance(value, dict)
+                                    else value)
+        except KeyError:  # of values the shapes do not give either: unknown, as they are
+            pass
     values = report.values
     report.missing = [k for k in family.config_only if k not in values]
     report.conflicts = {k: (v, report.config[k]) for k, v in report.read.items()

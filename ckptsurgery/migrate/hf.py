@@ -15,6 +15,7 @@ then is the folder renamed into place.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import re
@@ -143,25 +144,28 @@ def parse_size(text: str) -> int:
 
 
 def plan_hf(checkpoint, *, config: str | None = None, rules: str | None = None,
-            drop: Sequence[str] = ()) -> HfPlan:
+            drop: Sequence[str] = (), head: str | None = None) -> HfPlan:
     """The conversion of ``checkpoint`` (an opened checkpoint) as its family's table says.
 
     Args:
         config: the family's config file, when it is not beside the checkpoint.
         rules: a rules file (``--rules``) adding a family or overriding rules of one.
         drop: regexes (``re.search``) of variables to leave out.
+        head: which of the checkpoint's heads to write (an ELECTRA's ``generator``), when not
+            the first the family's table lists.
 
     Returns:
         The plan; its ``problems`` (unknown variables, shapes the config does not give, a
         missing config) are what :func:`convert_to_hf` refuses to write.
 
     Raises:
-        UserError: the checkpoint is of no family with rules; a bad regex or rules file.
+        UserError: the checkpoint is of no family with rules, or has no head ``head``; a bad
+            regex or rules file.
     """
     variables = checkpoint.variables
     report, family = recognise({k: v.shape for k, v in variables.items()},
                                folder=os.path.dirname(checkpoint.prefix), config=config,
-                               families=families_with(rules))
+                               families=families_with(rules), head=head)
     if family is None:
         raise UserError(f"'{checkpoint.prefix}' is of no family with rules (its names are none "
                         f"of {', '.join(families_with(rules))}'s); describe it with --rules "
@@ -185,16 +189,18 @@ def plan_hf(checkpoint, *, config: str | None = None, rules: str | None = None,
         if dropped is not None:
             m.reason = m.kind = f"--drop {dropped.pattern}"
             continue
-        rule, match = next(((r, mm) for r in family.rules if (mm := r.match.search(key))),
-                           (None, None))
+        # the first rule for this head decides; a rule only for other heads leaves it out
+        matching = [(r, mm) for r in family.rules if (mm := r.match.search(key))]
+        rule, match = next(((r, mm) for r, mm in matching
+                            if r.heads is None or head.name in r.heads), (None, None))
+        if rule is None and matching:
+            m.reason = m.kind = f"not part of {head.architecture}"
+            continue
         if rule is None:
             m.problem = "no rule maps it"
             continue
         if rule.skip:
             m.reason = m.kind = rule.skip
-            continue
-        if rule.heads is not None and head.name not in rule.heads:
-            m.reason = m.kind = f"not part of {head.architecture}"
             continue
         m.target = match.expand(rule.to)
         if head.strip_prefix and m.target.startswith(head.strip_prefix):
@@ -289,10 +295,24 @@ def _hf_config(family, report: FamilyReport, head) -> dict:
 
 
 def _tokenizer(family, report: FamilyReport, prefix: str) -> tuple[dict[str, str], dict]:
+    """The tokenizer files beside the checkpoint (``{path: name in the folder}``; a source
+    name may be a glob: ALBERT's SentencePiece model is ``30k-clean.model`` or another
+    ``*.model``) and their ``tokenizer_config.json``.
+
+    Raises:
+        UserError: a glob matches more than one file (which is the tokenizer is unknown).
+    """
     spec = family.tokenizer
     folder = os.path.dirname(prefix)
-    files = {os.path.join(folder, src): dst for src, dst in spec.get("files", {}).items()
-             if os.path.isfile(os.path.join(folder, src))}
+    files = {}
+    for src, dst in spec.get("files", {}).items():
+        found = sorted(p for p in glob.glob(os.path.join(glob.escape(folder), src))
+                       if os.path.isfile(p))
+        if len(found) > 1:
+            raise UserError(f"{len(found)} files match {src!r} beside '{prefix}' "
+                            f"({', '.join(os.path.basename(p) for p in found)}): which is the "
+                            f"{family.name} tokenizer's {dst} is unknown; keep only it there")
+        files.update((p, dst) for p in found)
     if not files:
         return {}, {}
     config = dict(spec.get("config", {}))
@@ -308,7 +328,7 @@ def _tokenizer(family, report: FamilyReport, prefix: str) -> tuple[dict[str, str
 
 
 def convert_to_hf(path: str, out: str, *, config: str | None = None, rules: str | None = None,
-                  drop: Sequence[str] = (), dry_run: bool = False,
+                  drop: Sequence[str] = (), head: str | None = None, dry_run: bool = False,
                   max_shard_size: int = DEFAULT_MAX_SHARD_SIZE, force: bool = False,
                   progress: bool = True, max_batch_bytes: int | None = None
                   ) -> HfPlan | HfResult:
@@ -324,7 +344,7 @@ def convert_to_hf(path: str, out: str, *, config: str | None = None, rules: str 
     from ..formats.stream import DEFAULT_BATCH_BYTES
 
     checkpoint = open_checkpoint(path)
-    plan = plan_hf(checkpoint, config=config, rules=rules, drop=drop)
+    plan = plan_hf(checkpoint, config=config, rules=rules, drop=drop, head=head)
     if dry_run:
         return plan
     if plan.problems:
