@@ -1,7 +1,8 @@
-"""Real servers on this machine for the remote tests: moto's S3 API server, and Python's HTTP
-server with range requests (counting the bytes it serves, failing a request on demand).
+"""Real servers on this machine for the remote tests: moto's S3 API server, the GCS API server
+of ``gcp-storage-emulator``, and Python's HTTP server with range requests (counting the bytes it
+serves, failing a request on demand).
 
-Import the fixtures (``from remote_helpers import s3, http_server``) into a test module.
+Import the fixtures (``from remote_helpers import s3, gcs, http_server``) into a test module.
 """
 
 from __future__ import annotations
@@ -34,10 +35,32 @@ def reset_filesystems() -> None:
     from ckptsurgery.formats import storage
 
     storage._filesystem.cache_clear()
+    storage._BUCKETS_SEEN.clear()
     with contextlib.suppress(ImportError):
         import s3fs
 
         s3fs.S3FileSystem.clear_instance_cache()
+    with contextlib.suppress(ImportError):
+        import gcsfs
+
+        gcsfs.GCSFileSystem.clear_instance_cache()
+
+
+@contextlib.contextmanager
+def environment(env: dict):
+    """``os.environ`` with ``env`` set, and the file systems made under it forgotten after."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    reset_filesystems()
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        reset_filesystems()
 
 
 class MotoS3:
@@ -91,18 +114,61 @@ def s3():
     pytest.importorskip("s3fs")
     server = MotoS3()
     server.start()
-    saved = {k: os.environ.get(k) for k in server.env}
-    os.environ.update(server.env)
-    reset_filesystems()
-    server.fs().mkdir(BUCKET)
-    yield server
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-    reset_filesystems()
+    with environment(server.env):
+        server.fs().mkdir(BUCKET)
+        yield server
     server.stop()
+
+
+class EmulatedGCS:
+    """gcp-storage-emulator's GCS JSON API server on a loopback port, objects in memory, with
+    the bucket ``ckpts``."""
+
+    def __init__(self):
+        from gcp_storage_emulator.server import create_server
+
+        logging.getLogger("gcp_storage_emulator").setLevel(logging.ERROR)
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.server = create_server("127.0.0.1", self.port, in_memory=True,
+                                    default_bucket=BUCKET)
+        self.server.start()
+        # A client that closes a connection early is no error of the test's.
+        self.server._api._httpd.handle_error = lambda *args: None
+
+    def fs(self):
+        """gcsfs's JSON API file system (its gRPC one would wait a minute for the gRPC
+        service the emulator lacks)."""
+        from gcsfs.core import GCSFileSystem
+
+        return GCSFileSystem(endpoint_url=self.endpoint, token="anon", skip_instance_cache=True,
+                             use_listings_cache=False)
+
+    def put_folder(self, folder: str, url: str) -> None:
+        """Upload the files of a local folder (not sub-folders) under ``url``."""
+        fs = self.fs()
+        for name in sorted(os.listdir(folder)):
+            path = os.path.join(folder, name)
+            if os.path.isfile(path):
+                fs.put_file(path, f"{url.removeprefix('gs://')}/{name}")
+
+    def files(self, url: str) -> dict[str, bytes]:
+        """The objects under ``url`` (not sub-folders), by name."""
+        fs = self.fs()
+        path = url.removeprefix("gs://")
+        return {p.rsplit("/", 1)[1]: fs.cat_file(p) for p in sorted(fs.ls(path))
+                if fs.isfile(p)}
+
+
+@pytest.fixture(scope="session")
+def gcs():
+    """The GCS emulator, and STORAGE_EMULATOR_HOST (gcsfs's own setting) pointing at it."""
+    pytest.importorskip("gcp_storage_emulator")
+    pytest.importorskip("gcsfs")
+    server = EmulatedGCS()
+    with environment({"STORAGE_EMULATOR_HOST": server.endpoint}):
+        yield server
+    server.server.stop()
 
 
 class _RangeHandler(SimpleHTTPRequestHandler):

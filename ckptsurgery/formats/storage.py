@@ -132,6 +132,8 @@ def _filesystem(scheme: str, pid: int):
     except ImportError:
         raise UserError(f"'{scheme}://' URLs need fsspec: {hint}") from None
     options = {} if scheme == "memory" else {"use_listings_cache": False}
+    if scheme in ("gs", "gcs"):
+        options.update(_gcs_credentials(fsspec.config.conf))
     try:
         return fsspec.filesystem(scheme, **options)
     except ImportError:
@@ -139,6 +141,46 @@ def _filesystem(scheme: str, pid: int):
     except ValueError as e:
         raise UserError(f"'{scheme}://' is not a scheme fsspec knows ({first_line(e)}); "
                         "use s3://, gs://, http(s)://, memory:// or a local path") from None
+
+
+#: What makes gs:// URLs work without credentials (fsspec's own configuration of gcsfs).
+_GCS_FIXES = ("set GOOGLE_APPLICATION_CREDENTIALS to a service-account key file, run 'gcloud "
+              "auth application-default login', or for a public bucket set FSSPEC_GS_TOKEN=anon "
+              "(anonymous access)")
+
+
+def _gcs_credentials(conf: dict) -> dict:
+    """gcsfs's credentials, looked up by google-auth before gcsfs is made.
+
+    Given no token, gcsfs tries each of google-auth's sources and then goes on anonymously, so
+    that with no credentials and no network it retries for minutes before failing. Here
+    ``google.auth.default`` looks once (GOOGLE_APPLICATION_CREDENTIALS, gcloud's default
+    credentials file, the GCE metadata server: one attempt of 1 s unless
+    GCE_METADATA_TIMEOUT / GCE_METADATA_DETECT_RETRIES say otherwise) and what it finds is
+    gcsfs's token. A token in fsspec's configuration (``FSSPEC_GS_TOKEN=anon``,
+    ``~/.config/fsspec/gs.json``) or an emulator (STORAGE_EMULATOR_HOST) is left to gcsfs.
+
+    Raises:
+        UserError: no credentials, naming the ways to give them.
+    """
+    options = {**conf.get("gcs", {}), **conf.get("gs", {})}
+    if "token" in options or os.environ.get("STORAGE_EMULATOR_HOST", "default") != "default":
+        return {}
+    os.environ.setdefault("GCE_METADATA_TIMEOUT", "1")
+    os.environ.setdefault("GCE_METADATA_DETECT_RETRIES", "1")
+    try:
+        import google.auth
+        from google.auth.exceptions import DefaultCredentialsError
+    except ImportError:
+        return {}  # gcsfs is not installed either: its import names the extra
+    scope = "https://www.googleapis.com/auth/devstorage." + options.get("access", "full_control")
+    try:
+        credentials, project = google.auth.default(scopes=[scope])
+    except DefaultCredentialsError:
+        raise UserError(f"no credentials for gs:// URLs: {_GCS_FIXES}") from None
+    if project and "project" not in options and not os.environ.get("GCSFS_DEFAULT_PROJECT"):
+        return {"token": credentials, "project": project}
+    return {"token": credentials}
 
 
 def _fs(url: str):
@@ -160,13 +202,12 @@ def _failure(url: str, e: BaseException) -> UserError:
     kind = type(e).__name__
     scheme = _scheme(url)
     lowered = text.lower()
-    if _no_bucket(e):
-        return UserError(f"bucket '{_bucket(url)}' of '{url}' does not exist; create it, or "
-                         "check the URL (and AWS_ENDPOINT_URL for a non-AWS server)")
+    if _no_bucket(e) or (isinstance(e, FileNotFoundError) and not _unreachable(e)
+                         and not _bucket_exists(url)):
+        return _bucket_error(url)
     if kind in ("NoCredentialsError", "PartialCredentialsError", "DefaultCredentialsError") \
             or "credentials" in lowered:
-        fix = ("set GOOGLE_APPLICATION_CREDENTIALS or run 'gcloud auth application-default login'"
-               if scheme in ("gs", "gcs") else
+        fix = (_GCS_FIXES if scheme in ("gs", "gcs") else
                "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or "
                "~/.aws/credentials")
         return UserError(f"no credentials to read '{url}': {fix}")
@@ -195,6 +236,35 @@ def _unreachable(e: BaseException) -> bool:
     return False
 
 
+def _bucket_error(url: str) -> UserError:
+    setting = ("STORAGE_EMULATOR_HOST for an emulator" if _scheme(url) in ("gs", "gcs") else
+               "AWS_ENDPOINT_URL for a non-AWS server")
+    return UserError(f"bucket '{_bucket(url)}' of '{url}' does not exist; create it, or check "
+                     f"the URL (and {setting})")
+
+
+#: Buckets seen to exist, by (process, scheme, bucket): asked once, on the first missing file.
+_BUCKETS_SEEN: set[tuple[int, str, str]] = set()
+
+
+def _bucket_exists(url: str) -> bool:
+    """Whether the bucket of ``url`` exists, asked when a file in it is missing (gcsfs's
+    missing file does not say which was missing); True when that cannot be told (no access
+    to the bucket itself, a scheme without buckets)."""
+    scheme = _scheme(url)
+    key = (os.getpid(), scheme, _bucket(url))
+    if scheme in (*_READ_ONLY, "memory") or key in _BUCKETS_SEEN:
+        return True
+    try:
+        _fs(url).info(_bucket(url))
+    except FileNotFoundError:
+        return False
+    except Exception:  # no access to the bucket itself, a flaky server: not a missing bucket
+        return True
+    _BUCKETS_SEEN.add(key)
+    return True
+
+
 def _no_bucket(e: BaseException) -> bool:
     text = first_line(e).lower()
     return any(words in text.replace(" ", "") for words in (
@@ -209,7 +279,8 @@ def _call(url: str, fn, *args, missing=None, **kwargs):
     except UserError:
         raise
     except FileNotFoundError as e:
-        if missing is not None and not _no_bucket(e) and not _unreachable(e):
+        if missing is not None and not _no_bucket(e) and not _unreachable(e) \
+                and _bucket_exists(url):
             return missing
         raise _failure(url, e) from None
     except Exception as e:
@@ -556,10 +627,8 @@ def check_writable(url: str) -> None:
     fs = _fs(url)
     if _scheme(url) == "memory":
         return
-    bucket = _bucket(url)
-    if not _call(url, fs.exists, bucket, missing=False):
-        raise OutputError(f"bucket '{bucket}' of '{url}' does not exist; create it, or check "
-                          "the URL (and AWS_ENDPOINT_URL for a non-AWS server)")
+    if not _call(url, fs.exists, _bucket(url), missing=False):
+        raise OutputError(str(_bucket_error(url)))
 
 
 @contextlib.contextmanager
