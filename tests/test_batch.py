@@ -129,7 +129,7 @@ def test_batch_arguments_are_checked(tree):
     code, _, err = run_main("strip", str(tree), "--keep", ".", "--out", "x/m.ckpt")
     assert_clean_error(code, err, 2, "--out-dir")
     code, _, err = run_main("strip", os.path.join(FIXTURES, "mlp"), "--keep", ".")
-    assert_clean_error(code, err, 2, "--out PREFIX")
+    assert_clean_error(code, err, 2, "give --out", "--out-dir")
 
 
 def _cli(*argv: str, **kwargs) -> subprocess.Popen:

@@ -105,3 +105,19 @@ def test_anonymous_access_as_the_message_says_reads_a_public_bucket(tmp_path, gc
                                  GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT="false")
     assert r.returncode == 0, r.stderr
     assert "hidden1/kernel" in [v["name"] for v in json.loads(r.stdout)["variables"]]
+
+
+def test_a_convert_batch_from_a_bucket_to_a_bucket_resumes(gcs, tmp_path):
+    for name in ("mlp", "cnn"):
+        gcs.put_folder(os.path.join(ROOT, "fixtures", name), f"gs://{BUCKET}/zoo/{name}")
+    argv = ("convert", f"gs://{BUCKET}/zoo", "--to", "safetensors", "--out-dir",
+            f"gs://{BUCKET}/zoo-st", "--jobs", "2")
+    code, stdout, err = run_main(*argv)
+    assert code == 0, err
+    assert stdout.splitlines()[-1] == "2 done, 0 skipped (finished before), 0 failed"
+    local = tmp_path / "m.safetensors"
+    assert run_main("convert", MLP, "--to", "safetensors", "--out", str(local), "--quiet")[0] == 0
+    assert gcs.files(f"gs://{BUCKET}/zoo-st/mlp") == {
+        "my_model.ckpt.safetensors": local.read_bytes()}
+    code, stdout, err = run_main(*argv)
+    assert code == 0 and stdout.splitlines()[-1] == "0 done, 2 skipped (finished before), 0 failed"

@@ -25,7 +25,7 @@ __all__ = ["add_batch_options", "is_batch", "check_single", "run_batch", "run_ta
 
 #: Options of the batch itself, not of the command run on each checkpoint.
 _BATCH_ONLY = ("checkpoint", "out", "out_dir", "jobs", "dask", "json", "quiet", "force",
-               "debug", "verbose", "_run", "_batch", "command", "dry_run")
+               "debug", "verbose", "_run", "_batch", "_output_name", "command", "dry_run")
 
 
 def add_batch_options(p: argparse.ArgumentParser, *, writes: bool) -> None:
@@ -66,8 +66,8 @@ def check_single(args) -> None:
     from ..errors import UserError
 
     if hasattr(args, "out_dir") and not args.out and not args.dry_run:
-        raise UserError("give --out PREFIX for the output checkpoint (or --out-dir DIR to "
-                        "process many checkpoints)")
+        raise UserError("give --out for the output (or --out-dir DIR to process many "
+                        "checkpoints)")
 
 
 #: A task captures this process's stdout: a Dask worker running several threads runs the
@@ -125,7 +125,8 @@ def run_batch(args) -> int:
         from ..safety.manifest import Manifest, files_identity
 
         out_dir = storage.normpath(args.out_dir)
-        outputs = {f.prefix: storage.join(out_dir, f.relative) for f in found}
+        name = getattr(args, "_output_name", None) or (lambda args, relative: relative)
+        outputs = {f.prefix: storage.join(out_dir, name(args, f.relative)) for f in found}
         _check_distinct(outputs)
         manifest = Manifest(out_dir)
         started = []
@@ -241,6 +242,9 @@ def _summary(result) -> str:
         return f" ({result.get('format', '')}, {len(result['variables'])} variables)"
     if "problems" in result:
         return f" ({len(result['problems'])} problem(s))"
+    if "names" in result or "tensors" in result:  # convert: a file, a prefix, an hf folder
+        tensors = len(result["names"]) if "names" in result else result["tensors"]
+        return f" ({tensors} tensor(s), {result['bytes']:,} bytes)"
     return ""
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from . import CKPT_HELP, add_output_options
+from . import CKPT_HELP, MANY_HELP, add_output_options
+from .batch import add_batch_options
 
 HELP = ("write a checkpoint's weights as npz, Keras HDF5, safetensors, a TF2 checkpoint or a "
         "Hugging Face transformers folder")
@@ -18,6 +19,11 @@ examples:
   ckptsurgery convert model.ckpt --to tf2 --out tf2/ckpt
   ckptsurgery convert bert_finetuned/model.ckpt-1000 --to hf --out bert-hf
   ckptsurgery convert gpt2/124M/model.ckpt --to hf --dry-run --out gpt2-hf
+  ckptsurgery convert runs/ --to safetensors --out-dir st/ --jobs 2
+
+Many checkpoints (several CKPTs, folders, globs, state files) take --out-dir DIR: each output
+is DIR/<the input's path relative to its source> plus the format's suffix (.npz, .h5,
+.safetensors; none for a tf2 prefix or an hf folder), recorded in DIR's manifest.
 
 Optimizer slots, optimizer state and step counters are left out unless --include-slots.
 Names: the checkpoint keys (without TF2's /.ATTRIBUTES/VARIABLE_VALUE), renamed by --map.
@@ -42,9 +48,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
     p = sub.add_parser("convert", help=HELP, description=HELP + ".", epilog=EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", metavar="CKPT", help=CKPT_HELP)
+    p.add_argument("checkpoint", metavar="CKPT", nargs="+", help=CKPT_HELP + MANY_HELP)
     p.add_argument("--to", required=True, choices=FORMATS)
-    p.add_argument("--out", required=True, metavar="PATH",
+    p.add_argument("--out", metavar="PATH",
                    help="output file (a checkpoint prefix for tf2, a folder for hf)")
     p.add_argument("--include-slots", action="store_true",
                    help="also write optimizer slots, optimizer state and step counters")
@@ -72,7 +78,19 @@ def add_parser(sub) -> argparse.ArgumentParser:
                     help="largest model.safetensors file before sharding (default 5GB, as "
                          "transformers)")
     add_output_options(p)
+    add_batch_options(p, writes=True)
+    p.set_defaults(_output_name=output_name)
     return p
+
+
+#: What a batch's output adds to the input's relative prefix, by format.
+SUFFIXES = {"npz": ".npz", "keras-h5": ".h5", "safetensors": ".safetensors", "tf2": "", "hf": ""}
+
+
+def output_name(args, relative: str) -> str:
+    """The output of the input at ``relative`` under ``--out-dir``: ``run1/model.ckpt-300``
+    becomes ``run1/model.ckpt-300.safetensors`` (a prefix for tf2, a folder for hf)."""
+    return relative + SUFFIXES[args.to]
 
 
 def run(args) -> int:
