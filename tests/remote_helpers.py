@@ -178,6 +178,13 @@ class _RangeHandler(SimpleHTTPRequestHandler):
     def log_message(self, *args) -> None:
         pass
 
+    def list_directory(self, path):
+        """Python's index page of a folder, or a 404 (as a server without index pages)."""
+        if self.server.index_pages:
+            return super().list_directory(path)
+        self.send_error(404, "no index pages here")
+        return None
+
     def end_headers(self) -> None:
         self.send_header("Accept-Ranges", "bytes")
         super().end_headers()
@@ -212,9 +219,11 @@ class _RangeHandler(SimpleHTTPRequestHandler):
 class RangeServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, folder: str):
-        super().__init__(("127.0.0.1", 0), partial(_RangeHandler, directory=folder))
+    def __init__(self, folder: str, *, index_pages: bool = True,
+                 handler=_RangeHandler):
+        super().__init__(("127.0.0.1", 0), partial(handler, directory=folder))
         self.folder = folder
+        self.index_pages = index_pages
         self.served: dict[str, int] = {}
         self.fail: set[str] = set()
         self.failed: list[str] = []
@@ -226,14 +235,32 @@ class RangeServer(ThreadingHTTPServer):
             self.served[name] = self.served.get(name, 0) + n
 
 
+class _PlainHandler(SimpleHTTPRequestHandler):
+    """Python's own file server, which ignores range requests."""
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def serving(folder: str, *, index_pages: bool = True, ranges: bool = True):
+    """An HTTP server over ``folder`` while in the block: with range requests (or Python's
+    plain one, without), with index pages of folders (or a 404 for them)."""
+    server = RangeServer(folder, index_pages=index_pages,
+                         handler=_RangeHandler if ranges else _PlainHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.fixture(scope="module")
 def http_server(tmp_path_factory):
     """An HTTP server with range requests over a fresh folder (``.folder``)."""
     folder = str(tmp_path_factory.mktemp("http"))
-    server = RangeServer(folder)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving(folder) as server:
+        yield server
     shutil.rmtree(folder, ignore_errors=True)

@@ -37,6 +37,7 @@ from ..errors import OutputError, UserError, first_line
 
 __all__ = [
     "is_url",
+    "is_http",
     "normpath",
     "join",
     "dirname",
@@ -83,6 +84,12 @@ def is_url(path: str) -> bool:
     URLs count as local."""
     m = _URL_RE.match(path)
     return bool(m) and m.group("scheme").lower() != "file"
+
+
+def is_http(path: str) -> bool:
+    """Whether ``path`` is an ``http(s)://`` URL (read only, folders only where the server
+    gives index pages)."""
+    return is_url(path) and _scheme(path) in _READ_ONLY
 
 
 def _scheme(url: str) -> str:
@@ -202,6 +209,10 @@ def _failure(url: str, e: BaseException) -> UserError:
     kind = type(e).__name__
     scheme = _scheme(url)
     lowered = text.lower()
+    if "support range requests" in text:
+        return UserError(f"the server of '{url}' ignores range requests, which reading a "
+                         "checkpoint over HTTP needs; serve it with one that answers them "
+                         "(nginx, Apache, a bucket's endpoint) or download it first")
     if _no_bucket(e) or (isinstance(e, FileNotFoundError) and not _unreachable(e)
                          and not _bucket_exists(url)):
         return _bucket_error(url)
@@ -323,7 +334,10 @@ def isdir(path: str) -> bool:
         return os.path.isdir(path)
     fs = _fs(path)
     if _scheme(path) in _READ_ONLY:
-        return path.endswith("/")
+        # HTTP has no folders: a URL is one when the server answers it with an index page
+        # linking to what is below it (fsspec's listing), or when it has a state file.
+        return bool(_call(path, fs.isdir, path, missing=False)) \
+            or isfile(join(path, "checkpoint"))
     return bool(_call(path, fs.isdir, _fs_path(path), missing=False))
 
 
@@ -411,7 +425,8 @@ def identity(path: str) -> dict:
     if info is None:
         raise FileNotFoundError(path)
     out = {"size": int(info["size"])}
-    for key in ("ETag", "etag", "generation", "md5Hash", "LastModified", "mtime", "created"):
+    for key in ("ETag", "etag", "generation", "md5Hash", "Content-MD5", "Digest", "LastModified",
+                "Last-Modified", "mtime", "created"):
         if info.get(key) is not None:
             out[key.lower()] = str(info[key])
             break
@@ -427,9 +442,35 @@ def open_read(path: str):
     held = _held(path)
     if held is not None:
         return io.BytesIO(held)
+    _check_ranges(path)
     fs = _fs(path)
     return _call(path, fs.open, _fs_path(path), "rb", block_size=RANGE_BYTES,
                  cache_type="readahead")
+
+
+#: HTTP servers seen to answer range requests, by (process, host).
+_RANGES_SEEN: set[tuple[int, str]] = set()
+
+
+def _check_ranges(url: str) -> None:
+    """Check, once per HTTP server, that it answers range requests: one that ignores them
+    sends a whole file where a piece was asked for (Python's ``http.server`` does).
+
+    Raises:
+        UserError: it does not, naming the fix.
+    """
+    key = (os.getpid(), url.split("://", 1)[1].split("/", 1)[0])
+    if _scheme(url) not in _READ_ONLY or key in _RANGES_SEEN:
+        return
+    fs = _fs(url)
+
+    def second_byte() -> None:  # a range not at the start: fsspec refuses a whole file
+        with fs.open(url, "rb", block_size=2, cache_type="none") as f:
+            f.seek(1)
+            f.read(1)
+
+    _call(url, second_byte)
+    _RANGES_SEEN.add(key)
 
 
 def _transient(e: BaseException) -> bool:
@@ -443,6 +484,7 @@ def read_range(path: str, start: int, nbytes: int) -> bytes:
     held = _held(path)
     if held is not None:
         return held[start:start + nbytes]
+    _check_ranges(path)
     fs = _fs(path)
     for attempt in range(RANGE_RETRIES):
         try:
@@ -466,6 +508,7 @@ def read_ranges(path: str, start: int, nbytes: int, out) -> None:
 
     bounds = [(s, min(RANGE_BYTES, start + nbytes - s))
               for s in range(start, start + nbytes, RANGE_BYTES)]
+    _check_ranges(path)
     fs = _fs(path)
     got: list = [None] * len(bounds)
     if len(bounds) > 1 and hasattr(fs, "cat_ranges"):
