@@ -21,16 +21,23 @@ import sys
 import threading
 import warnings
 
-__all__ = ["add_batch_options", "is_batch", "check_single", "run_batch", "run_task"]
+__all__ = ["PRELOAD", "add_batch_options", "is_batch", "check_single", "run_batch", "run_task"]
 
 #: Options of the batch itself, not of the command run on each checkpoint.
 _BATCH_ONLY = ("checkpoint", "out", "out_dir", "jobs", "dask", "json", "quiet", "force",
-               "debug", "verbose", "_run", "_batch", "_output_name", "command", "dry_run")
+               "debug", "verbose", "_run", "_batch", "_output_name", "_preload", "command",
+               "dry_run")
 
 
-def add_batch_options(p: argparse.ArgumentParser, *, writes: bool) -> None:
-    """Add ``--jobs`` and ``--dask`` (and ``--out-dir`` for a command that ``writes``)."""
-    p.set_defaults(_batch=True)
+#: What every batch's tasks import (see :func:`_preload`).
+PRELOAD = ("numpy", "ckptsurgery.formats.reader")
+
+
+def add_batch_options(p: argparse.ArgumentParser, *, writes: bool,
+                      preload: tuple[str, ...] = ()) -> None:
+    """Add ``--jobs`` and ``--dask`` (and ``--out-dir`` for a command that ``writes``);
+    ``preload``: the modules its tasks import, besides :data:`PRELOAD`."""
+    p.set_defaults(_batch=True, _preload=PRELOAD + preload)
     g = p.add_argument_group("many checkpoints (several CKPTs, folders, globs, state files)")
     if writes:
         g.add_argument("--out-dir", metavar="DIR",
@@ -187,10 +194,21 @@ def _run_all(tasks: list[dict], args):
         return
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
+    _preload(args)
     with ProcessPoolExecutor(min(args.jobs, len(tasks))) as pool:
         futures = {pool.submit(run_task, t): t for t in tasks}
         for future in as_completed(futures):
             yield _outcome(future, futures[future])
+
+
+def _preload(args) -> None:
+    """Import what the command's tasks import (its ``_preload`` modules) before the pool's
+    processes are forked, so that they start with it: once here, instead of once per process
+    (numpy, protobuf and the library's modules: about 0.15 s of processor time each)."""
+    import importlib
+
+    for name in getattr(args, "_preload", ()):
+        importlib.import_module(name)
 
 
 def _run_dask(tasks: list[dict], address: str):

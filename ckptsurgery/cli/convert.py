@@ -78,7 +78,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                     help="largest model.safetensors file before sharding (default 5GB, as "
                          "transformers)")
     add_output_options(p)
-    add_batch_options(p, writes=True)
+    add_batch_options(p, writes=True, preload=("ckptsurgery.migrate.rewrite",))
     p.set_defaults(_output_name=output_name)
     return p
 
