@@ -212,7 +212,8 @@ def _failure(url: str, e: BaseException) -> UserError:
     if "support range requests" in text:
         return UserError(f"the server of '{url}' ignores range requests, which reading a "
                          "checkpoint over HTTP needs; serve it with one that answers them "
-                         "(nginx, Apache, a bucket's endpoint) or download it first")
+                         "(nginx, Apache, 'python -m RangeHTTPServer' of the rangehttpserver "
+                         "package) or download it first")
     if _no_bucket(e) or (isinstance(e, FileNotFoundError) and not _unreachable(e)
                          and not _bucket_exists(url)):
         return _bucket_error(url)
