@@ -63,8 +63,68 @@ def environment(env: dict):
         reset_filesystems()
 
 
-class MotoS3:
+class _Bucket:
+    """What the tests do in a server's buckets through its fsspec file system (``fs()``),
+    URLs of the scheme ``scheme``."""
+
+    scheme = ""
+
+    def fs(self):
+        raise NotImplementedError
+
+    def put_folder(self, folder: str, url: str) -> None:
+        """Upload the files of a local folder (not sub-folders) under ``url``."""
+        fs = self.fs()
+        for name in sorted(os.listdir(folder)):
+            path = os.path.join(folder, name)
+            if os.path.isfile(path):
+                fs.put_file(path, f"{self._path(url)}/{name}")
+
+    def names(self, url: str) -> list[str]:
+        """The names of the objects and folders under ``url``."""
+        fs, path = self.fs(), self._path(url)
+        return sorted(p.rsplit("/", 1)[1] for p in fs.ls(path)) if fs.exists(path) else []
+
+    def files(self, url: str) -> dict[str, bytes]:
+        """The objects under ``url`` (not sub-folders), by name."""
+        fs, path = self.fs(), self._path(url)
+        return {p.rsplit("/", 1)[1]: fs.cat_file(p) for p in sorted(fs.ls(path))
+                if fs.isfile(p)}
+
+    def _path(self, url: str) -> str:
+        return url.removeprefix(f"{self.scheme}://")
+
+
+def local_files(folder: str) -> dict[str, bytes]:
+    """The files of a local folder (not sub-folders), by name."""
+    return {n: open(os.path.join(folder, n), "rb").read() for n in sorted(os.listdir(folder))}
+
+
+def assert_strip_in_a_bucket_is_the_local_strip(server: _Bucket, source: str, tmp_path) -> None:
+    """``strip --optimizer-slots`` of the checkpoint folder ``source`` uploaded to the bucket
+    ``ckpts``, written there: verified, and bit-identical to the local strip."""
+    from safety_helpers import run_main
+
+    name = os.path.basename(source)
+    base = f"{server.scheme}://{BUCKET}/{name}"
+    server.put_folder(source, f"{base}/in")
+    local = tmp_path / "local"
+    code, _, err = run_main("strip", source, "--optimizer-slots", "--out", str(local / "m.ckpt"),
+                            "--quiet")
+    assert code == 0, err
+    code, stdout, err = run_main("strip", f"{base}/in", "--optimizer-slots", "--out",
+                                 f"{base}/slim/m.ckpt", "--quiet")
+    assert code == 0, err
+    assert f"wrote {base}/slim/m.ckpt" in stdout
+    assert server.files(f"{base}/slim") == local_files(str(local))
+    code, stdout, err = run_main("verify", f"{base}/slim/m.ckpt")
+    assert code == 0 and stdout.rstrip().endswith("OK"), err
+
+
+class MotoS3(_Bucket):
     """moto's S3 server on a loopback port; its objects outlive :meth:`stop` / :meth:`start`."""
+
+    scheme = "s3"
 
     def __init__(self):
         from moto.server import ThreadedMotoServer
@@ -93,19 +153,6 @@ class MotoS3:
         return s3fs.S3FileSystem(endpoint_url=self.endpoint, key="testing", secret="testing",
                                  skip_instance_cache=True, use_listings_cache=False)
 
-    def put_folder(self, folder: str, url: str) -> None:
-        """Upload the files of a local folder (not sub-folders) under ``url``."""
-        fs = self.fs()
-        for name in sorted(os.listdir(folder)):
-            path = os.path.join(folder, name)
-            if os.path.isfile(path):
-                fs.put_file(path, f"{url.removeprefix('s3://')}/{name}")
-
-    def names(self, url: str) -> list[str]:
-        fs = self.fs()
-        path = url.removeprefix("s3://")
-        return sorted(p.rsplit("/", 1)[1] for p in fs.ls(path)) if fs.exists(path) else []
-
 
 @pytest.fixture(scope="session")
 def s3():
@@ -120,9 +167,11 @@ def s3():
     server.stop()
 
 
-class EmulatedGCS:
+class EmulatedGCS(_Bucket):
     """gcp-storage-emulator's GCS JSON API server on a loopback port, objects in memory, with
     the bucket ``ckpts``."""
+
+    scheme = "gs"
 
     def __init__(self):
         from gcp_storage_emulator.server import create_server
@@ -143,21 +192,6 @@ class EmulatedGCS:
 
         return GCSFileSystem(endpoint_url=self.endpoint, token="anon", skip_instance_cache=True,
                              use_listings_cache=False)
-
-    def put_folder(self, folder: str, url: str) -> None:
-        """Upload the files of a local folder (not sub-folders) under ``url``."""
-        fs = self.fs()
-        for name in sorted(os.listdir(folder)):
-            path = os.path.join(folder, name)
-            if os.path.isfile(path):
-                fs.put_file(path, f"{url.removeprefix('gs://')}/{name}")
-
-    def files(self, url: str) -> dict[str, bytes]:
-        """The objects under ``url`` (not sub-folders), by name."""
-        fs = self.fs()
-        path = url.removeprefix("gs://")
-        return {p.rsplit("/", 1)[1]: fs.cat_file(p) for p in sorted(fs.ls(path))
-                if fs.isfile(p)}
 
 
 @pytest.fixture(scope="session")

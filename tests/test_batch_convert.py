@@ -9,7 +9,7 @@ import os
 import shutil
 
 import pytest
-from safety_helpers import assert_clean_error, run_main
+from safety_helpers import assert_clean_error, run_main, run_main_on_local_cluster
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, "fixtures")
@@ -128,13 +128,9 @@ def test_one_convert_still_needs_out_and_a_batch_needs_out_dir(zoo):
 
 @pytest.mark.slow
 def test_dask_converts_to_the_same_files_and_manifest(zoo, tmp_path):
-    distributed = pytest.importorskip("dask.distributed")
     argv = ("convert", str(zoo), "--to", "safetensors", "--out-dir")
     assert run_main(*argv, str(tmp_path / "local"), "--jobs", "1")[0] == 0
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster:
-        code, stdout, err = run_main(*argv, str(tmp_path / "dask"), "--dask",
-                                     cluster.scheduler_address)
+    code, stdout, err = run_main_on_local_cluster(*argv, str(tmp_path / "dask"))
     assert code == 0, err
     assert _summary(stdout) == "2 done, 0 skipped (finished before), 0 failed"
     assert _files(tmp_path / "dask") == _files(tmp_path / "local")

@@ -1,6 +1,7 @@
 """gs:// URLs against a real GCS JSON API server on this machine (gcp-storage-emulator, which
 gcsfs reaches through its own STORAGE_EMULATOR_HOST setting; tests/remote_helpers.py), and
-what a user without credentials is told."""
+what a user without credentials is told. (A strip bucket to bucket, bit-identical to the local
+one: tests/test_remote.py, for S3 and GCS.)"""
 
 from __future__ import annotations
 
@@ -16,13 +17,7 @@ from safety_helpers import assert_clean_error, run_main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MLP = os.path.join(ROOT, "fixtures", "mlp")
-CORPUS = os.path.join(ROOT, "..", "shared", "corpus")
-SLOTS = "jncharon__wine-classifier__estimator_ckpt-3374"  # Adagrad slots, a .meta
 gcs = remote_helpers.gcs  # the server's fixture
-
-
-def _files(folder: str) -> dict[str, bytes]:
-    return {n: open(os.path.join(folder, n), "rb").read() for n in sorted(os.listdir(folder))}
 
 
 @pytest.fixture(scope="module")
@@ -40,26 +35,6 @@ def test_inspect_of_a_gs_checkpoint_lists_what_the_local_one_does(uploaded):
     remote, local = json.loads(remote), json.loads(local)
     assert remote["variables"] == local["variables"]
     assert "hidden1/kernel" in [v["name"] for v in remote["variables"]]
-
-
-@pytest.mark.parametrize("source", [MLP, os.path.join(CORPUS, SLOTS)], ids=["fixture", "corpus"])
-def test_strip_from_gs_to_gs_is_bit_identical_to_the_local_strip(gcs, tmp_path, source):
-    if not os.path.isdir(source):
-        pytest.skip("../shared is absent")
-    name = os.path.basename(source)
-    gcs.put_folder(source, f"gs://{BUCKET}/{name}/in")
-    local = tmp_path / "local"
-    code, _, err = run_main("strip", source, "--optimizer-slots", "--out", str(local / "m.ckpt"),
-                            "--quiet")
-    assert code == 0, err
-    out = f"gs://{BUCKET}/{name}/slim"
-    code, stdout, err = run_main("strip", f"gs://{BUCKET}/{name}/in", "--optimizer-slots",
-                                 "--out", f"{out}/m.ckpt", "--quiet")
-    assert code == 0, err
-    assert f"wrote {out}/m.ckpt" in stdout
-    assert gcs.files(out) == _files(str(local))
-    code, stdout, err = run_main("verify", f"{out}/m.ckpt")
-    assert code == 0 and stdout.rstrip().endswith("OK"), err
 
 
 def test_a_gs_bucket_that_does_not_exist_is_one_line(gcs):
