@@ -336,9 +336,13 @@ def isdir(path: str) -> bool:
     fs = _fs(path)
     if _scheme(path) in _READ_ONLY:
         # HTTP has no folders: a URL is one when the server answers it with an index page
-        # linking to what is below it (fsspec's listing), or when it has a state file.
-        return bool(_call(path, fs.isdir, path, missing=False)) \
-            or isfile(join(path, "checkpoint"))
+        # linking to what is below it (fsspec's listing), or when it has a state file. A HEAD
+        # first, so that a file is not fetched to be told from a page.
+        info = _info(path)
+        if info is not None and info.get("mimetype") not in (None, "text/html"):
+            return False
+        listed = info is not None and bool(_call(path, fs.isdir, path, missing=False))
+        return listed or isfile(join(path, "checkpoint"))
     return bool(_call(path, fs.isdir, _fs_path(path), missing=False))
 
 
