@@ -126,6 +126,19 @@ def test_one_convert_still_needs_out_and_a_batch_needs_out_dir(zoo):
     assert_clean_error(code, err, 2, "--out-dir")
 
 
+def test_options_that_do_not_go_together_are_one_line_before_any_task(zoo, tmp_path):
+    code, stdout, err = run_main("convert", str(zoo), "--to", "npz", "--dry-run", "--out-dir",
+                                 str(tmp_path / "out"))
+    assert_clean_error(code, err, 2, "--dry-run apply to --to hf only")
+    assert stdout == "" and not (tmp_path / "out").exists()
+    code, stdout, err = run_main("strip", str(zoo), "--out-dir", str(tmp_path / "out"))
+    assert_clean_error(code, err, 2, "nothing to strip")
+    code, stdout, err = run_main("rename", str(zoo), "--map", "(=x", "--out-dir",
+                                 str(tmp_path / "out"))
+    assert_clean_error(code, err, 2, "(")
+    assert stdout == "" and not (tmp_path / "out").exists()
+
+
 @pytest.mark.slow
 def test_dask_converts_to_the_same_files_and_manifest(zoo, tmp_path):
     argv = ("convert", str(zoo), "--to", "safetensors", "--out-dir")

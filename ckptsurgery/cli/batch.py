@@ -25,7 +25,7 @@ __all__ = ["PRELOAD", "add_batch_options", "is_batch", "check_single", "run_batc
 
 #: Options of the batch itself, not of the command run on each checkpoint.
 _BATCH_ONLY = ("checkpoint", "out", "out_dir", "jobs", "dask", "json", "quiet", "force",
-               "debug", "verbose", "_run", "_batch", "_output_name", "_preload", "command",
+               "debug", "verbose", "_run", "_batch", "_check", "_output_name", "_preload", "command",
                "dry_run")
 
 
@@ -36,7 +36,9 @@ PRELOAD = ("numpy", "ckptsurgery.formats.reader")
 def add_batch_options(p: argparse.ArgumentParser, *, writes: bool,
                       preload: tuple[str, ...] = ()) -> None:
     """Add ``--jobs`` and ``--dask`` (and ``--out-dir`` for a command that ``writes``);
-    ``preload``: the modules its tasks import, besides :data:`PRELOAD`."""
+    ``preload``: the modules its tasks import, besides :data:`PRELOAD`. A command whose
+    ``run`` first checks its options sets ``_check`` to that check, which a batch runs once
+    before any task."""
     p.set_defaults(_batch=True, _preload=PRELOAD + preload)
     g = p.add_argument_group("many checkpoints (several CKPTs, folders, globs, state files)")
     if writes:
@@ -118,6 +120,8 @@ def run_batch(args) -> int:
     from ..formats import storage
     from ..formats.discovery import find_checkpoints
 
+    if getattr(args, "_check", None) is not None:  # the command's own argument errors, once
+        args._check(args)
     writes = hasattr(args, "out_dir")
     if writes and args.out:
         raise UserError("--out names one output; with several checkpoints give --out-dir DIR")

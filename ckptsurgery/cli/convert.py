@@ -79,8 +79,30 @@ def add_parser(sub) -> argparse.ArgumentParser:
                          "transformers)")
     add_output_options(p)
     add_batch_options(p, writes=True, preload=("ckptsurgery.migrate.rewrite",))
-    p.set_defaults(_output_name=output_name)
+    p.set_defaults(_output_name=output_name, _check=check)
     return p
+
+
+def check(args) -> None:
+    """The options that do not go together (before a batch starts, once)."""
+    from ..errors import UserError
+    from ..migrate.hf import parse_size
+
+    if args.to == "hf":
+        others = [flag for flag, given in (("--include-slots", args.include_slots),
+                                           ("--only", args.only), ("--map", args.map),
+                                           ("--torch-layout", args.torch_layout),
+                                           ("--use-ema", args.use_ema)) if given]
+        if others:
+            raise UserError(f"{', '.join(others)} do not apply to --to hf: the family's rules "
+                            "decide names and layouts (--drop leaves variables out)")
+        parse_size(args.max_shard_size)
+        return
+    hf_only = [flag for flag, given in (("--config", args.config), ("--rules", args.rules),
+                                        ("--drop", args.drop), ("--dry-run", args.dry_run))
+               if given]
+    if hf_only:
+        raise UserError(f"{', '.join(hf_only)} apply to --to hf only")
 
 
 #: What a batch's output adds to the input's relative prefix, by format.
@@ -94,18 +116,12 @@ def output_name(args, relative: str) -> str:
 
 
 def run(args) -> int:
-    from ..errors import UserError
     from ..migrate.convert import convert_checkpoint
     from ..migrate.rewrite import parse_map
 
-    hf_only = [flag for flag, given in (("--config", args.config), ("--rules", args.rules),
-                                        ("--drop", args.drop), ("--dry-run", args.dry_run))
-               if given]
+    check(args)
     if args.to == "hf":
         return _hf(args)
-    if hf_only:
-        raise UserError(f"{', '.join(hf_only)} apply to --to hf only")
-
     result = convert_checkpoint(
         args.checkpoint, args.to, args.out, include_slots=args.include_slots, only=args.only,
         maps=[parse_map(m) for m in args.map], torch_layout=args.torch_layout, force=args.force,
@@ -118,13 +134,6 @@ def _hf(args) -> int:
     from ..errors import UserError
     from ..migrate.hf import convert_to_hf, parse_size
 
-    others = [flag for flag, given in (("--include-slots", args.include_slots),
-                                       ("--only", args.only), ("--map", args.map),
-                                       ("--torch-layout", args.torch_layout),
-                                       ("--use-ema", args.use_ema)) if given]
-    if others:
-        raise UserError(f"{', '.join(others)} do not apply to --to hf: the family's rules "
-                        "decide names and layouts (--drop leaves variables out)")
     result = convert_to_hf(args.checkpoint, args.out, config=args.config, rules=args.rules,
                            drop=args.drop, dry_run=args.dry_run,
                            max_shard_size=parse_size(args.max_shard_size), force=args.force,
