@@ -154,3 +154,15 @@ def test_dask_converts_to_the_same_files_and_manifest(zoo, tmp_path):
                       e["command"], e["state"]) for src, e in entries.items()}
 
     assert without_times(tmp_path / "dask") == without_times(tmp_path / "local")
+
+
+def test_an_hf_folder_to_a_url_is_one_line_and_nothing_is_written(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    gpt2 = os.path.join(FIXTURES, "gpt2")
+    for argv in (("--out", "memory://models/hf"), ("--out-dir", "memory://models/hf")):
+        code, _, err = run_main("convert", gpt2, "--to", "hf", *argv)
+        assert_clean_error(code, err, 2, "memory://models/hf", "local folder", "copy it up")
+    code, _, err = run_main("export", os.path.join(FIXTURES, "mlp"), "--to", "tflite", "--out",
+                            "memory://models/m.tflite")
+    assert_clean_error(code, err, 2, "memory://models/m.tflite", "local path only")
+    assert os.listdir(tmp_path) == []

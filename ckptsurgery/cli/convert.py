@@ -89,6 +89,14 @@ def check(args) -> None:
     from ..migrate.hf import parse_size
 
     if args.to == "hf":
+        from ..formats import storage
+
+        remote = next((p for p in (args.out, getattr(args, "out_dir", None))
+                       if p and storage.is_url(p)), None)
+        if remote:
+            raise UserError(f"'{remote}': --to hf writes a local folder; give a local --out or "
+                            "--out-dir, then copy it up (gcloud storage cp -r, aws s3 cp "
+                            "--recursive)")
         others = [flag for flag, given in (("--include-slots", args.include_slots),
                                            ("--only", args.only), ("--map", args.map),
                                            ("--torch-layout", args.torch_layout),
