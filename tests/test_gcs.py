@@ -64,7 +64,8 @@ def _cli_without_credentials(tmp_path, *argv: str, **env: str) -> subprocess.Com
                           "GCE_METADATA_IP": closed, "GCE_METADATA_HOST": closed, **env})
 
 
-def test_no_gcs_credentials_is_one_line_naming_the_three_fixes(tmp_path, uploaded):
+def test_no_gcs_credentials_is_one_line_naming_the_three_fixes(tmp_path):
+    pytest.importorskip("gcsfs")
     r = _cli_without_credentials(tmp_path, "inspect", f"gs://{BUCKET}/mlp/run/my_model.ckpt")
     assert_clean_error(r.returncode, r.stderr, 2, "no credentials for gs://",
                        "GOOGLE_APPLICATION_CREDENTIALS",
