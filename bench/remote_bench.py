@@ -2,6 +2,7 @@
 
     python bench/remote_bench.py               # ~1.5 GB checkpoint; about 3 minutes
     python bench/remote_bench.py --mb 300      # a smaller one
+    python bench/remote_bench.py --batch-only --tmpfs /dev/shm   # the batch on disk and on tmpfs
 
 1. Remote: a checkpoint of 5 float32 kernels with Adam slots (``--mb`` MB of data in all) is
    put in moto's S3 server (``moto_server``, its own process, on a loopback port). Then, each in
@@ -11,10 +12,13 @@
    alone downloading the input's files to a local folder and uploading the stripped output's
    files (the same bytes in and out, no verification). Wall time and peak RSS (``os.wait4``).
 2. Batch: 4 checkpoints of ``--batch-mb`` MB each on the local disk, ``strip DIR
-   --optimizer-slots --out-dir OUT`` with ``--jobs 1`` and with ``--jobs 2``.
+   --optimizer-slots --out-dir OUT`` with ``--jobs 1`` and with ``--jobs 2``; with ``--tmpfs
+   DIR`` again with inputs and outputs on that tmpfs (``/dev/shm``), so that the disk is out of
+   the measurement.
 
 Prints a table and the ratios asked for: strip / (download + upload), inspect bytes / total,
-``--jobs 2`` / ``--jobs 1``.
+``--jobs 2`` / ``--jobs 1`` (on the disk, and on the tmpfs), and the load average before and
+after (other processes on the machine change every figure).
 """
 
 from __future__ import annotations
@@ -129,48 +133,80 @@ def main() -> None:
     ap.add_argument("--batch-count", type=int, default=4, help="checkpoints in the batch")
     ap.add_argument("--batch-only", action="store_true", help="only the batch part (no S3)")
     ap.add_argument("--repeat", type=int, default=1, help="runs of each step; the median")
+    ap.add_argument("--tmpfs", metavar="DIR",
+                    help="also run the batch with its inputs and outputs in DIR, a tmpfs "
+                         "(/dev/shm): the disk out of the measurement")
     opts = ap.parse_args()
+    if opts.tmpfs:
+        check_tmpfs(opts.tmpfs, opts.batch_count * opts.batch_mb * 2**20 * 3 // 2)
+    load = os.getloadavg()
     strip_bench.REPEAT = opts.repeat
     work = tempfile.mkdtemp(prefix="remote-bench-")
     port = free_port()
     env = {**ENV, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
     os.environ.update(env)
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = None if opts.batch_only else subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-p", str(port)], stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
     try:
-        for _ in range(100):
+        for _ in range(0 if opts.batch_only else 100):
             try:
                 socket.create_connection(("127.0.0.1", port)).close()
                 break
             except OSError:
                 time.sleep(0.1)
         rows, notes = ([], []) if opts.batch_only else run(work, opts, port)
-        more = run_batch(work, opts)
-        rows, notes = rows + more[0], notes + more[1]
+        for root, place in [(work, "disk")] + ([(opts.tmpfs, "tmpfs")] if opts.tmpfs else []):
+            more = run_batch(root, opts, place)
+            rows, notes = rows + more[0], notes + more[1]
     finally:
-        server.terminate()
-        server.wait()
+        if server is not None:
+            server.terminate()
+            server.wait()
         shutil.rmtree(work, ignore_errors=True)
-    print(f"{'step':44} {'wall s':>7} {'peak RSS MB':>12}")
+    print(f"{'step':52} {'wall s':>7} {'peak RSS MB':>12}")
     for row in rows:
-        print(f"{row['label']:44} {row['wall']:7.1f} {row['rss_mb']:12.0f}")
+        print(f"{row['label']:52} {row['wall']:7.2f} {row['rss_mb']:12.0f}")
     for note in notes:
         print(note)
+    print("load average (1, 5, 15 min) before: {:.2f} {:.2f} {:.2f}; after: "
+          "{:.2f} {:.2f} {:.2f}".format(*load, *os.getloadavg()))
 
 
-def run_batch(work: str, opts) -> tuple[list[dict], list[str]]:
-    """``--batch-count`` checkpoints on the local disk, stripped with --jobs 1, then 2."""
-    tree = os.path.join(work, "tree")
-    for i in range(opts.batch_count):
-        make_in_child(os.path.join(tree, f"run{i}", "model.ckpt"), opts.batch_mb)
-    outs = os.path.join(work, "outs")
-    rows = []
-    label = f"strip DIR --out-dir ({opts.batch_count} x {opts.batch_mb} MB)"
-    for jobs in (1, 2):
-        rows.append(measure(f"{label} --jobs {jobs}", [
-            sys.executable, "-m", "ckptsurgery", "strip", tree, "--optimizer-slots",
-            "--out-dir", outs, "--jobs", str(jobs), "--quiet"], outputs=(outs,)))
-    return rows, [f"--jobs 2 / --jobs 1: {rows[1]['wall'] / rows[0]['wall']:.2f}x"]
+def check_tmpfs(folder: str, needed: int) -> None:
+    """Exit unless ``folder`` is on a tmpfs with ``needed`` bytes free."""
+    real = os.path.realpath(folder)
+    with open("/proc/mounts") as f:
+        mounts = [line.split()[1:3] for line in f]
+    point, kind = max(((m, k) for m, k in mounts
+                       if real == m or real.startswith(m.rstrip("/") + "/")),
+                      key=lambda mk: len(mk[0]))
+    if kind != "tmpfs":
+        sys.exit(f"--tmpfs {folder}: on {point}, a {kind} file system, not a tmpfs")
+    free = shutil.disk_usage(real).free
+    if free < needed:
+        sys.exit(f"--tmpfs {folder}: {free / 2**30:.1f} GiB free, the batch needs "
+                 f"{needed / 2**30:.1f} GiB; give a smaller --batch-mb or --batch-count")
+
+
+def run_batch(root: str, opts, place: str) -> tuple[list[dict], list[str]]:
+    """``--batch-count`` checkpoints in a new folder under ``root`` (``place``: the disk or a
+    tmpfs), stripped with --jobs 1, then 2; the folder removed after."""
+    work = tempfile.mkdtemp(prefix="remote-bench-batch-", dir=root)
+    try:
+        tree = os.path.join(work, "tree")
+        for i in range(opts.batch_count):
+            make_in_child(os.path.join(tree, f"run{i}", "model.ckpt"), opts.batch_mb)
+        outs = os.path.join(work, "outs")
+        rows = []
+        label = f"strip DIR --out-dir ({opts.batch_count} x {opts.batch_mb} MB, {place})"
+        for jobs in (1, 2):
+            rows.append(measure(f"{label} --jobs {jobs}", [
+                sys.executable, "-m", "ckptsurgery", "strip", tree, "--optimizer-slots",
+                "--out-dir", outs, "--jobs", str(jobs), "--quiet"], outputs=(outs,)))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return rows, [f"--jobs 2 / --jobs 1 ({place}): {rows[1]['wall'] / rows[0]['wall']:.2f}x"]
 
 
 def run(work: str, opts, port: int) -> tuple[list[dict], list[str]]:

@@ -1,7 +1,8 @@
-"""Real servers on this machine for the remote tests: moto's S3 API server, and Python's HTTP
-server with range requests (counting the bytes it serves, failing a request on demand).
+"""Real servers on this machine for the remote tests: moto's S3 API server, the GCS API server
+of ``gcp-storage-emulator``, and Python's HTTP server with range requests (counting the bytes it
+serves, failing a request on demand).
 
-Import the fixtures (``from remote_helpers import s3, http_server``) into a test module.
+Import the fixtures (``from remote_helpers import s3, gcs, http_server``) into a test module.
 """
 
 from __future__ import annotations
@@ -34,14 +35,96 @@ def reset_filesystems() -> None:
     from ckptsurgery.formats import storage
 
     storage._filesystem.cache_clear()
+    storage._BUCKETS_SEEN.clear()
     with contextlib.suppress(ImportError):
         import s3fs
 
         s3fs.S3FileSystem.clear_instance_cache()
+    with contextlib.suppress(ImportError):
+        import gcsfs
+
+        gcsfs.GCSFileSystem.clear_instance_cache()
 
 
-class MotoS3:
+@contextlib.contextmanager
+def environment(env: dict):
+    """``os.environ`` with ``env`` set, and the file systems made under it forgotten after."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    reset_filesystems()
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        reset_filesystems()
+
+
+class _Bucket:
+    """What the tests do in a server's buckets through its fsspec file system (``fs()``),
+    URLs of the scheme ``scheme``."""
+
+    scheme = ""
+
+    def fs(self):
+        raise NotImplementedError
+
+    def put_folder(self, folder: str, url: str) -> None:
+        """Upload the files of a local folder (not sub-folders) under ``url``."""
+        fs = self.fs()
+        for name in sorted(os.listdir(folder)):
+            path = os.path.join(folder, name)
+            if os.path.isfile(path):
+                fs.put_file(path, f"{self._path(url)}/{name}")
+
+    def names(self, url: str) -> list[str]:
+        """The names of the objects and folders under ``url``."""
+        fs, path = self.fs(), self._path(url)
+        return sorted(p.rsplit("/", 1)[1] for p in fs.ls(path)) if fs.exists(path) else []
+
+    def files(self, url: str) -> dict[str, bytes]:
+        """The objects under ``url`` (not sub-folders), by name."""
+        fs, path = self.fs(), self._path(url)
+        return {p.rsplit("/", 1)[1]: fs.cat_file(p) for p in sorted(fs.ls(path))
+                if fs.isfile(p)}
+
+    def _path(self, url: str) -> str:
+        return url.removeprefix(f"{self.scheme}://")
+
+
+def local_files(folder: str) -> dict[str, bytes]:
+    """The files of a local folder (not sub-folders), by name."""
+    return {n: open(os.path.join(folder, n), "rb").read() for n in sorted(os.listdir(folder))}
+
+
+def assert_strip_in_a_bucket_is_the_local_strip(server: _Bucket, source: str, tmp_path) -> None:
+    """``strip --optimizer-slots`` of the checkpoint folder ``source`` uploaded to the bucket
+    ``ckpts``, written there: verified, and bit-identical to the local strip."""
+    from safety_helpers import run_main
+
+    name = os.path.basename(source)
+    base = f"{server.scheme}://{BUCKET}/{name}"
+    server.put_folder(source, f"{base}/in")
+    local = tmp_path / "local"
+    code, _, err = run_main("strip", source, "--optimizer-slots", "--out", str(local / "m.ckpt"),
+                            "--quiet")
+    assert code == 0, err
+    code, stdout, err = run_main("strip", f"{base}/in", "--optimizer-slots", "--out",
+                                 f"{base}/slim/m.ckpt", "--quiet")
+    assert code == 0, err
+    assert f"wrote {base}/slim/m.ckpt" in stdout
+    assert server.files(f"{base}/slim") == local_files(str(local))
+    code, stdout, err = run_main("verify", f"{base}/slim/m.ckpt")
+    assert code == 0 and stdout.rstrip().endswith("OK"), err
+
+
+class MotoS3(_Bucket):
     """moto's S3 server on a loopback port; its objects outlive :meth:`stop` / :meth:`start`."""
+
+    scheme = "s3"
 
     def __init__(self):
         from moto.server import ThreadedMotoServer
@@ -70,19 +153,6 @@ class MotoS3:
         return s3fs.S3FileSystem(endpoint_url=self.endpoint, key="testing", secret="testing",
                                  skip_instance_cache=True, use_listings_cache=False)
 
-    def put_folder(self, folder: str, url: str) -> None:
-        """Upload the files of a local folder (not sub-folders) under ``url``."""
-        fs = self.fs()
-        for name in sorted(os.listdir(folder)):
-            path = os.path.join(folder, name)
-            if os.path.isfile(path):
-                fs.put_file(path, f"{url.removeprefix('s3://')}/{name}")
-
-    def names(self, url: str) -> list[str]:
-        fs = self.fs()
-        path = url.removeprefix("s3://")
-        return sorted(p.rsplit("/", 1)[1] for p in fs.ls(path)) if fs.exists(path) else []
-
 
 @pytest.fixture(scope="session")
 def s3():
@@ -91,18 +161,48 @@ def s3():
     pytest.importorskip("s3fs")
     server = MotoS3()
     server.start()
-    saved = {k: os.environ.get(k) for k in server.env}
-    os.environ.update(server.env)
-    reset_filesystems()
-    server.fs().mkdir(BUCKET)
-    yield server
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-    reset_filesystems()
+    with environment(server.env):
+        server.fs().mkdir(BUCKET)
+        yield server
     server.stop()
+
+
+class EmulatedGCS(_Bucket):
+    """gcp-storage-emulator's GCS JSON API server on a loopback port, objects in memory, with
+    the bucket ``ckpts``."""
+
+    scheme = "gs"
+
+    def __init__(self):
+        from gcp_storage_emulator.server import create_server
+
+        logging.getLogger("gcp_storage_emulator").setLevel(logging.ERROR)
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.server = create_server("127.0.0.1", self.port, in_memory=True,
+                                    default_bucket=BUCKET)
+        self.server.start()
+        # A client that closes a connection early is no error of the test's.
+        self.server._api._httpd.handle_error = lambda *args: None
+
+    def fs(self):
+        """gcsfs's JSON API file system (its gRPC one would wait a minute for the gRPC
+        service the emulator lacks)."""
+        from gcsfs.core import GCSFileSystem
+
+        return GCSFileSystem(endpoint_url=self.endpoint, token="anon", skip_instance_cache=True,
+                             use_listings_cache=False)
+
+
+@pytest.fixture(scope="session")
+def gcs():
+    """The GCS emulator, and STORAGE_EMULATOR_HOST (gcsfs's own setting) pointing at it."""
+    pytest.importorskip("gcp_storage_emulator")
+    pytest.importorskip("gcsfs")
+    server = EmulatedGCS()
+    with environment({"STORAGE_EMULATOR_HOST": server.endpoint}):
+        yield server
+    server.server.stop()
 
 
 class _RangeHandler(SimpleHTTPRequestHandler):
@@ -111,6 +211,13 @@ class _RangeHandler(SimpleHTTPRequestHandler):
 
     def log_message(self, *args) -> None:
         pass
+
+    def list_directory(self, path):
+        """Python's index page of a folder, or a 404 (as a server without index pages)."""
+        if self.server.index_pages:
+            return super().list_directory(path)
+        self.send_error(404, "no index pages here")
+        return None
 
     def end_headers(self) -> None:
         self.send_header("Accept-Ranges", "bytes")
@@ -146,9 +253,11 @@ class _RangeHandler(SimpleHTTPRequestHandler):
 class RangeServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, folder: str):
-        super().__init__(("127.0.0.1", 0), partial(_RangeHandler, directory=folder))
+    def __init__(self, folder: str, *, index_pages: bool = True,
+                 handler=_RangeHandler):
+        super().__init__(("127.0.0.1", 0), partial(handler, directory=folder))
         self.folder = folder
+        self.index_pages = index_pages
         self.served: dict[str, int] = {}
         self.fail: set[str] = set()
         self.failed: list[str] = []
@@ -160,14 +269,32 @@ class RangeServer(ThreadingHTTPServer):
             self.served[name] = self.served.get(name, 0) + n
 
 
+class _PlainHandler(SimpleHTTPRequestHandler):
+    """Python's own file server, which ignores range requests."""
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def serving(folder: str, *, index_pages: bool = True, ranges: bool = True):
+    """An HTTP server over ``folder`` while in the block: with range requests (or Python's
+    plain one, without), with index pages of folders (or a 404 for them)."""
+    server = RangeServer(folder, index_pages=index_pages,
+                         handler=_RangeHandler if ranges else _PlainHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.fixture(scope="module")
 def http_server(tmp_path_factory):
     """An HTTP server with range requests over a fresh folder (``.folder``)."""
     folder = str(tmp_path_factory.mktemp("http"))
-    server = RangeServer(folder)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving(folder) as server:
+        yield server
     shutil.rmtree(folder, ignore_errors=True)

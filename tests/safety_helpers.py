@@ -37,6 +37,17 @@ def run_main(*argv: str) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
+def run_main_on_local_cluster(*argv: str) -> tuple[int, str, str]:
+    """``ckptsurgery ARGV --dask ADDRESS`` (as :func:`run_main`), ADDRESS a Dask
+    ``LocalCluster`` of two worker processes of one thread each, made for it."""
+    import pytest
+
+    distributed = pytest.importorskip("dask.distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        return run_main(*argv, "--dask", cluster.scheduler_address)
+
+
 def assert_clean_error(code: int, err: str, expected: int, *words: str) -> str:
     """Exit ``expected``, one ``ckptsurgery: [internal ]error:`` line on stderr (warnings aside),
     no traceback, and every one of ``words`` in it. Returns the line."""

@@ -12,7 +12,7 @@ import sys
 import time
 
 import pytest
-from safety_helpers import copy_checkpoint, run_main
+from safety_helpers import copy_checkpoint, run_main, run_main_on_local_cluster
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, "fixtures")
@@ -129,7 +129,7 @@ def test_batch_arguments_are_checked(tree):
     code, _, err = run_main("strip", str(tree), "--keep", ".", "--out", "x/m.ckpt")
     assert_clean_error(code, err, 2, "--out-dir")
     code, _, err = run_main("strip", os.path.join(FIXTURES, "mlp"), "--keep", ".")
-    assert_clean_error(code, err, 2, "--out PREFIX")
+    assert_clean_error(code, err, 2, "give --out", "--out-dir")
 
 
 def _cli(*argv: str, **kwargs) -> subprocess.Popen:
@@ -183,13 +183,9 @@ def _manifest_without_times(out) -> dict:
 
 @pytest.mark.slow
 def test_dask_on_a_local_cluster_gives_the_same_outputs_and_manifest(tree, tmp_path):
-    distributed = pytest.importorskip("dask.distributed")
     argv = ("strip", str(tree), "--optimizer-slots", "--out-dir")
     assert run_main(*argv, str(tmp_path / "local"), "--jobs", "1")[0] == 0
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster:
-        code, stdout, err = run_main(*argv, str(tmp_path / "dask"), "--dask",
-                                     cluster.scheduler_address)
+    code, stdout, err = run_main_on_local_cluster(*argv, str(tmp_path / "dask"))
     assert code == 0, err
     assert stdout.splitlines()[-1] == "4 done, 0 skipped (finished before), 0 failed"
     local, remote = tmp_path / "local", tmp_path / "dask"

@@ -461,3 +461,21 @@ def test_a_damaged_piece_of_a_big_cast_stops_it_and_writes_nothing(tmp_path):
     with pytest.raises(CheckpointCorruptError, match="'w' do not match their checksum"):
         cast_checkpoint(src, "float16", out, progress=False, max_batch_bytes=value.nbytes // 4)
     assert not os.path.exists(os.path.dirname(out)) or not os.listdir(os.path.dirname(out))
+
+
+def test_a_strip_keeps_the_checksum_of_a_tensor_copied_unchanged_and_a_cast_makes_a_new_one(
+        tmp_path):
+    """The copy takes the input's stored checksum (not computed again); a cast computes one."""
+    from safety_helpers import run_main
+
+    source = BundleReader(locate(FIXTURE_MLP))
+    key = "hidden1/kernel"
+    assert source.stored_crc(key) == crc32c(np.ascontiguousarray(source.read(key)))
+    for verb, extra in (("strip", ("--keep", ".")), ("cast", ("--dtype", "float16"))):
+        out = str(tmp_path / verb / "m.ckpt")
+        code, _, err = run_main(verb, FIXTURE_MLP, *extra, "--out", out, "--quiet")
+        assert code == 0, err
+        written = BundleReader(locate(out))
+        assert written.stored_crc(key) == crc32c(np.ascontiguousarray(written.read(key)))
+        same = written.stored_crc(key) == source.stored_crc(key)
+        assert same is (verb == "strip")

@@ -14,43 +14,24 @@ import threading
 import numpy as np
 import pytest
 import remote_helpers
-from remote_helpers import BUCKET, free_port
+from remote_helpers import BUCKET, free_port, local_files
 from safety_helpers import assert_clean_error, run_main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MLP = os.path.join(ROOT, "fixtures", "mlp")
 CORPUS = os.path.join(ROOT, "..", "shared", "corpus")
-s3, http_server = remote_helpers.s3, remote_helpers.http_server  # the servers' fixtures
+s3, gcs, http_server = remote_helpers.s3, remote_helpers.gcs, remote_helpers.http_server
 SLOTS = "jncharon__wine-classifier__estimator_ckpt-3374"  # Adagrad slots, a .meta
 
 
-def _files(folder: str) -> dict[str, bytes]:
-    return {n: open(os.path.join(folder, n), "rb").read() for n in sorted(os.listdir(folder))}
-
-
-def _remote_files(s3, url: str) -> dict[str, bytes]:
-    fs = s3.fs()
-    return {n: fs.cat_file(f"{url.removeprefix('s3://')}/{n}") for n in s3.names(url)}
-
-
+@pytest.mark.parametrize("server", ["s3", "gcs"])  # moto's S3, gcp-storage-emulator's GCS
 @pytest.mark.parametrize("source", [MLP, os.path.join(CORPUS, SLOTS)], ids=["fixture", "corpus"])
-def test_strip_from_s3_to_s3_is_bit_identical_to_the_local_strip(s3, tmp_path, source):
+def test_strip_bucket_to_bucket_is_bit_identical_to_the_local_strip(request, tmp_path, source,
+                                                                     server):
     if not os.path.isdir(source):
         pytest.skip("../shared is absent")
-    name = os.path.basename(source)
-    s3.put_folder(source, f"s3://{BUCKET}/{name}/run")
-    local = tmp_path / "local"
-    code, _, err = run_main("strip", source, "--optimizer-slots", "--out", str(local / "m.ckpt"),
-                            "--quiet")
-    assert code == 0, err
-    out = f"s3://{BUCKET}/{name}/slim"
-    code, stdout, err = run_main("strip", f"s3://{BUCKET}/{name}/run", "--optimizer-slots",
-                                 "--out", f"{out}/m.ckpt", "--quiet")
-    assert code == 0, err
-    assert f"wrote {out}/m.ckpt" in stdout
-    assert _remote_files(s3, out) == _files(str(local))
-    code, stdout, err = run_main("verify", f"{out}/m.ckpt")
-    assert code == 0 and stdout.rstrip().endswith("OK"), err
+    remote_helpers.assert_strip_in_a_bucket_is_the_local_strip(
+        request.getfixturevalue(server), source, tmp_path)
 
 
 def test_a_remote_output_that_exists_needs_force_and_a_stray_data_shard_does_not(s3):
@@ -259,7 +240,7 @@ def test_an_upload_cut_by_the_server_stopping_leaves_no_checkpoint_and_the_rerun
     code, _, err = run_main("strip", source, "--optimizer-slots", "--out",
                             str(local_out / "m.ckpt"), "--quiet")
     assert code == 0, err
-    assert _remote_files(s3, f"s3://{BUCKET}/cut") == _files(str(local_out))
+    assert s3.files(f"s3://{BUCKET}/cut") == local_files(str(local_out))
 
 
 def test_memory_urls_round_trip(tmp_path):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from . import CKPT_HELP, add_output_options
+from . import CKPT_HELP, MANY_HELP, add_output_options
+from .batch import add_batch_options
 
 HELP = ("write a checkpoint's weights as npz, Keras HDF5, safetensors, a TF2 checkpoint or a "
         "Hugging Face transformers folder")
@@ -19,6 +20,11 @@ examples:
   ckptsurgery convert bert_finetuned/model.ckpt-1000 --to hf --out bert-hf
   ckptsurgery convert gpt2/124M/model.ckpt --to hf --dry-run --out gpt2-hf
   ckptsurgery convert electra_small/electra_small --to hf --head generator --out gen-hf
+  ckptsurgery convert runs/ --to safetensors --out-dir st/ --jobs 2
+
+Many checkpoints (several CKPTs, folders, globs, state files) take --out-dir DIR: each output
+is DIR/<the input's path relative to its source> plus the format's suffix (.npz, .h5,
+.safetensors; none for a tf2 prefix or an hf folder), recorded in DIR's manifest.
 
 Optimizer slots, optimizer state and step counters are left out unless --include-slots.
 Names: the checkpoint keys (without TF2's /.ATTRIBUTES/VARIABLE_VALUE), renamed by --map.
@@ -44,9 +50,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
     p = sub.add_parser("convert", help=HELP, description=HELP + ".", epilog=EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", metavar="CKPT", help=CKPT_HELP)
+    p.add_argument("checkpoint", metavar="CKPT", nargs="+", help=CKPT_HELP + MANY_HELP)
     p.add_argument("--to", required=True, choices=FORMATS)
-    p.add_argument("--out", required=True, metavar="PATH",
+    p.add_argument("--out", metavar="PATH",
                    help="output file (a checkpoint prefix for tf2, a folder for hf)")
     p.add_argument("--include-slots", action="store_true",
                    help="also write optimizer slots, optimizer state and step counters")
@@ -79,22 +85,58 @@ def add_parser(sub) -> argparse.ArgumentParser:
                     help="largest model.safetensors file before sharding (default 5GB, as "
                          "transformers)")
     add_output_options(p)
+    add_batch_options(p, writes=True, preload=("ckptsurgery.migrate.rewrite",))
+    p.set_defaults(_output_name=output_name, _check=check)
     return p
 
 
-def run(args) -> int:
+def check(args) -> None:
+    """The options that do not go together (before a batch starts, once)."""
     from ..errors import UserError
-    from ..migrate.convert import convert_checkpoint
-    from ..migrate.rewrite import parse_map
+    from ..migrate.hf import parse_size
 
+    if args.to == "hf":
+        from ..formats import storage
+
+        remote = next((p for p in (args.out, getattr(args, "out_dir", None))
+                       if p and storage.is_url(p)), None)
+        if remote:
+            raise UserError(f"'{remote}': --to hf writes a local folder; give a local --out or "
+                            "--out-dir, then copy it up (gcloud storage cp -r, aws s3 cp "
+                            "--recursive)")
+        others = [flag for flag, given in (("--include-slots", args.include_slots),
+                                           ("--only", args.only), ("--map", args.map),
+                                           ("--torch-layout", args.torch_layout),
+                                           ("--use-ema", args.use_ema)) if given]
+        if others:
+            raise UserError(f"{', '.join(others)} do not apply to --to hf: the family's rules "
+                            "decide names and layouts (--drop leaves variables out)")
+        parse_size(args.max_shard_size)
+        return
     hf_only = [flag for flag, given in (("--config", args.config), ("--rules", args.rules),
                                         ("--head", args.head), ("--drop", args.drop),
                                         ("--dry-run", args.dry_run)) if given]
-    if args.to == "hf":
-        return _hf(args)
     if hf_only:
         raise UserError(f"{', '.join(hf_only)} apply to --to hf only")
 
+
+#: What a batch's output adds to the input's relative prefix, by format.
+SUFFIXES = {"npz": ".npz", "keras-h5": ".h5", "safetensors": ".safetensors", "tf2": "", "hf": ""}
+
+
+def output_name(args, relative: str) -> str:
+    """The output of the input at ``relative`` under ``--out-dir``: ``run1/model.ckpt-300``
+    becomes ``run1/model.ckpt-300.safetensors`` (a prefix for tf2, a folder for hf)."""
+    return relative + SUFFIXES[args.to]
+
+
+def run(args) -> int:
+    from ..migrate.convert import convert_checkpoint
+    from ..migrate.rewrite import parse_map
+
+    check(args)
+    if args.to == "hf":
+        return _hf(args)
     result = convert_checkpoint(
         args.checkpoint, args.to, args.out, include_slots=args.include_slots, only=args.only,
         maps=[parse_map(m) for m in args.map], torch_layout=args.torch_layout, force=args.force,
@@ -107,13 +149,6 @@ def _hf(args) -> int:
     from ..errors import UserError
     from ..migrate.hf import convert_to_hf, parse_size
 
-    others = [flag for flag, given in (("--include-slots", args.include_slots),
-                                       ("--only", args.only), ("--map", args.map),
-                                       ("--torch-layout", args.torch_layout),
-                                       ("--use-ema", args.use_ema)) if given]
-    if others:
-        raise UserError(f"{', '.join(others)} do not apply to --to hf: the family's rules "
-                        "decide names and layouts (--drop leaves variables out)")
     result = convert_to_hf(args.checkpoint, args.out, config=args.config, rules=args.rules,
                            drop=args.drop, head=args.head, dry_run=args.dry_run,
                            max_shard_size=parse_size(args.max_shard_size), force=args.force,

@@ -36,17 +36,30 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="a regex rename; repeat for more")
     g.add_argument("--preset", action="append", default=[], choices=sorted(RENAME_PRESETS),
                    help="a named list of renames: rnn-1.2 = TF 1.2's RNN cell renames")
+    p.set_defaults(_check=check)
     return p
 
 
-def run(args) -> int:
+def check(args) -> list:
+    """The renames the options give (before a batch starts, once).
+
+    Raises:
+        UserError: none given, or a --map that does not parse.
+    """
     from ..errors import UserError
-    from ..migrate.rewrite import PRESET_WORDS, RENAME_PRESETS, parse_map, plan_rename
+    from ..migrate.rewrite import RENAME_PRESETS, parse_map
 
     maps = [m for name in args.preset for m in RENAME_PRESETS[name]]
     maps += [parse_map(m) for m in args.map]
     if not maps:
         raise UserError("nothing to rename: give --map REGEX=REPLACEMENT or --preset rnn-1.2")
+    return maps
+
+
+def run(args) -> int:
+    from ..migrate.rewrite import PRESET_WORDS, plan_rename
+
+    maps = check(args)
     what = " or ".join(PRESET_WORDS[name] for name in args.preset) \
         if args.preset and not args.map else None
     return run_rewrite(args, lambda checkpoint: plan_rename(checkpoint, maps, what=what,

@@ -27,7 +27,9 @@ def add_rewrite_options(p: argparse.ArgumentParser) -> None:
     o.add_argument("--batch-mb", type=_megabytes, default=DEFAULT_BATCH_BYTES / 2**20, metavar="MB",
                    help="bytes of a tensor read and written at a time; bounds memory "
                         f"(default {DEFAULT_BATCH_BYTES // 2**20})")
-    add_batch_options(p, writes=True)
+    add_batch_options(p, writes=True, preload=(
+        "ckptsurgery.migrate.rewrite", "ckptsurgery.formats.writer",
+        "ckptsurgery.safety.staging", "ckptsurgery.safety.verify"))
 
 
 def _megabytes(text: str) -> float:

@@ -36,14 +36,21 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="drop the variables matching REGEX; repeat for more")
     g.add_argument("--keep", action="append", default=[], metavar="REGEX",
                    help="keep only the variables matching REGEX (then --drop applies)")
+    p.set_defaults(_check=check)
     return p
 
 
-def run(args) -> int:
+def check(args) -> None:
+    """The options' own errors (before a batch starts, once)."""
     from ..errors import UserError
-    from ..migrate.rewrite import plan_strip
 
     if not (args.optimizer_slots or args.drop or args.keep):
         raise UserError("nothing to strip: give --optimizer-slots, --drop REGEX or --keep REGEX")
+
+
+def run(args) -> int:
+    from ..migrate.rewrite import plan_strip
+
+    check(args)
     return run_rewrite(args, lambda checkpoint: plan_strip(
         checkpoint, optimizer_slots=args.optimizer_slots, drop=args.drop, keep=args.keep))

@@ -247,6 +247,11 @@ def _not_found_message(path: str, prefix: str) -> str:
     if found:
         return f"no checkpoint at '{path}' ({looked}); checkpoints in that folder: " + ", ".join(
             found[:5])
+    if storage.is_http(path):
+        return (f"no checkpoint at '{path}' ({looked}: not there, 404); check the URL; a folder "
+                "over HTTP is searched only where the server gives an index page of its files: "
+                "else give the checkpoints' prefixes, or the URL of their 'checkpoint' state "
+                "file")
     if storage.is_url(path):
         return (f"no checkpoint at '{path}' ({looked}: not there, 404); check the URL, or give "
                 "the folder or prefix it names")

@@ -135,7 +135,12 @@ def _make_parent(path: str) -> None:
 
 def check_output_path(path: str, *, inputs: Iterable[str] = (), force: bool = False) -> str:
     """Like :func:`check_output_file`, for an output that is a file or a folder (a
-    SavedModel): an existing one of either kind is replaced only with ``force``."""
+    SavedModel): an existing one of either kind is replaced only with ``force``. Such an
+    output is written on a local disk only (a folder has no atomic upload)."""
+    if storage.is_url(path):
+        raise OutputError(f"'{path}': this output (a folder, or a file staged as one) is "
+                          "written to a local path only; write it locally, then copy it up "
+                          "(gcloud storage cp -r, aws s3 cp --recursive)")
     path = os.path.normpath(os.path.expanduser(path))
     for source in inputs:
         real = os.path.realpath(source)

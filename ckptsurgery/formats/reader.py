@@ -121,6 +121,16 @@ class BundleReader:
         return (not entry.slices and DTYPE_NAMES.get(entry.dtype, ("", 0))[1] > 0
                 and 0 < entry.size <= _READ_LIMIT)
 
+    def stored_crc(self, key: str) -> int | None:
+        """The CRC-32C of the bytes :meth:`chunks` gives for ``key``, as the index records it
+        (which :meth:`chunks` checks them against): for a whole fixed-width tensor in this
+        machine's byte order; None otherwise (slices, strings, a big-endian bundle)."""
+        entry = self.index.entries[key]
+        width = DTYPE_NAMES.get(entry.dtype, ("", 0))[1]
+        if entry.slices or not width or self._big_endian:
+            return None
+        return unmask_crc(entry.crc32c)
+
     def chunks(self, key: str, max_bytes: int) -> Iterator:
         """Yield the tensor ``key`` flattened, in C order, as arrays of at most ``max_bytes``
         (at least one element each). Each piece is valid until the next is asked for. The

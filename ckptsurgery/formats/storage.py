@@ -37,6 +37,7 @@ from ..errors import OutputError, UserError, first_line
 
 __all__ = [
     "is_url",
+    "is_http",
     "normpath",
     "join",
     "dirname",
@@ -83,6 +84,12 @@ def is_url(path: str) -> bool:
     URLs count as local."""
     m = _URL_RE.match(path)
     return bool(m) and m.group("scheme").lower() != "file"
+
+
+def is_http(path: str) -> bool:
+    """Whether ``path`` is an ``http(s)://`` URL (read only, folders only where the server
+    gives index pages)."""
+    return is_url(path) and _scheme(path) in _READ_ONLY
 
 
 def _scheme(url: str) -> str:
@@ -132,6 +139,8 @@ def _filesystem(scheme: str, pid: int):
     except ImportError:
         raise UserError(f"'{scheme}://' URLs need fsspec: {hint}") from None
     options = {} if scheme == "memory" else {"use_listings_cache": False}
+    if scheme in ("gs", "gcs"):
+        options.update(_gcs_credentials(fsspec.config.conf))
     try:
         return fsspec.filesystem(scheme, **options)
     except ImportError:
@@ -139,6 +148,46 @@ def _filesystem(scheme: str, pid: int):
     except ValueError as e:
         raise UserError(f"'{scheme}://' is not a scheme fsspec knows ({first_line(e)}); "
                         "use s3://, gs://, http(s)://, memory:// or a local path") from None
+
+
+#: What makes gs:// URLs work without credentials (fsspec's own configuration of gcsfs).
+_GCS_FIXES = ("set GOOGLE_APPLICATION_CREDENTIALS to a service-account key file, run 'gcloud "
+              "auth application-default login', or for a public bucket set FSSPEC_GS_TOKEN=anon "
+              "(anonymous access)")
+
+
+def _gcs_credentials(conf: dict) -> dict:
+    """gcsfs's credentials, looked up by google-auth before gcsfs is made.
+
+    Given no token, gcsfs tries each of google-auth's sources and then goes on anonymously, so
+    that with no credentials and no network it retries for minutes before failing. Here
+    ``google.auth.default`` looks once (GOOGLE_APPLICATION_CREDENTIALS, gcloud's default
+    credentials file, the GCE metadata server: one attempt of 1 s unless
+    GCE_METADATA_TIMEOUT / GCE_METADATA_DETECT_RETRIES say otherwise) and what it finds is
+    gcsfs's token. A token in fsspec's configuration (``FSSPEC_GS_TOKEN=anon``,
+    ``~/.config/fsspec/gs.json``) or an emulator (STORAGE_EMULATOR_HOST) is left to gcsfs.
+
+    Raises:
+        UserError: no credentials, naming the ways to give them.
+    """
+    options = {**conf.get("gcs", {}), **conf.get("gs", {})}
+    if "token" in options or os.environ.get("STORAGE_EMULATOR_HOST", "default") != "default":
+        return {}
+    os.environ.setdefault("GCE_METADATA_TIMEOUT", "1")
+    os.environ.setdefault("GCE_METADATA_DETECT_RETRIES", "1")
+    try:
+        import google.auth
+        from google.auth.exceptions import DefaultCredentialsError
+    except ImportError:
+        return {}  # gcsfs is not installed either: its import names the extra
+    scope = "https://www.googleapis.com/auth/devstorage." + options.get("access", "full_control")
+    try:
+        credentials, project = google.auth.default(scopes=[scope])
+    except DefaultCredentialsError:
+        raise UserError(f"no credentials for gs:// URLs: {_GCS_FIXES}") from None
+    if project and "project" not in options and not os.environ.get("GCSFS_DEFAULT_PROJECT"):
+        return {"token": credentials, "project": project}
+    return {"token": credentials}
 
 
 def _fs(url: str):
@@ -160,13 +209,17 @@ def _failure(url: str, e: BaseException) -> UserError:
     kind = type(e).__name__
     scheme = _scheme(url)
     lowered = text.lower()
-    if _no_bucket(e):
-        return UserError(f"bucket '{_bucket(url)}' of '{url}' does not exist; create it, or "
-                         "check the URL (and AWS_ENDPOINT_URL for a non-AWS server)")
+    if "support range requests" in text:
+        return UserError(f"the server of '{url}' ignores range requests, which reading a "
+                         "checkpoint over HTTP needs; serve it with one that answers them "
+                         "(nginx, Apache, 'python -m RangeHTTPServer' of the rangehttpserver "
+                         "package) or download it first")
+    if _no_bucket(e) or (isinstance(e, FileNotFoundError) and not _unreachable(e)
+                         and not _bucket_exists(url)):
+        return _bucket_error(url)
     if kind in ("NoCredentialsError", "PartialCredentialsError", "DefaultCredentialsError") \
             or "credentials" in lowered:
-        fix = ("set GOOGLE_APPLICATION_CREDENTIALS or run 'gcloud auth application-default login'"
-               if scheme in ("gs", "gcs") else
+        fix = (_GCS_FIXES if scheme in ("gs", "gcs") else
                "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or "
                "~/.aws/credentials")
         return UserError(f"no credentials to read '{url}': {fix}")
@@ -195,6 +248,35 @@ def _unreachable(e: BaseException) -> bool:
     return False
 
 
+def _bucket_error(url: str) -> UserError:
+    setting = ("STORAGE_EMULATOR_HOST for an emulator" if _scheme(url) in ("gs", "gcs") else
+               "AWS_ENDPOINT_URL for a non-AWS server")
+    return UserError(f"bucket '{_bucket(url)}' of '{url}' does not exist; create it, or check "
+                     f"the URL (and {setting})")
+
+
+#: Buckets seen to exist, by (process, scheme, bucket): asked once, on the first missing file.
+_BUCKETS_SEEN: set[tuple[int, str, str]] = set()
+
+
+def _bucket_exists(url: str) -> bool:
+    """Whether the bucket of ``url`` exists, asked when a file in it is missing (gcsfs's
+    missing file does not say which was missing); True when that cannot be told (no access
+    to the bucket itself, a scheme without buckets)."""
+    scheme = _scheme(url)
+    key = (os.getpid(), scheme, _bucket(url))
+    if scheme in (*_READ_ONLY, "memory") or key in _BUCKETS_SEEN:
+        return True
+    try:
+        _fs(url).info(_bucket(url))
+    except FileNotFoundError:
+        return False
+    except Exception:  # no access to the bucket itself, a flaky server: not a missing bucket
+        return True
+    _BUCKETS_SEEN.add(key)
+    return True
+
+
 def _no_bucket(e: BaseException) -> bool:
     text = first_line(e).lower()
     return any(words in text.replace(" ", "") for words in (
@@ -209,7 +291,8 @@ def _call(url: str, fn, *args, missing=None, **kwargs):
     except UserError:
         raise
     except FileNotFoundError as e:
-        if missing is not None and not _no_bucket(e) and not _unreachable(e):
+        if missing is not None and not _no_bucket(e) and not _unreachable(e) \
+                and _bucket_exists(url):
             return missing
         raise _failure(url, e) from None
     except Exception as e:
@@ -252,7 +335,14 @@ def isdir(path: str) -> bool:
         return os.path.isdir(path)
     fs = _fs(path)
     if _scheme(path) in _READ_ONLY:
-        return path.endswith("/")
+        # HTTP has no folders: a URL is one when the server answers it with an index page
+        # linking to what is below it (fsspec's listing), or when it has a state file. A HEAD
+        # first, so that a file is not fetched to be told from a page.
+        info = _info(path)
+        if info is not None and info.get("mimetype") not in (None, "text/html"):
+            return False
+        listed = info is not None and bool(_call(path, fs.isdir, path, missing=False))
+        return listed or isfile(join(path, "checkpoint"))
     return bool(_call(path, fs.isdir, _fs_path(path), missing=False))
 
 
@@ -340,7 +430,8 @@ def identity(path: str) -> dict:
     if info is None:
         raise FileNotFoundError(path)
     out = {"size": int(info["size"])}
-    for key in ("ETag", "etag", "generation", "md5Hash", "LastModified", "mtime", "created"):
+    for key in ("ETag", "etag", "generation", "md5Hash", "Content-MD5", "Digest", "LastModified",
+                "Last-Modified", "mtime", "created"):
         if info.get(key) is not None:
             out[key.lower()] = str(info[key])
             break
@@ -356,9 +447,35 @@ def open_read(path: str):
     held = _held(path)
     if held is not None:
         return io.BytesIO(held)
+    _check_ranges(path)
     fs = _fs(path)
     return _call(path, fs.open, _fs_path(path), "rb", block_size=RANGE_BYTES,
                  cache_type="readahead")
+
+
+#: HTTP servers seen to answer range requests, by (process, host).
+_RANGES_SEEN: set[tuple[int, str]] = set()
+
+
+def _check_ranges(url: str) -> None:
+    """Check, once per HTTP server, that it answers range requests: one that ignores them
+    sends a whole file where a piece was asked for (Python's ``http.server`` does).
+
+    Raises:
+        UserError: it does not, naming the fix.
+    """
+    key = (os.getpid(), url.split("://", 1)[1].split("/", 1)[0])
+    if _scheme(url) not in _READ_ONLY or key in _RANGES_SEEN:
+        return
+    fs = _fs(url)
+
+    def second_byte() -> None:  # a range not at the start: fsspec refuses a whole file
+        with fs.open(url, "rb", block_size=2, cache_type="none") as f:
+            f.seek(1)
+            f.read(1)
+
+    _call(url, second_byte)
+    _RANGES_SEEN.add(key)
 
 
 def _transient(e: BaseException) -> bool:
@@ -372,6 +489,7 @@ def read_range(path: str, start: int, nbytes: int) -> bytes:
     held = _held(path)
     if held is not None:
         return held[start:start + nbytes]
+    _check_ranges(path)
     fs = _fs(path)
     for attempt in range(RANGE_RETRIES):
         try:
@@ -395,6 +513,7 @@ def read_ranges(path: str, start: int, nbytes: int, out) -> None:
 
     bounds = [(s, min(RANGE_BYTES, start + nbytes - s))
               for s in range(start, start + nbytes, RANGE_BYTES)]
+    _check_ranges(path)
     fs = _fs(path)
     got: list = [None] * len(bounds)
     if len(bounds) > 1 and hasattr(fs, "cat_ranges"):
@@ -556,10 +675,8 @@ def check_writable(url: str) -> None:
     fs = _fs(url)
     if _scheme(url) == "memory":
         return
-    bucket = _bucket(url)
-    if not _call(url, fs.exists, bucket, missing=False):
-        raise OutputError(f"bucket '{bucket}' of '{url}' does not exist; create it, or check "
-                          "the URL (and AWS_ENDPOINT_URL for a non-AWS server)")
+    if not _call(url, fs.exists, _bucket(url), missing=False):
+        raise OutputError(str(_bucket_error(url)))
 
 
 @contextlib.contextmanager

@@ -184,13 +184,18 @@ def _copy_one(checkpoint, spec: CopySpec, writer, stats: CopyStats, bar,
         return
     enum = enum_of(spec.dtype or info.dtype)
     target = numpy_dtype(enum)
+    crc = None
     if spec.dtype in (None, info.dtype) or info.nbytes <= max_batch_bytes // 2:
         pieces = _converted(checkpoint.pieces(spec.source, max_batch_bytes), target,
                             spec.target, stats, bar, buffers)
+        if spec.dtype in (None, info.dtype) and checkpoint.bundle is not None \
+                and checkpoint.has_tensor(spec.source):
+            # copied unchanged: the input's checksum, which its reader checks, is the output's
+            crc = checkpoint.bundle.stored_crc(spec.source)
     else:  # a big cast: the next piece is read and cast while this one is written
         pieces = _ahead(_converted(checkpoint.pieces(spec.source, max_batch_bytes // 2),
                                    target, spec.target, stats, bar, buffers))
-    writer.add_pieces(spec.target, target, info.shape, pieces, enum=enum)
+    writer.add_pieces(spec.target, target, info.shape, pieces, enum=enum, crc=crc)
 
 
 def _copy_together(checkpoint, specs: Sequence[CopySpec], writer, stats: CopyStats,

@@ -71,10 +71,12 @@ class BundleFileWriter:
         self.add_pieces(key, array.dtype, array.shape, [np.ascontiguousarray(array).reshape(-1)])
 
     def add_pieces(self, key: str, dtype, shape, pieces: Iterable, *,
-                   enum: int | None = None) -> None:
+                   enum: int | None = None, crc: int | None = None) -> None:
         """Append a fixed-width tensor of ``dtype`` and ``shape`` given as flat pieces in C
         order (each written, then dropped), under ``key``. ``enum``: the ``DataType`` to
-        record, when not numpy's dtype's (``qint8`` is stored as numpy's ``int8``).
+        record, when not numpy's dtype's (``qint8`` is stored as numpy's ``int8``). ``crc``:
+        the pieces' CRC-32C when the caller knows it (a tensor copied unchanged from a
+        checkpoint whose reader checks that checksum), not computed again.
 
         Raises:
             InternalError: the pieces do not add up to the shape.
@@ -83,12 +85,14 @@ class BundleFileWriter:
 
         enum = enum_of_numpy(dtype) if enum is None else enum
         width = DTYPE_NAMES[enum][1]
-        start, crc = self._offset, 0
+        start, computed = self._offset, 0
         for piece in pieces:
             piece = np.ascontiguousarray(piece, dtype=dtype).reshape(-1)
-            crc = crc32c(piece, crc)
+            if crc is None:
+                computed = crc32c(piece, computed)
             self._data.write(piece)
             self._offset += piece.nbytes
+        crc = computed if crc is None else crc
         size = self._offset - start
         expected = math.prod(int(d) for d in shape) * width
         if size != expected:

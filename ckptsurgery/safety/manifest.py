@@ -2,8 +2,8 @@
 
 A batch command (``strip DIR --out-dir OUT``) keeps ``OUT/.ckptsurgery-batch.json``: for each
 input checkpoint, the identity of its files (size and modification time, or ETag for remote
-ones), the command and options that made the output, the output prefix and the identity of the
-output's files once it was written and verified. An input counts as finished only when all of
+ones), the command and options that made the output, the output (a checkpoint prefix, a file
+or a folder) and the identity of the output's files once it was written and verified. An input counts as finished only when all of
 that still holds; an output that a killed run left (staged writes leave none or a complete one,
 never recorded as finished) is redone. The file is replaced whole at each change (atomically
 on a disk; an object store replaces an object whole).
@@ -18,7 +18,7 @@ import json
 from ..formats import storage
 from ..formats.checkpoint import locate
 
-__all__ = ["MANIFEST_NAME", "Manifest", "files_identity"]
+__all__ = ["MANIFEST_NAME", "Manifest", "files_identity", "output_identity"]
 
 MANIFEST_NAME = ".ckptsurgery-batch.json"
 _VERSION = 1
@@ -27,6 +27,18 @@ _VERSION = 1
 def files_identity(prefix: str) -> dict[str, dict]:
     """The identity of each file of the checkpoint at ``prefix``, by file name."""
     return {storage.basename(p): storage.identity(p) for p in locate(prefix).paths}
+
+
+def output_identity(output: str) -> dict[str, dict]:
+    """The identity of each file of an output, by name: a checkpoint (``output`` its prefix),
+    a single file (a ``.safetensors``), or a folder (a transformers folder, by path inside)."""
+    if storage.isfile(output):
+        return {storage.basename(output): storage.identity(output)}
+    if storage.isdir(output):
+        root = output.rstrip("/")
+        return {path[len(root) + 1:]: storage.identity(path)
+                for path in storage.walk_files(root)}
+    return files_identity(output)
 
 
 class Manifest:
@@ -51,7 +63,7 @@ class Manifest:
                 identity, command, output):
             return False
         try:
-            return files_identity(output) == entry.get("output_files")
+            return output_identity(output) == entry.get("output_files")
         except Exception:  # gone, or no longer a checkpoint
             return False
 
@@ -70,7 +82,7 @@ class Manifest:
         """Record ``source``'s output, just written and verified, as finished."""
         entry = self.entries[source]
         entry["state"] = "done"
-        entry["output_files"] = files_identity(entry["output"])
+        entry["output_files"] = output_identity(entry["output"])
         self.save()
 
     def save(self) -> None:
