@@ -238,3 +238,22 @@ def test_dask_reruns_the_task_of_a_worker_killed_mid_batch(tmp_path):
     assert stdout.splitlines()[-1] == "4 done, 0 skipped (finished before), 0 failed"
     code, stdout, _ = run_main("verify", str(tmp_path / "out"), "--jobs", "1")
     assert code == 0 and stdout.splitlines()[-1] == "4 done, 0 skipped (finished before), 0 failed"
+
+
+def test_migration_commands_give_numpy_one_blas_thread_and_others_keep_its_own(tmp_path):
+    """numpy's OpenBLAS threads spin after each call: in a batch they take the cores of the
+    other jobs, so the commands that do no matrix products set ``OPENBLAS_NUM_THREADS=1``
+    before numpy loads (a value the user set is kept); the training commands do not."""
+    code = ("import os, sys; from ckptsurgery.cli import main; main(sys.argv[1:]); "
+            "print(os.environ.get('OPENBLAS_NUM_THREADS'))")
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+
+    def threads(*argv, **extra):
+        r = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True,
+                           env={**env, **extra}, check=False)
+        return r.stdout.strip().splitlines()[-1]
+
+    fixture = os.path.join(FIXTURES, FIXTURE_PREFIXES[0])
+    assert threads("verify", fixture) == "1"
+    assert threads("verify", fixture, OPENBLAS_NUM_THREADS="2") == "2"
+    assert threads("graph", fixture, "--out", str(tmp_path / "cnn.dot")) == "None"
