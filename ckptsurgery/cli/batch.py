@@ -25,8 +25,8 @@ __all__ = ["PRELOAD", "add_batch_options", "is_batch", "check_single", "run_batc
 
 #: Options of the batch itself, not of the command run on each checkpoint.
 _BATCH_ONLY = ("checkpoint", "out", "out_dir", "jobs", "dask", "json", "quiet", "force",
-               "debug", "verbose", "_run", "_batch", "_check", "_output_name", "_preload", "command",
-               "dry_run")
+               "debug", "verbose", "_run", "_batch", "_check", "_output_name", "_preload",
+               "command", "dry_run")
 
 
 #: What every batch's tasks import (see :func:`_preload`).

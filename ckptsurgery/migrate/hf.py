@@ -171,7 +171,7 @@ def plan_hf(checkpoint, *, config: str | None = None, rules: str | None = None,
                         f"of {', '.join(families_with(rules))}'s); describe it with --rules "
                         "FILE (docs/families.md)")
     drops = compile_patterns(drop, "--drop")
-    head = next(h for h in family.heads if h.name == report.head)
+    chosen = next(h for h in family.heads if h.name == report.head)
     values = report.values
     roles = classify(list(variables), checkpoint.meta_graph)
     plan = HfPlan(checkpoint.prefix, report, [])
@@ -192,9 +192,9 @@ def plan_hf(checkpoint, *, config: str | None = None, rules: str | None = None,
         # the first rule for this head decides; a rule only for other heads leaves it out
         matching = [(r, mm) for r in family.rules if (mm := r.match.search(key))]
         rule, match = next(((r, mm) for r, mm in matching
-                            if r.heads is None or head.name in r.heads), (None, None))
+                            if r.heads is None or chosen.name in r.heads), (None, None))
         if rule is None and matching:
-            m.reason = m.kind = f"not part of {head.architecture}"
+            m.reason = m.kind = f"not part of {chosen.architecture}"
             continue
         if rule is None:
             m.problem = "no rule maps it"
@@ -203,8 +203,8 @@ def plan_hf(checkpoint, *, config: str | None = None, rules: str | None = None,
             m.reason = m.kind = rule.skip
             continue
         m.target = match.expand(rule.to)
-        if head.strip_prefix and m.target.startswith(head.strip_prefix):
-            m.target = m.target[len(head.strip_prefix):]
+        if chosen.strip_prefix and m.target.startswith(chosen.strip_prefix):
+            m.target = m.target[len(chosen.strip_prefix):]
         m.transform = rule.transform
         m.shape = _written_shape(info.shape, rule.transform)
         m.problem = _shape_problem(key, info.shape, rule, values, report)
@@ -212,7 +212,7 @@ def plan_hf(checkpoint, *, config: str | None = None, rules: str | None = None,
             m.problem = f"'{key}' is {info.dtype}, which safetensors cannot store"
     _collect_problems(plan, family, report)
     if not plan.problems:
-        plan.config = _hf_config(family, report, head)
+        plan.config = _hf_config(family, report, chosen)
         plan.tokenizer, plan.tokenizer_config = _tokenizer(family, report, checkpoint.prefix)
     return plan
 

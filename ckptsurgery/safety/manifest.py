@@ -3,9 +3,9 @@
 A batch command (``strip DIR --out-dir OUT``) keeps ``OUT/.ckptsurgery-batch.json``: for each
 input checkpoint, the identity of its files (size and modification time, or ETag for remote
 ones), the command and options that made the output, the output (a checkpoint prefix, a file
-or a folder) and the identity of the output's files once it was written and verified. An input counts as finished only when all of
-that still holds; an output that a killed run left (staged writes leave none or a complete one,
-never recorded as finished) is redone. The file is replaced whole at each change (atomically
+or a folder) and the identity of the output's files once it was written and verified. An
+input counts as finished only when all of that still holds; an output that a killed run left
+(staged writes leave none or a complete one, never recorded as finished) is redone. The file is replaced whole at each change (atomically
 on a disk; an object store replaces an object whole).
 
 Imports :mod:`ckptsurgery.formats`; no TensorFlow.
